@@ -1,0 +1,195 @@
+"""`RolloutWorker`: steps `num_envs` environments with one batched policy call per step and
+returns fixed-length `Fragment`s. A plain class: `cluster/` makes it a Ray actor, serial mode
+calls it directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from actors.captions import normalize_caption
+from actors.envs import make_env
+from actors.fragment import EpisodeStats, Fragment
+
+
+class _Episode:
+    """Running totals of the episode an environment is in."""
+
+    __slots__ = ("return_", "length", "max_depth", "caption_counts")
+
+    def __init__(self) -> None:
+        self.return_ = 0.0
+        self.length = 0
+        self.max_depth = 0
+        self.caption_counts: dict[str, int] = {}
+
+
+class RolloutWorker:
+    """Owns `num_envs` environments and a CPU copy of the policy.
+
+    Environment e of worker w is seeded with `seed + 1000 * w + e` on its first reset and
+    `seed + 1000 * w + e + 1_000_000 * k` on its k-th later reset, so every episode differs and a
+    run is reproducible.
+    """
+
+    def __init__(
+        self,
+        *,
+        env_id: str,
+        num_envs: int,
+        unroll_length: int,
+        policy: torch.nn.Module,
+        seed: int = 0,
+        worker_id: int = 0,
+        max_episode_steps: int | None = None,
+        normalize_captions: bool = False,
+    ):
+        torch.set_num_threads(1)  # one core per worker; batched inference is small
+        self.worker_id = worker_id
+        self.unroll_length = unroll_length
+        self.policy = policy.eval()
+        self.policy_version = 0
+        self.normalize_captions = normalize_captions
+        self._seed_base = seed + 1000 * worker_id
+        self.envs = [
+            make_env(env_id, seed=self._seed_base + i, max_episode_steps=max_episode_steps)
+            for i in range(num_envs)
+        ]
+        self._resets = [0] * num_envs
+        first = [env.reset(seed=self._seed_base + i)[0] for i, env in enumerate(self.envs)]
+        self._obs_buffers = {
+            key: np.zeros(
+                (unroll_length + 1, num_envs, *np.shape(value)), dtype=np.asarray(value).dtype
+            )
+            for key, value in first[0].items()
+        }
+        for i, obs in enumerate(first):  # row T: `sample` moves it to row 0
+            self._write_obs(unroll_length, i, obs)
+        self._state = policy.initial_state(num_envs)
+        self._episodes = [_Episode() for _ in range(num_envs)]
+
+    @property
+    def num_envs(self) -> int:
+        return len(self.envs)
+
+    def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
+        """Load learner weights (numpy arrays, as shipped through the object store)."""
+        self.policy.load_state_dict(
+            {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
+        )
+        self.policy_version = version
+
+    def sample(self) -> tuple[Fragment, tuple[EpisodeStats, ...]]:
+        """Step every env `unroll_length` times; return the fragment and the episodes it finished.
+
+        The stats are returned beside the fragment so that the driver can read them without
+        fetching the observation arrays.
+        """
+        steps, num_envs = self.unroll_length, self.num_envs
+        buffers = self._obs_buffers
+        for key, buf in buffers.items():  # last fragment's final obs is this one's first
+            buf[0] = buf[steps]
+        actions = np.zeros((steps, num_envs), np.int64)
+        logp = np.zeros((steps, num_envs), np.float32)
+        values = np.zeros((steps, num_envs), np.float32)
+        rewards = np.zeros((steps, num_envs), np.float32)
+        terminated = np.zeros((steps, num_envs), bool)
+        truncated = np.zeros((steps, num_envs), bool)
+        final_values = np.zeros((steps, num_envs), np.float32)
+        caption_ids = np.full((steps, num_envs), -1, np.int32)
+        caption_counts = np.zeros((steps, num_envs), np.int32)
+        caption_index: dict[str, int] = {}
+        initial_state = self._state.numpy().copy()
+        finished: list[EpisodeStats] = []
+        no_starts = torch.zeros(1, num_envs, dtype=torch.bool)
+
+        with torch.no_grad():
+            for t in range(steps):
+                obs_t = {k: torch.from_numpy(buf[t : t + 1]) for k, buf in buffers.items()}
+                logits, value, self._state = self.policy(obs_t, self._state, no_starts)
+                dist = torch.distributions.Categorical(logits=logits[0])
+                action = dist.sample()
+                actions[t] = action.numpy()
+                logp[t] = dist.log_prob(action).numpy()
+                values[t] = value[0].numpy()
+                truncated_final: list[tuple[int, dict]] = []
+                for i, env in enumerate(self.envs):
+                    obs, reward, term, trunc, info = env.step(int(actions[t, i]))
+                    episode = self._episodes[i]
+                    episode.return_ += float(reward)
+                    episode.length += 1
+                    episode.max_depth = max(episode.max_depth, int(info.get("depth", 0)))
+                    rewards[t, i], terminated[t, i], truncated[t, i] = reward, term, trunc
+                    caption = info.get("caption")
+                    if caption is not None:
+                        if self.normalize_captions:
+                            caption = normalize_caption(caption)
+                        count = episode.caption_counts.get(caption, 0) + 1
+                        episode.caption_counts[caption] = count
+                        caption_ids[t, i] = caption_index.setdefault(caption, len(caption_index))
+                        caption_counts[t, i] = count
+                    if term or trunc:
+                        finished.append(self._finish_episode(i, info, trunc and not term))
+                        if trunc and not term:
+                            truncated_final.append((i, obs))
+                        obs = self._reset_env(i)
+                    self._write_obs(t + 1, i, obs)
+                if truncated_final:
+                    final_values[t] = self._values_of(truncated_final, num_envs)
+                done = torch.from_numpy(terminated[t] | truncated[t])
+                self._state = self._state * (~done).float().unsqueeze(-1)
+
+        fragment = Fragment(
+            obs={k: buf.copy() for k, buf in buffers.items()},
+            actions=actions,
+            logp=logp,
+            values=values,
+            rewards=rewards,
+            terminated=terminated,
+            truncated=truncated,
+            final_values=final_values,
+            caption_ids=caption_ids,
+            caption_counts=caption_counts,
+            captions=tuple(caption_index),
+            initial_state=initial_state,
+            policy_version=self.policy_version,
+            worker_id=self.worker_id,
+            episodes=tuple(finished),
+        )
+        return fragment, tuple(finished)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+    def _write_obs(self, t: int, i: int, obs: dict[str, np.ndarray]) -> None:
+        for key, buf in self._obs_buffers.items():
+            buf[t, i] = obs[key]
+
+    def _reset_env(self, i: int) -> dict[str, np.ndarray]:
+        self._resets[i] += 1
+        self._episodes[i] = _Episode()
+        return self.envs[i].reset(seed=self._seed_base + i + 1_000_000 * self._resets[i])[0]
+
+    def _finish_episode(self, i: int, info: dict, truncated: bool) -> EpisodeStats:
+        episode = self._episodes[i]
+        success = info.get("success")
+        return EpisodeStats(
+            return_extrinsic=episode.return_,
+            length=episode.length,
+            success=None if success is None else bool(success),
+            max_depth=episode.max_depth or None,
+            truncated=truncated,
+        )
+
+    def _values_of(self, items: list[tuple[int, dict]], num_envs: int) -> np.ndarray:
+        """Behaviour values of the final observations of time-limited episodes, [num_envs]."""
+        index = [i for i, _ in items]
+        obs = {
+            k: torch.from_numpy(np.stack([o[k] for _, o in items])[None]) for k in self._obs_buffers
+        }
+        starts = torch.zeros(1, len(items), dtype=torch.bool)
+        _, value, _ = self.policy(obs, self._state[index], starts)
+        out = np.zeros(num_envs, np.float32)
+        out[index] = value[0].numpy()
+        return out

@@ -1,0 +1,75 @@
+"""The `rogueray` command line: train, resume. Every input is checked before Ray starts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cluster.config import ConfigError, RunConfig, load_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rogueray", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = sub.add_parser("train", help="train (resumes when run_dir already holds a checkpoint)")
+    train.add_argument(
+        "config", nargs="?", help="YAML run config (default: the embedded NetHack run)"
+    )
+    train.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="e.g. learner.learning_rate=3e-4"
+    )
+    train.add_argument("--quiet", action="store_true", help="no console progress lines")
+    resume = sub.add_parser("resume", help="continue a run from its directory")
+    resume.add_argument("run_dir")
+    resume.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="e.g. total_env_steps=1e6"
+    )
+    resume.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _split_config_arg(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """`rogueray train key=value` (no file): the first positional is an override, not a file."""
+    if config is not None and "=" in config and not Path(config).exists():
+        return None, [config, *overrides]
+    return config, overrides
+
+
+def _load_for_train(args) -> RunConfig:
+    config_path, overrides = _split_config_arg(args.config, args.overrides)
+    return load_config(config_path or DEFAULT_CONFIG, overrides)
+
+
+def _load_for_resume(args) -> RunConfig:
+    saved = Path(args.run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(
+            f"{args.run_dir!r} is not a rogueray run directory (no config.yaml in it); "
+            "start a run with `rogueray train`"
+        )
+    return load_config(saved, [f"run_dir={args.run_dir}", *args.overrides])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = _load_for_train(args) if args.command == "train" else _load_for_resume(args)
+    except ConfigError as exc:
+        print(f"rogueray: error: {exc}", file=sys.stderr)
+        return 2
+    from cluster.driver import train
+
+    result = train(config, quiet=args.quiet)
+    ret = "n/a" if result.mean_return_last_20 is None else f"{result.mean_return_last_20:.2f}"
+    print(
+        f"[rogueray] done: {result.env_steps:,d} env steps, {result.updates:,d} updates, "
+        f"{result.episodes:,d} episodes, mean return (last 20) {ret}; run dir {result.run_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Builds the run's objects from its config: environment spec, policy, rollout workers, learner.
+The same constructors serve serial mode and Ray actors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from actors.envs import num_actions, observation_spec
+from actors.rollout import RolloutWorker
+from cluster.config import RunConfig
+from learner.learner import Learner
+from learner.models import build_policy
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    obs_spec: dict
+    num_actions: int
+
+
+def env_spec(config: RunConfig) -> EnvSpec:
+    return EnvSpec(observation_spec(config.env.id), num_actions(config.env.id))
+
+
+def make_policy(config: RunConfig, spec: EnvSpec) -> torch.nn.Module:
+    model = config.model
+    recurrent = model.recurrent
+    return build_policy(
+        model.kind, spec.obs_spec, spec.num_actions, model.hidden_size, recurrent, model.crop_size
+    )
+
+
+def make_worker(config: RunConfig, spec: EnvSpec, worker_id: int) -> RolloutWorker:
+    torch.manual_seed(config.seed + worker_id)  # action sampling differs per worker, reproducibly
+    return RolloutWorker(
+        env_id=config.env.id,
+        num_envs=config.env.num_envs_per_worker,
+        unroll_length=config.rollout.unroll_length,
+        policy=make_policy(config, spec),
+        seed=config.seed,
+        worker_id=worker_id,
+        max_episode_steps=config.env.max_episode_steps,
+        normalize_captions=config.env.normalize_captions,
+    )
+
+
+def make_learner(config: RunConfig, spec: EnvSpec) -> Learner:
+    torch.manual_seed(config.seed)
+    return Learner(make_policy(config, spec), config.learner, config.reward)

@@ -1,0 +1,156 @@
+"""`Learner`: APPO with V-trace targets on batches of fragments, on the GPU when present. A plain
+class: `cluster/` makes it a Ray actor, serial mode calls it directly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from actors.fragment import Fragment
+from learner.batch import Batch, collate
+from learner.losses import appo_loss
+from learner.reward import IntrinsicFn, training_reward
+from learner.vtrace import vtrace
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Learner:
+    """Owns the policy's trainable copy, its optimiser and the update counter (policy version).
+
+    `config` is the run's LearnerConfig and `reward` its RewardConfig; `intrinsic_fn`, when
+    given, maps captions to intrinsic rewards at train time (the reward model's hook).
+    """
+
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        learner_config,
+        reward_config,
+        intrinsic_fn: IntrinsicFn | None = None,
+        on_update: Callable[[], dict[str, float]] | None = None,
+    ):
+        self.config = learner_config
+        self.reward_config = reward_config
+        self.device = resolve_device(learner_config.device)
+        self.policy = policy.to(self.device).train()
+        self.optimizer = torch.optim.Adam(
+            self.policy.parameters(), lr=learner_config.learning_rate, eps=learner_config.adam_eps
+        )
+        self.intrinsic_fn = intrinsic_fn
+        self.on_update = on_update  # e.g. one reward-model step per learner iteration
+        self.version = 0
+        self.samples_trained = 0
+
+    def get_weights(self) -> tuple[dict[str, np.ndarray], int]:
+        """CPU numpy copies of the weights and their version, for the rollout workers."""
+        weights = {k: v.detach().cpu().numpy() for k, v in self.policy.state_dict().items()}
+        return weights, self.version
+
+    def update(self, *fragments: Fragment) -> dict[str, float]:
+        """One APPO update on these fragments; returns scalar metrics."""
+        start = time.perf_counter()
+        batch = collate(fragments)
+        reward = training_reward(
+            rewards=batch.rewards,
+            caption_ids=batch.caption_ids,
+            caption_counts=batch.caption_counts,
+            captions=batch.captions,
+            extrinsic_coef=self.reward_config.extrinsic_coef,
+            reward_scale=self.reward_config.reward_scale,
+            reward_clip=self.reward_config.reward_clip,
+            intrinsic_coef=self.reward_config.intrinsic_coef,
+            count_exponent=self.reward_config.count_exponent,
+            intrinsic_fn=self.intrinsic_fn,
+        )
+        metrics: dict[str, float] = {}
+        for _ in range(self.config.num_epochs):
+            metrics = self._train_step(batch, reward.total)
+        if self.on_update is not None:
+            metrics.update(self.on_update())
+        lag = self.version - batch.policy_versions
+        self.version += 1
+        self.samples_trained += batch.num_samples
+        elapsed = time.perf_counter() - start
+        metrics.update(
+            {
+                "perf/policy_lag": float(lag.mean()),
+                "perf/policy_lag_max": float(lag.max()),
+                "perf/learner_samples_per_s": batch.num_samples / max(elapsed, 1e-9),
+                "learner/reward_extrinsic_mean": float(reward.extrinsic.mean()),
+                "learner/reward_intrinsic_mean": float(reward.intrinsic.mean()),
+            }
+        )
+        return metrics
+
+    def _train_step(self, batch: Batch, rewards: np.ndarray) -> dict[str, float]:
+        cfg, dev = self.config, self.device
+        as_tensor = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+        obs = {k: as_tensor(v) for k, v in batch.obs.items()}
+        terminated, truncated = as_tensor(batch.terminated), as_tensor(batch.truncated)
+        done = terminated | truncated
+        steps = done.shape[0]
+        starts = torch.cat([torch.zeros_like(done[:1]), done], dim=0)  # [T+1, B]
+        logits, values, _ = self.policy(obs, as_tensor(batch.initial_state), starts)
+        # A time-limited episode is not over in the MDP: bootstrap through the cut.
+        rewards_t = (
+            as_tensor(rewards) + cfg.gamma * as_tensor(batch.final_values) * truncated.float()
+        )
+        actions, behaviour_logp = as_tensor(batch.actions), as_tensor(batch.logp)
+        logits = logits[:steps]
+        logp = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        returns = vtrace(
+            log_ratios=(logp - behaviour_logp).detach(),
+            discounts=cfg.gamma * (~done).float(),
+            rewards=rewards_t,
+            values=values[:steps].detach(),
+            bootstrap_value=values[steps].detach(),
+        )
+        flat = lambda x: x.reshape(-1)  # noqa: E731
+        terms = appo_loss(
+            logits=logits.reshape(-1, logits.shape[-1]),
+            actions=flat(actions),
+            behaviour_logp=flat(behaviour_logp),
+            values=flat(values[:steps]),
+            old_values=flat(as_tensor(batch.values)),
+            vtrace_targets=flat(returns.targets),
+            advantages=flat(returns.advantages),
+            clip_ratio=cfg.clip_ratio,
+            value_clip=cfg.value_clip,
+            value_coef=cfg.value_coef,
+            entropy_coef=cfg.entropy_coef,
+            normalize_advantages=cfg.normalize_advantages,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        return {
+            "learner/policy_loss": terms.policy.item(),
+            "learner/value_loss": terms.value.item(),
+            "learner/entropy": terms.entropy.item(),
+            "learner/clip_fraction": terms.clip_fraction.item(),
+            "learner/approx_kl": terms.approx_kl.item(),
+            "learner/grad_norm": float(grad_norm),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "version": self.version,
+            "samples_trained": self.samples_trained,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.version = int(state["version"])
+        self.samples_trained = int(state["samples_trained"])

@@ -1,0 +1,52 @@
+"""The training reward, computed by the learner from a batch at train time (so old fragments are
+relabelled with the current reward model):
+    r = c_ext * clip(s * r_ext, -clip, clip) + c_int * r_int(caption) * N_ep(caption)^-beta
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+IntrinsicFn = Callable[[Sequence[str]], np.ndarray]
+"""Maps distinct captions to their intrinsic reward (float32 [N]), e.g. a reward model's."""
+
+
+@dataclass(frozen=True)
+class TrainingReward:
+    """Both terms of the training reward, [T, B] float32 each."""
+
+    extrinsic: np.ndarray
+    intrinsic: np.ndarray
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.extrinsic + self.intrinsic
+
+
+def training_reward(
+    *,
+    rewards: np.ndarray,
+    caption_ids: np.ndarray,
+    caption_counts: np.ndarray,
+    captions: Sequence[str],
+    extrinsic_coef: float,
+    reward_scale: float,
+    reward_clip: float,
+    intrinsic_coef: float = 0.0,
+    count_exponent: float = 3.0,
+    intrinsic_fn: IntrinsicFn | None = None,
+) -> TrainingReward:
+    """rewards, caption_ids (-1 = no caption), caption_counts: [T, B]; captions indexes ids."""
+    extrinsic = extrinsic_coef * np.clip(reward_scale * rewards, -reward_clip, reward_clip)
+    intrinsic = np.zeros_like(extrinsic)
+    if intrinsic_coef != 0.0 and intrinsic_fn is not None and len(captions):
+        per_caption = np.asarray(intrinsic_fn(captions), np.float32)
+        has_caption = caption_ids >= 0
+        ids = np.where(has_caption, caption_ids, 0)
+        counts = np.maximum(caption_counts, 1).astype(np.float64)
+        scaled = per_caption[ids] * counts ** (-count_exponent)
+        intrinsic = np.where(has_caption, intrinsic_coef * scaled, 0.0)
+    return TrainingReward(extrinsic.astype(np.float32), intrinsic.astype(np.float32))
