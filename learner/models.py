@@ -151,3 +151,21 @@ def build_policy(
     else:
         raise ValueError(f"model.kind must be auto, nethack or mlp; got {kind!r}")
     return ActorCritic(encoder, num_actions, hidden_size, recurrent)
+
+
+class UniformPolicy(nn.Module):
+    """Uniformly random actions with the ActorCritic interface: the "trivial policy" of the
+    throughput benchmarks, and a random-agent baseline."""
+
+    state_size = 0
+
+    def __init__(self, num_actions: int):
+        super().__init__()
+        self.num_actions = num_actions
+
+    def initial_state(self, batch_size: int) -> torch.Tensor:
+        return torch.zeros(batch_size, 0)
+
+    def forward(self, obs, state: torch.Tensor, starts: torch.Tensor):
+        steps, batch = starts.shape
+        return torch.zeros(steps, batch, self.num_actions), torch.zeros(steps, batch), state
