@@ -87,7 +87,7 @@ class RolloutWorker:
         """
         steps, num_envs = self.unroll_length, self.num_envs
         buffers = self._obs_buffers
-        for key, buf in buffers.items():  # last fragment's final obs is this one's first
+        for buf in buffers.values():  # last fragment's final obs is this one's first
             buf[0] = buf[steps]
         actions = np.zeros((steps, num_envs), np.int64)
         logp = np.zeros((steps, num_envs), np.float32)
