@@ -1,0 +1,59 @@
+"""The registry: every name builds, and bad names or options are reported with what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from reward_models import REWARD_MODELS, make_reward_model, reward_model_options
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("none", "caption"),
+        ("hashing", "caption"),
+        ("classification", "caption"),
+        ("ranking", "pair"),
+    ],
+)
+def test_every_name_builds_with_defaults(name, kind):
+    model = make_reward_model(name)
+    assert isinstance(model, REWARD_MODELS[name]) and model.label_kind == kind
+    assert model.rewards(["x", "y"]).tolist() == [0.0, 0.0]
+
+
+def test_options_are_passed():
+    model = make_reward_model("ranking", normalize=False, threshold=None, channels=8)
+    assert model.normalize is False and model.threshold is None
+    assert reward_model_options("classification")["switch_dataset_size"] == 25_000
+
+
+def test_unknown_name_lists_the_names():
+    with pytest.raises(ValueError) as error:
+        make_reward_model("motif")
+    message = str(error.value)
+    assert "'motif'" in message
+    assert all(name in message for name in ("none", "hashing", "classification", "ranking"))
+
+
+def test_unknown_option_is_named_with_the_allowed_ones():
+    with pytest.raises(ValueError) as error:
+        make_reward_model("hashing", treshold=0.5)
+    assert "treshold" in str(error.value) and "threshold" in str(error.value)
+    with pytest.raises(ValueError, match=r"beta.*\(none\)"):
+        make_reward_model("none", beta=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        ("classification", "lr", -1.0),
+        ("classification", "threshold", 2.0),
+        ("ranking", "batch_size", 0),
+        ("hashing", "threshold", -0.1),
+        ("ranking", "device", "gpu0"),
+    ],
+)
+def test_invalid_option_values_are_named(name, key, value):
+    with pytest.raises(ValueError, match=f"{key}={value!r}"):
+        make_reward_model(name, **{key: value})
