@@ -4,6 +4,8 @@ calls it directly."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -43,6 +45,7 @@ class RolloutWorker:
         worker_id: int = 0,
         max_episode_steps: int | None = None,
         normalize_captions: bool = False,
+        caption_sink: Callable[[dict[str, int]], None] | None = None,
     ):
         torch.set_num_threads(1)  # one core per worker; batched inference is small
         self.worker_id = worker_id
@@ -50,6 +53,7 @@ class RolloutWorker:
         self.policy = policy.eval()
         self.policy_version = 0
         self.normalize_captions = normalize_captions
+        self.caption_sink = caption_sink  # e.g. the annotator: {caption: sightings} per fragment
         self._seed_base = seed + 1000 * worker_id
         self.envs = [
             make_env(env_id, seed=self._seed_base + i, max_episode_steps=max_episode_steps)
@@ -107,10 +111,11 @@ class RolloutWorker:
             for t in range(steps):
                 obs_t = {k: torch.from_numpy(buf[t : t + 1]) for k, buf in buffers.items()}
                 logits, value, self._state = self.policy(obs_t, self._state, no_starts)
-                dist = torch.distributions.Categorical(logits=logits[0])
-                action = dist.sample()
-                actions[t] = action.numpy()
-                logp[t] = dist.log_prob(action).numpy()
+                # Direct sampling: Categorical's construction costs more than the env step here.
+                log_probs = torch.log_softmax(logits[0], dim=-1)
+                action = torch.multinomial(log_probs.exp(), 1, replacement=True)
+                actions[t] = action[:, 0].numpy()
+                logp[t] = log_probs.gather(1, action)[:, 0].numpy()
                 values[t] = value[0].numpy()
                 truncated_final: list[tuple[int, dict]] = []
                 for i, env in enumerate(self.envs):
@@ -119,7 +124,8 @@ class RolloutWorker:
                     episode.return_ += float(reward)
                     episode.length += 1
                     episode.max_depth = max(episode.max_depth, int(info.get("depth", 0)))
-                    rewards[t, i], terminated[t, i], truncated[t, i] = reward, term, trunc
+                    cut = trunc and not term  # an episode that ended by its rules is not cut
+                    rewards[t, i], terminated[t, i], truncated[t, i] = reward, term, cut
                     caption = info.get("caption")
                     if caption is not None:
                         if self.normalize_captions:
@@ -129,15 +135,16 @@ class RolloutWorker:
                         caption_ids[t, i] = caption_index.setdefault(caption, len(caption_index))
                         caption_counts[t, i] = count
                     if term or trunc:
-                        finished.append(self._finish_episode(i, info, trunc and not term))
-                        if trunc and not term:
+                        finished.append(self._finish_episode(i, info, cut))
+                        if cut:
                             truncated_final.append((i, obs))
                         obs = self._reset_env(i)
                     self._write_obs(t + 1, i, obs)
                 if truncated_final:
                     final_values[t] = self._values_of(truncated_final, num_envs)
-                done = torch.from_numpy(terminated[t] | truncated[t])
-                self._state = self._state * (~done).float().unsqueeze(-1)
+                done = terminated[t] | truncated[t]
+                if self._state.shape[1] and done.any():  # a new episode starts from zero state
+                    self._state[torch.from_numpy(done)] = 0.0
 
         fragment = Fragment(
             obs={k: buf.copy() for k, buf in buffers.items()},
@@ -156,6 +163,9 @@ class RolloutWorker:
             worker_id=self.worker_id,
             episodes=tuple(finished),
         )
+        if self.caption_sink is not None and caption_index:
+            seen = np.bincount(caption_ids[caption_ids >= 0], minlength=len(caption_index))
+            self.caption_sink(dict(zip(caption_index, seen.tolist(), strict=True)))
         return fragment, tuple(finished)
 
     def close(self) -> None:

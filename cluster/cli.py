@@ -1,4 +1,4 @@
-"""The `rogueray` command line: train, resume. Every input is checked before Ray starts."""
+"""The `rogueray` command line: train, resume, labels. Every input is checked before Ray starts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cluster import labels_cli
 from cluster.config import ConfigError, RunConfig, load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="e.g. total_env_steps=1e6"
     )
     resume.add_argument("--quiet", action="store_true")
+    labels_cli.add_parser(sub)
     return parser
 
 
@@ -55,6 +57,12 @@ def _load_for_resume(args) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "labels":
+        try:
+            return labels_cli.run(args)
+        except (FileNotFoundError, ValueError, labels_cli.LabelStoreError) as exc:
+            print(f"rogueray: error: {exc}", file=sys.stderr)
+            return 2
     try:
         config = _load_for_train(args) if args.command == "train" else _load_for_resume(args)
     except ConfigError as exc:

@@ -32,7 +32,9 @@ def make_policy(config: RunConfig, spec: EnvSpec) -> torch.nn.Module:
     )
 
 
-def make_worker(config: RunConfig, spec: EnvSpec, worker_id: int) -> RolloutWorker:
+def make_worker(
+    config: RunConfig, spec: EnvSpec, worker_id: int, caption_sink=None
+) -> RolloutWorker:
     torch.manual_seed(config.seed + worker_id)  # action sampling differs per worker, reproducibly
     return RolloutWorker(
         env_id=config.env.id,
@@ -43,9 +45,14 @@ def make_worker(config: RunConfig, spec: EnvSpec, worker_id: int) -> RolloutWork
         worker_id=worker_id,
         max_episode_steps=config.env.max_episode_steps,
         normalize_captions=config.env.normalize_captions,
+        caption_sink=caption_sink,
     )
 
 
 def make_learner(config: RunConfig, spec: EnvSpec) -> Learner:
+    from cluster.annotation import build_reward_model
+
     torch.manual_seed(config.seed)
-    return Learner(make_policy(config, spec), config.learner, config.reward)
+    return Learner(
+        make_policy(config, spec), config.learner, config.reward, build_reward_model(config)
+    )

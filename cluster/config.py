@@ -85,6 +85,56 @@ class RewardConfig:
 
 
 @dataclass
+class RewardModelConfig:
+    name: str = "none"
+    """Intrinsic reward model: "none", "hashing" (ONI-retrieval), "classification", "ranking"."""
+    learning_rate: float = 1e-4
+    batch_size: int = 256
+    """Captions (classification) or pairs (ranking) per reward-model gradient step."""
+    steps_per_label_batch: int = 32
+    """Gradient steps each time labels arrive, while the data set is below switch_dataset_size."""
+    switch_dataset_size: int = 25_000
+    """From this many labels on, one gradient step per learner update instead (ONI's schedule)."""
+    threshold: float | None = None
+    """Reward threshold; None keeps the model's own (classification 0.5 on P(helpful), ranking
+    -0.5 on the normalised output, hashing none)."""
+    normalize: bool = True
+    """Ranking: normalise and threshold as ONI intended; false reproduces the released code."""
+    device: str = "cpu"
+
+
+@dataclass
+class AnnotatorConfig:
+    backend: str = "auto"
+    """"auto" (vLLM when it imports and starts, else transformers), "transformers", "vllm",
+    or "openai" (any OpenAI-compatible server, e.g. `vllm serve`, at base_url)."""
+    model: str = "smollm2-135m"
+    """The embedded SmolLM2-135M-Instruct, a local model directory, or a .gguf file."""
+    base_url: str | None = None
+    """OpenAI-compatible server, e.g. http://llm-node:8000/v1 (backend "openai")."""
+    style: str = "direct"
+    """"direct": one answer token scored from logprobs; "reasoned": ONI-like reasoning, then a tag."""
+    goal: str = "default"
+    """What counts as progress: default (score), combat, gold, stairs."""
+    calibration: str = "quantile"
+    """"quantile": helpful = P(yes) above a running quantile of recent captions' P(yes) (for
+    biased judges such as SmolLM2); "none": the judge's own value is the label."""
+    calibration_quantile: float = 0.8
+    calibration_window: int = 2000
+    batch_size: int = 32
+    max_in_flight: int = 2
+    max_backlog: int = 10_000
+    """Pending captions kept; beyond it the oldest are dropped (counted) -- newest first, as ONI."""
+    max_retries: int = 2
+    """Re-asks of a caption whose answer did not parse, before giving up on it."""
+    request_timeout_s: float = 120.0
+    label_store: str | None = None
+    """SQLite label store; None = <run_dir>/labels.sqlite. Share one path to reuse labels."""
+    num_gpus: float = 0.0
+    """GPUs for the annotator actor (1 for an in-process vLLM on a GPU node)."""
+
+
+@dataclass
 class RunConfig:
     run_dir: str = "runs/default"
     """Where checkpoints, TensorBoard logs and the resolved config go; reused to resume."""
@@ -102,9 +152,16 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
 
 
 MODES = ("ray", "serial")
+REWARD_MODELS = ("none", "hashing", "classification", "ranking")
+BACKENDS = ("auto", "transformers", "vllm", "openai")
+STYLES = ("direct", "reasoned")
+GOALS = ("default", "combat", "gold", "stairs")
+CALIBRATIONS = ("none", "quantile")
 MODEL_KINDS = ("auto", "nethack", "mlp")
 
 
@@ -200,6 +257,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if value is None and type(None) in args:
             return None
         hint = next(a for a in args if a is not type(None))
+    if hint in (int, float) and isinstance(value, str):
+        value = _number(value)  # YAML 1.1 reads "3e-4" and "1e6" as strings
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, float) and value.is_integer():
@@ -207,6 +266,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"config key {key!r} must be {_type_name(hint)}, got {value!r}")
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _type_name(hint: Any) -> str:
@@ -250,11 +316,55 @@ def validate(config: RunConfig) -> None:
             f"config key 'reward.count_exponent' must be >= 0, got {config.reward.count_exponent}"
         )
     _check_device(config.learner.device)
+    _validate_intrinsic(config)
     _check_run_dir(config.run_dir)
     try:
         validate_env_id(config.env.id)
     except ValueError as exc:
         raise ConfigError(f"config key 'env.id': {exc}") from None
+
+
+def _validate_intrinsic(config: RunConfig) -> None:
+    rm, ann = config.reward_model, config.annotator
+    _one_of(rm.name, "reward_model.name", REWARD_MODELS)
+    for key in ("learning_rate", "batch_size", "steps_per_label_batch", "switch_dataset_size"):
+        _positive(getattr(rm, key), f"reward_model.{key}")
+    if rm.name != "none" and config.reward.intrinsic_coef <= 0:
+        raise ConfigError(
+            f"reward_model.name={rm.name!r} needs reward.intrinsic_coef > 0 (got "
+            f"{config.reward.intrinsic_coef}); set it (ONI used 0.4) or reward_model.name=none"
+        )
+    _one_of(ann.backend, "annotator.backend", BACKENDS)
+    _one_of(ann.style, "annotator.style", STYLES)
+    _one_of(ann.goal, "annotator.goal", GOALS)
+    _one_of(ann.calibration, "annotator.calibration", CALIBRATIONS)
+    if not 0.0 < ann.calibration_quantile < 1.0:
+        raise ConfigError(
+            f"config key 'annotator.calibration_quantile' must be in (0, 1), got {ann.calibration_quantile}"
+        )
+    for key in (
+        "calibration_window",
+        "batch_size",
+        "max_in_flight",
+        "max_backlog",
+        "request_timeout_s",
+    ):
+        _positive(getattr(ann, key), f"annotator.{key}")
+    if ann.max_retries < 0:
+        raise ConfigError(f"config key 'annotator.max_retries' must be >= 0, got {ann.max_retries}")
+    if ann.backend == "openai":
+        _check_url(ann.base_url)
+
+
+def _check_url(url: str | None) -> None:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url or "")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(
+            f"config key 'annotator.base_url' must be an http(s) URL of an OpenAI-compatible server, "
+            f"e.g. http://127.0.0.1:8000/v1; got {url!r}"
+        )
 
 
 def _positive(value: float, key: str) -> None:
@@ -286,6 +396,10 @@ def _check_run_dir(run_dir: str) -> None:
     probe = path
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(
+            f"config key 'run_dir': {run_dir!r} cannot be created: {str(probe)!r} is a file"
+        )
     import os
 
     if not os.access(probe, os.W_OK):

@@ -16,6 +16,10 @@ from cluster import metrics as m
 from cluster.checkpoint import load_latest, restore_rng_states, rng_states, save_checkpoint
 from cluster.config import RunConfig, dump_yaml
 
+LABEL_EXCHANGE_INTERVAL_S = 1.0
+CAPTION_TABLE_INTERVAL_S = 60.0
+CAPTION_TABLE_ROWS = 20
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -82,6 +86,7 @@ def train(config: RunConfig, *, quiet: bool = False) -> TrainResult:
     try:
         if checkpoint is not None:
             runner.load_learner_state(checkpoint["learner"])
+        runner.start(checkpoint.get("annotator_backlog", []) if checkpoint else [])
         return _loop(config, runner, counters, resumed=checkpoint is not None, quiet=quiet)
     finally:
         runner.close()
@@ -89,6 +94,19 @@ def train(config: RunConfig, *, quiet: bool = False) -> TrainResult:
             import ray
 
             ray.shutdown()
+
+
+def _log_caption_table(logger: m.MetricsLogger, runner, step: int) -> None:
+    """What the LLM rewards: the most frequent captions, their label and current r_int."""
+    rows = runner.caption_table(CAPTION_TABLE_ROWS)
+    if not rows:
+        return
+    lines = ["| caption | seen | LLM label | r_int now |", "|---|---:|---:|---:|"]
+    for caption, seen, label, reward in rows:
+        shown = (caption or "(no message)").replace("|", "\\|")
+        label_text = "pending" if label is None else f"{label:.2f}"
+        lines.append(f"| {shown} | {seen} | {label_text} | {reward:.3f} |")
+    logger.text("annotator/top_captions", "\n".join(lines), step)
 
 
 def _loop(config: RunConfig, runner, counters: dict, resumed: bool, quiet: bool) -> TrainResult:
@@ -106,10 +124,15 @@ def _loop(config: RunConfig, runner, counters: dict, resumed: bool, quiet: bool)
     samples_per_fragment = config.rollout.unroll_length * config.env.num_envs_per_worker
     fragments_per_batch = config.learner.batch_size // samples_per_fragment
     pending: list = []
-    last_checkpoint = time.monotonic()
+    last_checkpoint = last_labels = last_table = time.monotonic()
 
     def checkpoint() -> None:
-        state = {"counters": dict(counters), "rng": rng_states(), "learner": runner.learner_state()}
+        state = {
+            "counters": dict(counters),
+            "rng": rng_states(),
+            "learner": runner.learner_state(),
+            "annotator_backlog": runner.annotator_backlog(),
+        }
         save_checkpoint(run_dir, state, counters["env_steps"], config.keep_checkpoints)
 
     def absorb(updates: list[dict[str, float]]) -> None:
@@ -150,11 +173,22 @@ def _loop(config: RunConfig, runner, counters: dict, resumed: bool, quiet: bool)
                     },
                     step,
                 )
+            now = time.monotonic()
+            if now - last_labels >= LABEL_EXCHANGE_INTERVAL_S:
+                for values in runner.exchange_labels():
+                    logger.scalars(values, step)
+                last_labels = now
+            if now - last_table >= CAPTION_TABLE_INTERVAL_S:
+                _log_caption_table(logger, runner, step)
+                last_table = now
             if time.monotonic() - last_checkpoint >= config.checkpoint_interval_s:
                 checkpoint()
-                last_checkpoint = time.monotonic()
+                last_checkpoint = last_labels = last_table = time.monotonic()
         while updates := runner.finished_updates(wait=True):
             absorb(updates)
+        for values in runner.exchange_labels():
+            logger.scalars(values, counters["env_steps"])
+        _log_caption_table(logger, runner, counters["env_steps"])
         checkpoint()
     logger.maybe_print(counters["env_steps"], window, force=True)
     logger.close()

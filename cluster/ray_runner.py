@@ -10,6 +10,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors.fragment import EpisodeStats
+from cluster.annotation import AnnotatorActor, wants_annotator
 from cluster.components import env_spec, make_learner, make_worker
 from cluster.config import ConfigError, RunConfig
 
@@ -29,7 +30,7 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
     level = logging.ERROR if quiet else logging.INFO
     common = dict(include_dashboard=False, log_to_driver=not quiet, logging_level=level)
     if config.ray_address is None:
-        needed = config.rollout.num_workers + 1
+        needed = cpus_needed(config)
         # Logical CPUs: on a laptop the learner and workers share cores; Ray must not wait for more.
         ray.init(num_cpus=max(os.cpu_count() or 1, needed), **common)
         return True
@@ -37,19 +38,32 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
     return False
 
 
-def check_resources(config: RunConfig, num_gpus: float) -> None:
+def cpus_needed(config: RunConfig) -> int:
+    """One CPU per rollout worker, one for the learner, one for the annotator when there is one."""
+    return config.rollout.num_workers + 1 + int(wants_annotator(config))
+
+
+def gpus_needed(config: RunConfig) -> float:
+    learner = 1.0 if config.learner.device.startswith("cuda") else 0.0
+    return learner + (config.annotator.num_gpus if wants_annotator(config) else 0.0)
+
+
+def check_resources(config: RunConfig) -> None:
     """Fail now, naming what is short, rather than let Ray wait forever for resources."""
     total = ray.cluster_resources()
-    cpus_needed = config.rollout.num_workers + 1
-    if total.get("CPU", 0) < cpus_needed:
+    cpus = cpus_needed(config)
+    if total.get("CPU", 0) < cpus:
+        annotator = " + 1 annotator" if wants_annotator(config) else ""
         raise ConfigError(
-            f"the Ray cluster has {total.get('CPU', 0):g} CPUs; this run needs {cpus_needed} "
-            f"(rollout.num_workers={config.rollout.num_workers} + 1 learner). Lower rollout.num_workers "
-            "or add CPU nodes."
+            f"the Ray cluster has {total.get('CPU', 0):g} CPUs; this run needs {cpus} "
+            f"(rollout.num_workers={config.rollout.num_workers} + 1 learner{annotator}). "
+            "Lower rollout.num_workers or add CPU nodes."
         )
-    if total.get("GPU", 0) < num_gpus:
+    gpus = gpus_needed(config)
+    if total.get("GPU", 0) < gpus:
         raise ConfigError(
-            f"learner.device={config.learner.device!r} needs a GPU; the cluster has none"
+            f"this run needs {gpus:g} GPUs (learner.device={config.learner.device!r}, "
+            f"annotator.num_gpus={config.annotator.num_gpus:g}); the cluster has {total.get('GPU', 0):g}"
         )
 
 
@@ -58,14 +72,20 @@ class RayRunner:
 
     def __init__(self, config: RunConfig):
         spec = env_spec(config)
+        check_resources(config)
         wants_gpu = config.learner.device.startswith("cuda")
-        check_resources(config, 1 if wants_gpu else 0)
         learner_cls = ray.remote(num_cpus=1, num_gpus=1 if wants_gpu else 0)(_LearnerActor)
         self.learner = learner_cls.remote(config, spec)
+        self.annotator = None
+        if wants_annotator(config):
+            options = dict(num_cpus=1, num_gpus=config.annotator.num_gpus, max_restarts=-1)
+            self.annotator = ray.remote(**options)(AnnotatorActor).remote(config)
         worker_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_WorkerActor)
         self.workers = [
-            worker_cls.remote(config, spec, i) for i in range(config.rollout.num_workers)
+            worker_cls.remote(config, spec, i, self.annotator)
+            for i in range(config.rollout.num_workers)
         ]
+        self._label_refs: list = []
         self._samples: dict = {}  # stats ref -> (worker index, fragment ref)
         self._updates: list = []
         self._weights_ref = None
@@ -75,8 +95,43 @@ class RayRunner:
     def workers_alive(self) -> int:
         return len(self.workers)
 
+    def start(self, annotator_backlog: list | None = None) -> None:
+        if self.annotator is not None:
+            ray.get(self.annotator.start.remote(annotator_backlog or []))
+
     def load_learner_state(self, state: dict) -> None:
         ray.get(self.learner.load_state_dict.remote(state))
+
+    def annotator_backlog(self) -> list:
+        return ray.get(self.annotator.backlog.remote()) if self.annotator else []
+
+    def exchange_labels(self) -> list[dict[str, float]]:
+        """Labels go annotator -> learner by reference; returns metrics of finished exchanges."""
+        if self.annotator is None:
+            return []
+        metrics, waiting = [], []
+        for pair in self._label_refs:
+            ready, _ = ray.wait(list(pair), num_returns=2, timeout=0)
+            if len(ready) < 2:
+                waiting.append(pair)
+                continue
+            try:
+                learner_metrics, stats = ray.get(list(pair))
+                metrics.append({**learner_metrics, **stats})
+            except RayActorError:  # the annotator restarted: start its labelling loop again
+                self.annotator.start.remote([])
+        if len(waiting) < 2:  # at most two exchanges in flight
+            labels = self.annotator.poll_labels.remote()
+            waiting.append((self.learner.add_labels.remote(labels), self.annotator.stats.remote()))
+        self._label_refs = waiting
+        return metrics
+
+    def caption_table(self, n: int) -> list[tuple[str, int, float | None, float]]:
+        if self.annotator is None:
+            return []
+        top = ray.get(self.annotator.top_captions.remote(n))
+        rewards = ray.get(self.learner.intrinsic_rewards.remote([caption for caption, _, _ in top]))
+        return [(*row, r) for row, r in zip(top, rewards, strict=True)]
 
     def learner_state(self) -> dict:
         return ray.get(self.learner.state_dict.remote())
@@ -131,7 +186,12 @@ class RayRunner:
         return ray.get(ready)
 
     def close(self) -> None:
-        for actor in [*self.workers, self.learner]:
+        if self.annotator is not None:
+            try:  # let it flush sightings and close the LLM cleanly
+                ray.get(self.annotator.stop.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+        for actor in [*self.workers, self.learner, *([self.annotator] if self.annotator else [])]:
             ray.kill(actor)
 
 
@@ -139,8 +199,9 @@ class _WorkerActor:
     """A RolloutWorker whose `sample` returns two objects: the fragment stays in the object store
     for the learner, the small stats go to the driver."""
 
-    def __init__(self, config: RunConfig, spec, worker_id: int):
-        self.worker = make_worker(config, spec, worker_id)
+    def __init__(self, config: RunConfig, spec, worker_id: int, annotator=None):
+        sink = None if annotator is None else annotator.submit.remote  # fire and forget
+        self.worker = make_worker(config, spec, worker_id, sink)
 
     def set_weights(self, payload) -> None:
         weights, version = payload
@@ -161,6 +222,12 @@ class _LearnerActor:
 
     def get_weights(self):
         return self.learner.get_weights()
+
+    def add_labels(self, labels):
+        return self.learner.add_labels(labels)
+
+    def intrinsic_rewards(self, captions):
+        return self.learner.intrinsic_rewards(captions)
 
     def state_dict(self):
         return self.learner.state_dict()

@@ -1,9 +1,10 @@
 """Serial mode: every component in this process, no Ray. Same objects, same loop, for debugging,
-fast tests and machines without Ray."""
+fast tests and machines without Ray (the annotator runs in a thread)."""
 
 from __future__ import annotations
 
 from actors.fragment import EpisodeStats, Fragment
+from cluster.annotation import AnnotatorThread, build_annotator, wants_annotator
 from cluster.components import env_spec, make_learner, make_worker
 from cluster.config import RunConfig
 
@@ -14,7 +15,12 @@ class SerialRunner:
     def __init__(self, config: RunConfig):
         spec = env_spec(config)
         self.learner = make_learner(config, spec)
-        self.workers = [make_worker(config, spec, i) for i in range(config.rollout.num_workers)]
+        self.annotator = build_annotator(config) if wants_annotator(config) else None
+        sink = self.annotator.submit if self.annotator else None
+        self.workers = [
+            make_worker(config, spec, i, sink) for i in range(config.rollout.num_workers)
+        ]
+        self._thread = AnnotatorThread(self.annotator) if self.annotator else None
         self._next = 0
         self._metrics: list[dict[str, float]] = []
         self.restarts = 0
@@ -23,11 +29,19 @@ class SerialRunner:
     def workers_alive(self) -> int:
         return len(self.workers)
 
+    def start(self, annotator_backlog: list | None = None) -> None:
+        if self.annotator is not None:
+            self.annotator.restore_backlog(annotator_backlog or [])
+            self._thread.start()
+
     def load_learner_state(self, state: dict) -> None:
         self.learner.load_state_dict(state)
 
     def learner_state(self) -> dict:
         return self.learner.state_dict()
+
+    def annotator_backlog(self) -> list:
+        return self.annotator.backlog() if self.annotator else []
 
     def sync_weights(self) -> None:
         weights, version = self.learner.get_weights()
@@ -50,6 +64,22 @@ class SerialRunner:
         done, self._metrics = self._metrics, []
         return done
 
+    def exchange_labels(self) -> list[dict[str, float]]:
+        """Move new labels from the annotator to the learner's reward model; return metrics."""
+        if self.annotator is None:
+            return []
+        metrics = self.learner.add_labels(self.annotator.poll_labels())
+        return [{**metrics, **self.annotator.stats()}]
+
+    def caption_table(self, n: int) -> list[tuple[str, int, float | None, float]]:
+        if self.annotator is None:
+            return []
+        top = self.annotator.top_captions(n)
+        rewards = self.learner.intrinsic_rewards([caption for caption, _, _ in top])
+        return [(*row, r) for row, r in zip(top, rewards, strict=True)]
+
     def close(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
         for worker in self.workers:
             worker.close()

@@ -4,16 +4,18 @@ class: `cluster/` makes it a Ray actor, serial mode calls it directly."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from actors.fragment import Fragment
 from learner.batch import Batch, collate
+from learner.episodes import IntrinsicReturns
 from learner.losses import appo_loss
-from learner.reward import IntrinsicFn, training_reward
+from learner.reward import training_reward
 from learner.vtrace import vtrace
+from reward_models import CaptionLabel, NoRewardModel, PairLabel, RewardModel
 
 
 def resolve_device(name: str) -> torch.device:
@@ -25,8 +27,9 @@ def resolve_device(name: str) -> torch.device:
 class Learner:
     """Owns the policy's trainable copy, its optimiser and the update counter (policy version).
 
-    `config` is the run's LearnerConfig and `reward` its RewardConfig; `intrinsic_fn`, when
-    given, maps captions to intrinsic rewards at train time (the reward model's hook).
+    `learner_config` is the run's LearnerConfig, `reward_config` its RewardConfig. The reward
+    model lives here: it scores every batch's captions at train time (so old fragments are
+    relabelled by the current model) and trains on the labels handed to `add_labels`.
     """
 
     def __init__(
@@ -34,8 +37,7 @@ class Learner:
         policy: torch.nn.Module,
         learner_config,
         reward_config,
-        intrinsic_fn: IntrinsicFn | None = None,
-        on_update: Callable[[], dict[str, float]] | None = None,
+        reward_model: RewardModel | None = None,
     ):
         self.config = learner_config
         self.reward_config = reward_config
@@ -44,8 +46,8 @@ class Learner:
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(), lr=learner_config.learning_rate, eps=learner_config.adam_eps
         )
-        self.intrinsic_fn = intrinsic_fn
-        self.on_update = on_update  # e.g. one reward-model step per learner iteration
+        self.reward_model = reward_model or NoRewardModel()
+        self.intrinsic_returns = IntrinsicReturns()
         self.version = 0
         self.samples_trained = 0
 
@@ -68,13 +70,15 @@ class Learner:
             reward_clip=self.reward_config.reward_clip,
             intrinsic_coef=self.reward_config.intrinsic_coef,
             count_exponent=self.reward_config.count_exponent,
-            intrinsic_fn=self.intrinsic_fn,
+            intrinsic_fn=self.reward_model.rewards,
         )
+        finished = self.intrinsic_returns.add(fragments, reward.intrinsic)
         metrics: dict[str, float] = {}
         for _ in range(self.config.num_epochs):
             metrics = self._train_step(batch, reward.total)
-        if self.on_update is not None:
-            metrics.update(self.on_update())
+        metrics.update(self.reward_model.train_iteration())
+        if finished:
+            metrics["episode/return_intrinsic"] = float(np.mean(finished))
         lag = self.version - batch.policy_versions
         self.version += 1
         self.samples_trained += batch.num_samples
@@ -141,12 +145,24 @@ class Learner:
             "learner/grad_norm": float(grad_norm),
         }
 
+    def add_labels(self, labels: Sequence[CaptionLabel | PairLabel]) -> dict[str, float]:
+        """Hand new LLM labels to the reward model (which may train on them now)."""
+        if not labels:
+            return {}
+        return self.reward_model.add_labels(labels)
+
+    def intrinsic_rewards(self, captions: Sequence[str]) -> list[float]:
+        """The current model's r_int of each caption (before count scaling)."""
+        return [float(r) for r in self.reward_model.rewards(list(captions))]
+
     def state_dict(self) -> dict:
         return {
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "version": self.version,
             "samples_trained": self.samples_trained,
+            "reward_model": self.reward_model.state_dict(),
+            "intrinsic_returns": self.intrinsic_returns.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -154,3 +170,5 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.version = int(state["version"])
         self.samples_trained = int(state["samples_trained"])
+        self.reward_model.load_state_dict(state["reward_model"])
+        self.intrinsic_returns.load_state_dict(state["intrinsic_returns"])

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reward_models.counts import count_scaling
+
 IntrinsicFn = Callable[[Sequence[str]], np.ndarray]
 """Maps distinct captions to their intrinsic reward (float32 [N]), e.g. a reward model's."""
 
@@ -46,7 +48,7 @@ def training_reward(
         per_caption = np.asarray(intrinsic_fn(captions), np.float32)
         has_caption = caption_ids >= 0
         ids = np.where(has_caption, caption_ids, 0)
-        counts = np.maximum(caption_counts, 1).astype(np.float64)
-        scaled = per_caption[ids] * counts ** (-count_exponent)
+        scaling = count_scaling(np.maximum(caption_counts, 1), count_exponent)
+        scaled = per_caption[ids] * scaling
         intrinsic = np.where(has_caption, intrinsic_coef * scaled, 0.0)
     return TrainingReward(extrinsic.astype(np.float32), intrinsic.astype(np.float32))

@@ -26,6 +26,14 @@ def test_integer_given_for_float_is_accepted(tmp_path):
     assert config.learner.learning_rate == 1.0 and isinstance(config.learner.learning_rate, float)
 
 
+def test_exponent_notation_is_a_number(tmp_path):
+    config = load_config(
+        None, ["learner.learning_rate=3e-4", "total_env_steps=1e6", f"run_dir={tmp_path}"]
+    )
+    assert config.learner.learning_rate == 3e-4
+    assert config.total_env_steps == 1_000_000 and isinstance(config.total_env_steps, int)
+
+
 def test_optional_value_can_be_null(tmp_path):
     config = load_config(None, ["learner.value_clip=null", f"run_dir={tmp_path}"])
     assert config.learner.value_clip is None
@@ -52,6 +60,21 @@ def test_optional_value_can_be_null(tmp_path):
         (["env.normalize_captions=maybe"], "'env.normalize_captions' must be true or false"),
         (["learner=3"], "'learner' is a section"),
         (["nonsense"], "must look like key=value"),
+        (["reward_model.name=lookup"], "'reward_model.name' must be one of none, hashing"),
+        (
+            ["reward_model.name=hashing", "reward.intrinsic_coef=0"],
+            "needs reward.intrinsic_coef > 0",
+        ),
+        (["annotator.backend=llama"], "'annotator.backend' must be one of auto, transformers"),
+        (["annotator.backend=openai"], "'annotator.base_url' must be an http(s) URL"),
+        (["annotator.backend=openai", "annotator.base_url=localhost:8000"], "got 'localhost:8000'"),
+        (["annotator.style=verbose"], "'annotator.style' must be one of direct, reasoned"),
+        (["annotator.goal=fun"], "'annotator.goal' must be one of default"),
+        (
+            ["annotator.calibration_quantile=1.5"],
+            "'annotator.calibration_quantile' must be in (0, 1)",
+        ),
+        (["annotator.max_retries=-1"], "'annotator.max_retries' must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, overrides, expected):
@@ -83,6 +106,13 @@ def test_run_dir_that_is_a_file(tmp_path):
     target.write_text("x")
     with pytest.raises(ConfigError, match="exists and is not a directory"):
         load_config(None, [f"run_dir={target}"])
+
+
+def test_run_dir_below_a_file(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(ConfigError, match="cannot be created"):
+        load_config(None, [f"run_dir={target}/run"])
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

@@ -1,0 +1,335 @@
+"""`Annotator`: turns the captions agents see into LLM labels, asynchronously. It deduplicates
+against known labels and a pending set (nothing is asked twice), batches, keeps several requests
+in flight, prefers the newest captions when the backlog is over its bound (ONI's policy), retries
+invalid answers a bounded number of times, backs off while the LLM is down, and stores every
+label durably before handing it out. Pure asyncio: `cluster/` runs it as a Ray actor or thread."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from annotator.calibration import Calibrator
+from annotator.label_store import LabelStore
+from annotator.parsing import parse_answer
+from annotator.prompts import Prompt, classification_prompt, ranking_prompt
+from reward_models import CaptionLabel, PairLabel, pair_key, sample_pairs
+
+LABELS_TOTAL = "annotator/labels_total"
+LABELS_PER_S = "annotator/labels_per_s"
+PENDING = "annotator/pending"
+INVALID_RATE = "annotator/invalid_answer_rate"
+POSITIVE_FRACTION = "annotator/positive_fraction"
+DROPPED = "annotator/dropped_total"
+FAILED_REQUESTS = "annotator/failed_requests"
+BACKEND_UP = "annotator/backend_up"
+
+INVALID = object()  # an answer arrived but did not parse: retried, counted, never a label
+
+
+@dataclass(frozen=True)
+class AnnotatorSettings:
+    kind: str = "classification"  # "classification" (one caption) or "ranking" (pairs)
+    style: str = "direct"
+    goal: str = "default"
+    batch_size: int = 32
+    max_in_flight: int = 2
+    max_backlog: int = 10_000
+    max_retries: int = 2
+    request_timeout_s: float = 120.0
+    max_backoff_s: float = 30.0
+    pairs_per_round: int = 32
+    caption_pool_size: int = 10_000
+
+
+class Annotator:
+    """Labels captions with an LLM backend. Thread-safe `submit`/`poll_labels`/`stats`;
+    `run()` is the labelling loop (an asyncio task)."""
+
+    def __init__(
+        self,
+        backend_factory: Callable[[], object],
+        store: LabelStore,
+        settings: AnnotatorSettings,
+        calibrator: Calibrator | None = None,
+        seed: int = 0,
+    ):
+        self.settings = settings
+        self.store = store
+        self._backend_factory = backend_factory
+        self.backend = None
+        self.calibrator = calibrator or Calibrator("none")
+        self._lock = threading.Lock()
+        self._rng = np.random.default_rng(seed)
+        self._ranking = settings.kind == "ranking"
+        # Labels already in the store (this model + prompt version) are known and handed out
+        # first, so a resumed or shared-store run asks nothing twice.
+        self._outbox: list[CaptionLabel | PairLabel] = []
+        if self._ranking:
+            self._outbox.extend(store.pair_labels())
+            self._known: set = {pair_key(p.first, p.second) for p in self._outbox}
+        else:
+            known = store.caption_labels()
+            self._outbox.extend(CaptionLabel(c, v) for c, v in known.items())
+            self._known = set(known)
+        self._backlog: OrderedDict = OrderedDict()  # item -> attempts; newest at the end
+        self._in_flight: set = set()
+        self._given_up: set = set()
+        self._pool: OrderedDict[str, None] = OrderedDict()  # distinct captions for pairs
+        self._sightings: Counter[str] = Counter()  # all sightings this run (top captions)
+        self._unflushed: Counter[str] = Counter()  # sightings not yet in the store
+        self._attempts: dict = {}  # in-flight item -> invalid answers so far
+        self.counts = Counter()
+        self._started = time.monotonic()
+        self._backend_up = False
+
+    # -- called by rollout workers and the driver ------------------------------------------
+    def submit(self, caption_counts: Mapping[str, int]) -> None:
+        """Captions seen by agents with how often they were seen; unseen ones are queued."""
+        with self._lock:
+            self._sightings.update(caption_counts)
+            self._unflushed.update(caption_counts)
+            for caption in caption_counts:
+                if self._ranking:
+                    self._pool[caption] = None
+                    self._pool.move_to_end(caption)
+                    if len(self._pool) > self.settings.caption_pool_size:
+                        self._pool.popitem(last=False)
+                else:
+                    self._enqueue(caption)
+
+    def poll_labels(self) -> list[CaptionLabel | PairLabel]:
+        """Labels that arrived since the last poll (all stored labels on the first poll)."""
+        with self._lock:
+            out, self._outbox = self._outbox, []
+        return out
+
+    def stats(self) -> dict[str, float]:
+        with self._lock:
+            asked = self.counts["answers"]
+            total = len(self._known)
+            return {
+                LABELS_TOTAL: float(total),
+                LABELS_PER_S: self.counts["labelled"] / max(time.monotonic() - self._started, 1e-9),
+                PENDING: float(len(self._backlog) + len(self._in_flight)),
+                INVALID_RATE: self.counts["invalid"] / asked if asked else 0.0,
+                POSITIVE_FRACTION: self.counts["positive"] / max(self.counts["labelled"], 1),
+                DROPPED: float(self.counts["dropped"]),
+                FAILED_REQUESTS: float(self.counts["failed"]),
+                BACKEND_UP: float(self._backend_up),
+            }
+
+    def top_captions(self, n: int = 20) -> list[tuple[str, int, float | None]]:
+        """The captions agents saw most this run: (caption, sightings, LLM label or None)."""
+        with self._lock:
+            top = self._sightings.most_common(n)
+        labels = {} if self._ranking else self.store.caption_labels()
+        return [(caption, seen, labels.get(caption)) for caption, seen in top]
+
+    def backlog(self) -> list:
+        """Pending items, oldest first (checkpointed, so a restart keeps its queue)."""
+        with self._lock:
+            return [*self._in_flight, *self._backlog]
+
+    def restore_backlog(self, items: Sequence) -> None:
+        with self._lock:
+            for item in items:
+                self._enqueue(tuple(item) if isinstance(item, list) else item)
+
+    # -- the labelling loop -----------------------------------------------------------------
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Label until `stop` is set. Never raises for LLM trouble: it waits and retries."""
+        stop = stop or asyncio.Event()
+        self.backend = await self._start_backend(stop)
+        tasks: set[asyncio.Task] = set()
+        failures = 0
+        try:
+            last_flush = time.monotonic()
+            while not stop.is_set():
+                if time.monotonic() - last_flush > 2.0:  # one small transaction every 2 s
+                    self._flush_sightings()
+                    last_flush = time.monotonic()
+                if self._ranking:
+                    self._refill_pairs()
+                while len(tasks) < self.settings.max_in_flight and (batch := self._take_batch()):
+                    tasks.add(asyncio.create_task(self._label(batch)))
+                if not tasks:
+                    await _sleep_or_stop(stop, 0.05)
+                    continue
+                done, tasks = await asyncio.wait(
+                    tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    ok = task.result()
+                    failures = 0 if ok else failures + 1
+                if failures:  # the LLM is down or failing: back off, keep everything pending
+                    delay = min(self.settings.max_backoff_s, 0.5 * 2 ** min(failures, 10))
+                    await _sleep_or_stop(stop, delay * (0.5 + random.random()))
+        finally:
+            for task in tasks:
+                task.cancel()
+            self._flush_sightings()
+            if self.backend is not None:
+                await self.backend.close()
+
+    async def _start_backend(self, stop: asyncio.Event):
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                backend = await asyncio.to_thread(self._backend_factory)
+                self._backend_up = True
+                return backend
+            except Exception as exc:  # noqa: BLE001 - any start failure: report, wait, retry
+                print(
+                    f"[rogueray] annotator: LLM backend failed to start ({exc}); retrying in {delay:.0f} s"
+                )
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, self.settings.max_backoff_s)
+        return None
+
+    async def _label(self, batch: list) -> bool:
+        """Ask about one batch; returns False when the LLM could not be reached."""
+        prompts = [self._prompt(item) for item in batch]
+        try:
+            outcomes = await asyncio.wait_for(self._ask(prompts), self.settings.request_timeout_s)
+        except Exception:  # noqa: BLE001 - timeouts, transport errors: all stay pending
+            outcomes = [None] * len(batch)
+        failed = [item for item, out in zip(batch, outcomes, strict=True) if out is None]
+        answered = [
+            (item, out) for item, out in zip(batch, outcomes, strict=True) if out is not None
+        ]
+        valid = [(item, out) for item, out in answered if out is not INVALID]
+        values = self.calibrator([value for _, value in valid]) if valid else []
+        labels = [self._make_label(item, v) for (item, _), v in zip(valid, values, strict=True)]
+        raw = [f"{value:.6g}" for _, value in valid]
+        if labels:
+            if self._ranking:
+                self.store.put_pairs(labels, raw_answers=raw)
+            else:
+                self.store.put_captions(labels, raw_answers=raw)
+        invalid = [item for item, out in answered if out is INVALID]
+        if invalid:
+            self.store.record_invalid(len(invalid))
+        with self._lock:
+            self._backend_up = not failed or bool(answered)
+            self.counts["answers"] += len(answered)
+            self.counts["invalid"] += len(invalid)
+            self.counts["failed"] += len(failed)
+            self.counts["labelled"] += len(labels)
+            self.counts["positive"] += sum(self._is_positive(label) for label in labels)
+            for item in batch:
+                self._in_flight.discard(item)
+            for (item, _), label in zip(valid, labels, strict=True):
+                self._known.add(self._key(item))
+                self._outbox.append(label)
+            for item in invalid:
+                attempts = self._attempts.pop(item, 0) + 1
+                if attempts > self.settings.max_retries:
+                    self._given_up.add(item)
+                else:
+                    self._backlog[item] = attempts
+            for item in failed:  # not the answer's fault: pending again at no retry cost
+                self._backlog[item] = self._attempts.pop(item, 0)
+        return not failed or bool(answered)
+
+    async def _ask(self, prompts: list[Prompt]) -> list:
+        """One request for the batch: label values, INVALID, or None (request failed)."""
+        chats = [[{"role": r, "content": c} for r, c in p.messages] for p in prompts]
+        first = prompts[0]
+        if first.style == "direct":
+            probs = await self.backend.choice_probs(chats, first.choices)
+            return [
+                None if p is None else _direct_value(p, prompt)
+                for p, prompt in zip(probs, prompts, strict=True)
+            ]
+        texts = await self.backend.generate(chats, max_tokens=first.max_tokens, temperature=0.0)
+        out = []
+        for text, prompt in zip(texts, prompts, strict=True):
+            value = None if text is None else parse_answer(text, prompt)
+            out.append(None if text is None else (INVALID if value is None else value))
+        return out
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _prompt(self, item) -> Prompt:
+        s = self.settings
+        if self._ranking:
+            return ranking_prompt(item[0], item[1], goal=s.goal, style=s.style)
+        return classification_prompt(item, goal=s.goal, style=s.style)
+
+    def _make_label(self, item, value: float):
+        if self._ranking:
+            return PairLabel(item[0], item[1], value)
+        return CaptionLabel(item, value)
+
+    @staticmethod
+    def _is_positive(label) -> bool:
+        return (label.preference if isinstance(label, PairLabel) else label.value) > 0.5
+
+    def _key(self, item):
+        """Identity of an item: the caption, or the order-free pair."""
+        return pair_key(*item) if self._ranking else item
+
+    def _enqueue(self, item) -> None:
+        key = self._key(item)
+        if (
+            key in self._known
+            or item in self._backlog
+            or item in self._in_flight
+            or item in self._given_up
+        ):
+            return
+        self._backlog[item] = 0
+        if len(self._backlog) > self.settings.max_backlog:
+            self._backlog.popitem(last=False)  # the oldest goes: newest captions matter most
+            self.counts["dropped"] += 1
+
+    def _take_batch(self) -> list:
+        with self._lock:
+            batch = []
+            while self._backlog and len(batch) < self.settings.batch_size:
+                item, attempts = self._backlog.popitem(last=True)  # newest first (ONI's LIFO)
+                self._attempts[item] = attempts
+                self._in_flight.add(item)
+                batch.append(item)
+            return batch
+
+    def _refill_pairs(self) -> None:
+        with self._lock:
+            if len(self._backlog) >= self.settings.batch_size or len(self._pool) < 2:
+                return
+            exclude = (
+                self._known
+                | {pair_key(*p) for p in self._backlog}
+                | {pair_key(*p) for p in self._in_flight}
+            )
+            for pair in sample_pairs(
+                list(self._pool), self.settings.pairs_per_round, self._rng, exclude
+            ):
+                self._enqueue(pair)
+
+    def _flush_sightings(self) -> None:
+        with self._lock:
+            counts, self._unflushed = self._unflushed, Counter()
+        if counts:
+            self.store.record_sightings(counts)
+
+
+def _direct_value(probs: Mapping[str, float], prompt: Prompt):
+    values = prompt.values
+    if not probs:
+        return INVALID
+    return float(sum(p * values[choice] for choice, p in probs.items() if choice in values))
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
