@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from cluster.driver import train
 
-    result = train(config, quiet=args.quiet)
+    try:
+        result = train(config, quiet=args.quiet)
+    except ConfigError as exc:
+        print(f"rogueray: error: {exc}", file=sys.stderr)
+        return 2
     ret = "n/a" if result.mean_return_last_20 is None else f"{result.mean_return_last_20:.2f}"
     print(
         f"[rogueray] done: {result.env_steps:,d} env steps, {result.updates:,d} updates, "

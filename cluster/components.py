@@ -9,7 +9,7 @@ import torch
 
 from actors.envs import num_actions, observation_spec
 from actors.rollout import RolloutWorker
-from cluster.config import RunConfig
+from cluster.config import ConfigError, RunConfig
 from learner.learner import Learner
 from learner.models import build_policy
 
@@ -21,7 +21,14 @@ class EnvSpec:
 
 
 def env_spec(config: RunConfig) -> EnvSpec:
-    return EnvSpec(observation_spec(config.env.id), num_actions(config.env.id))
+    """Observation and action spec of the configured env; constructs it once, so an env that
+    cannot be used (continuous actions, unsupported observations) fails here, before Ray."""
+    try:
+        spec = EnvSpec(observation_spec(config.env.id), num_actions(config.env.id))
+        make_policy(config, spec)  # model.kind must suit the observations
+    except ValueError as exc:
+        raise ConfigError(f"config key 'env.id' / 'model.kind': {exc}") from None
+    return spec
 
 
 def make_policy(config: RunConfig, spec: EnvSpec) -> torch.nn.Module:

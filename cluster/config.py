@@ -354,6 +354,21 @@ def _validate_intrinsic(config: RunConfig) -> None:
         raise ConfigError(f"config key 'annotator.max_retries' must be >= 0, got {ann.max_retries}")
     if ann.backend == "openai":
         _check_url(ann.base_url)
+    elif rm.name != "none":
+        _check_model(ann.model)
+
+
+def _check_model(model: str) -> None:
+    """The embedded model's name, an HF model folder or a .gguf file (checked, not loaded)."""
+    if model == "smollm2-135m":
+        return
+    path = Path(model).expanduser()
+    if (path / "config.json").is_file() or (path.is_file() and path.suffix.lower() == ".gguf"):
+        return
+    raise ConfigError(
+        f"config key 'annotator.model': {model!r} is not usable; give 'smollm2-135m' (the embedded "
+        "model), a folder with an HF model (containing config.json) or a .gguf file"
+    )
 
 
 def _check_url(url: str | None) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from cluster import metrics as m
 from cluster.checkpoint import load_latest, restore_rng_states, rng_states, save_checkpoint
+from cluster.components import env_spec
 from cluster.config import RunConfig, dump_yaml
 
 LABEL_EXCHANGE_INTERVAL_S = 1.0
@@ -73,16 +74,24 @@ def train(config: RunConfig, *, quiet: bool = False) -> TrainResult:
         restore_rng_states(checkpoint["rng"])
         if not quiet:
             print(f"[rogueray] resuming {run_dir} from step {counters['env_steps']:,d}")
+    spec = env_spec(config)  # before Ray: a bad env fails fast with a ConfigError
     started_ray = False
     if config.mode == "ray":
         from cluster.ray_runner import RayRunner, start_ray
 
         started_ray = start_ray(config, quiet=True)
-        runner = RayRunner(config)
+        try:
+            runner = RayRunner(config, spec)
+        except BaseException:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+            raise
     else:
         from cluster.serial import SerialRunner
 
-        runner = SerialRunner(config)
+        runner = SerialRunner(config, spec)
     try:
         if checkpoint is not None:
             runner.load_learner_state(checkpoint["learner"])

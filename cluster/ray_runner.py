@@ -11,7 +11,7 @@ from ray.exceptions import RayActorError
 
 from actors.fragment import EpisodeStats
 from cluster.annotation import AnnotatorActor, wants_annotator
-from cluster.components import env_spec, make_learner, make_worker
+from cluster.components import EnvSpec, make_learner, make_worker
 from cluster.config import ConfigError, RunConfig
 
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
@@ -70,8 +70,7 @@ def check_resources(config: RunConfig) -> None:
 class RayRunner:
     """Keeps one `sample` in flight per worker and up to MAX_UPDATES_IN_FLIGHT learner updates."""
 
-    def __init__(self, config: RunConfig):
-        spec = env_spec(config)
+    def __init__(self, config: RunConfig, spec: EnvSpec):
         check_resources(config)
         wants_gpu = config.learner.device.startswith("cuda")
         learner_cls = ray.remote(num_cpus=1, num_gpus=1 if wants_gpu else 0)(_LearnerActor)

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from actors.fragment import EpisodeStats, Fragment
 from cluster.annotation import AnnotatorThread, build_annotator, wants_annotator
-from cluster.components import env_spec, make_learner, make_worker
+from cluster.components import EnvSpec, make_learner, make_worker
 from cluster.config import RunConfig
 
 
 class SerialRunner:
     """Samples the workers round-robin and trains synchronously."""
 
-    def __init__(self, config: RunConfig):
-        spec = env_spec(config)
+    def __init__(self, config: RunConfig, spec: EnvSpec):
         self.learner = make_learner(config, spec)
         self.annotator = build_annotator(config) if wants_annotator(config) else None
         sink = self.annotator.submit if self.annotator else None

@@ -75,6 +75,10 @@ def test_optional_value_can_be_null(tmp_path):
             "'annotator.calibration_quantile' must be in (0, 1)",
         ),
         (["annotator.max_retries=-1"], "'annotator.max_retries' must be >= 0"),
+        (
+            ["reward_model.name=hashing", "reward.intrinsic_coef=0.4", "annotator.model=/no/such/model"],
+            "'annotator.model': '/no/such/model' is not usable",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, overrides, expected):

@@ -75,6 +75,28 @@ def test_nethack_runs_checkpoints_and_resumes(tmp_path, capsys):
     assert len(list_checkpoints(run_dir)) >= 2
 
 
+def test_unusable_env_fails_before_ray(tmp_path, capsys):
+    # Registered, but with continuous actions: found when the env is built, still before Ray.
+    assert main(["train", f"run_dir={tmp_path}", "env.id=Pendulum-v1", "model.kind=mlp"]) == 2
+    err = capsys.readouterr().err
+    assert "Pendulum-v1" in err and "only Discrete is supported" in err
+    assert main(["train", f"run_dir={tmp_path}", "env.id=CartPole-v1", "model.kind=nethack"]) == 2
+    assert "needs NetHack observations" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_cluster_too_small_is_named(tmp_path, capsys):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        code = main(["train", CARTPOLE, f"run_dir={tmp_path}", "ray_address=auto", "rollout.num_workers=4"])
+    finally:
+        ray.shutdown()
+    assert code == 2
+    assert "the Ray cluster has 2 CPUs; this run needs 5" in capsys.readouterr().err
+
+
 def test_bad_cli_input_fails_before_ray(tmp_path, capsys):
     assert main(["train", CARTPOLE, f"run_dir={tmp_path}", "rollout.num_workers=0"]) == 2
     assert "rollout.num_workers" in capsys.readouterr().err
