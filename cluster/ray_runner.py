@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 
 import ray
 from ray.exceptions import RayActorError
@@ -77,11 +78,15 @@ class RayRunner:
         self.learner = learner_cls.remote(config, spec)
         self.annotator = None
         if wants_annotator(config):
+            # Named, so that workers (and their restarts) find it without holding its handle as a
+            # constructor argument, which Ray cannot always restore.
+            self._annotator_name = f"rogueray-annotator-{uuid.uuid4().hex[:12]}"
             options = dict(num_cpus=1, num_gpus=config.annotator.num_gpus, max_restarts=-1)
+            options["name"] = self._annotator_name
             self.annotator = ray.remote(**options)(AnnotatorActor).remote(config)
         worker_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_WorkerActor)
         self.workers = [
-            worker_cls.remote(config, spec, i, self.annotator)
+            worker_cls.remote(config, spec, i, self._annotator_name if self.annotator else None)
             for i in range(config.rollout.num_workers)
         ]
         self._label_refs: list = []
@@ -198,8 +203,10 @@ class _WorkerActor:
     """A RolloutWorker whose `sample` returns two objects: the fragment stays in the object store
     for the learner, the small stats go to the driver."""
 
-    def __init__(self, config: RunConfig, spec, worker_id: int, annotator=None):
-        sink = None if annotator is None else annotator.submit.remote  # fire and forget
+    def __init__(self, config: RunConfig, spec, worker_id: int, annotator_name: str | None = None):
+        sink = None
+        if annotator_name is not None:
+            sink = ray.get_actor(annotator_name).submit.remote  # fire and forget
         self.worker = make_worker(config, spec, worker_id, sink)
 
     def set_weights(self, payload) -> None:

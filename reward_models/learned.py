@@ -34,7 +34,8 @@ class LearnedRewardModel(RewardModel):
     every `add_labels` call runs `steps_per_label_batch` gradient steps; from then on labels are
     only stored and each `train_iteration` runs one step. Each step draws a fresh random batch of
     `batch_size` distinct items (all of them when fewer). Until the first gradient step, r_int is 0
-    for every caption (ONI used its untrained net, whose rewards are arbitrary).
+    for every caption: ONI used its untrained net, which at PyTorch's default initialisation gives
+    nearly the same output for every caption, so its binary reward was 0 or 1 for all of them.
     """
 
     def __init__(

@@ -1,14 +1,29 @@
 """The ``transformers`` backend: a local model run in process with PyTorch (CPU or GPU).
 
-``choice_probs`` costs one forward pass per prompt: prompts are sorted by length, batched
-(``batch_size``, default 32) with left padding, and the softmax of the last position's logits is
-read at the first token of each choice. A choice's probability is the summed probability of the
-first tokens of its spellings "yes", " yes", "Yes", " Yes", "YES", " YES" (see
-``base.choice_variants``: a chat model answers "Yes"/"No" right after the assistant header, a
-completion prompt ending in "Answer:" continues with " yes"), renormalised over the choices. A
-token that starts spellings of two choices counts for neither. The whole vocabulary is seen, so
-the answer is never None for lack of a choice in the top-k; it is None only when the prompt is too
-long (``max_prompt_tokens``) or its batch failed.
+``choice_probs`` reads the softmax of the logits after the last prompt token at the first token
+of each choice. A choice's probability is the summed probability of the first tokens of its
+spellings "yes", " yes", "Yes", " Yes", "YES", " YES" (see ``base.choice_variants``: a chat model
+answers "Yes"/"No" right after the assistant header, a completion prompt ending in "Answer:"
+continues with " yes"), renormalised over the choices. A token that starts spellings of two choices
+counts for neither. The whole vocabulary is seen, so the answer is never None for lack of a choice
+in the top-k; it is None only when the prompt is too long (``max_prompt_tokens``) or its batch
+failed. The output layer runs in float32 whatever the model's dtype.
+
+Shared-prefix KV cache (``prefix_cache=True``, the default). The annotator's prompts are a long
+system message (~300 tokens, the same for every prompt of one kind/style/goal) followed by a short
+user message with the caption (~20 tokens). Every chat is rendered and tokenized whole; the token
+lists are grouped by common prefix (lexicographic order; a group is split where that saves
+recomputed tokens); each group's prefix is run once at batch size 1 and its keys/values kept in a
+small LRU (``PREFIX_CACHE_ENTRIES``, keyed by the prefix's token ids). Then only the suffixes run,
+right-padded, ``batch_size`` at a time, on a fresh ``DynamicCache`` built from the cached tensors
+expanded to the batch (the cached tensors are never modified), with position ids continuing after
+the prefix; each row's answer is read after its last real token. A cached prefix serves any prompt
+that shares part of it (keys/values of the first m tokens depend only on those m tokens), so
+prompts whose shared part ends inside a caption ("<message>You ...") still reuse the entry.
+Groups whose common prefix is shorter than ``MIN_PREFIX_TOKENS`` (and everything, with
+``prefix_cache=False``) take the plain path: prompts sorted by length, left-padded, one full
+forward pass per batch. At least one token of every prompt is always in the suffix. In float32 the
+two paths agree to ~1e-6 in probability; in bfloat16 to bf16 noise (~1e-2).
 
 The blocking torch work runs in a worker thread (``asyncio.to_thread``), one call at a time, so
 the event loop stays responsive. The synchronous ``*_sync`` methods are public for callers
@@ -21,6 +36,7 @@ import asyncio
 import logging
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +55,10 @@ log = logging.getLogger(__name__)
 _DTYPES = ("bfloat16", "float32", "float16")
 
 
+class _PrefixUnsupported(RuntimeError):
+    """The model's cache is not a plain per-layer key/value cache (e.g. sliding-window layers)."""
+
+
 class TransformersBackend(LLMBackend):
     """Options:
 
@@ -50,7 +70,14 @@ class TransformersBackend(LLMBackend):
     max_prompt_tokens: longer prompts are answered None (default 2048).
     model_id: what labels record; default the model folder's manifest id or folder name.
     cache_dir: model cache for resolve_model.
+    prefix_cache: compute the prompts' shared token prefix once and run only the suffixes
+        (default True; see the module docstring). False: every prompt runs whole.
     """
+
+    #: prefixes whose keys/values are kept (LRU)
+    PREFIX_CACHE_ENTRIES = 4
+    #: a common prefix shorter than this is not worth caching: those prompts run whole
+    MIN_PREFIX_TOKENS = 16
 
     def __init__(
         self,
@@ -63,6 +90,7 @@ class TransformersBackend(LLMBackend):
         max_prompt_tokens: int = 2048,
         model_id: str | None = None,
         cache_dir: str | Path | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         super().__init__()
         if dtype not in _DTYPES:
@@ -98,6 +126,17 @@ class TransformersBackend(LLMBackend):
         self._choice_ids_cache: dict[tuple[str, ...], list[list[int]]] = {}
         self._head_weight: Any = None
         self._head_bias: Any = None
+        self.prefix_cache = bool(prefix_cache)
+        self._prefixes: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
+        #: how the prefix cache was used: prefixes computed from scratch, extended from a cached
+        #: one, reused as cached; prompts scored after a cached prefix / run whole
+        self.prefix_stats = {
+            "computed": 0,
+            "extended": 0,
+            "reused": 0,
+            "rows_cached": 0,
+            "rows_whole": 0,
+        }
 
     # ---- async interface ------------------------------------------------------------------
 
@@ -118,6 +157,7 @@ class TransformersBackend(LLMBackend):
             self._closed = True
             self.model = None
             self._head_weight = self._head_bias = None
+            self._prefixes.clear()
 
     # ---- synchronous work -----------------------------------------------------------------
 
@@ -232,8 +272,71 @@ class TransformersBackend(LLMBackend):
 
     def _batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
         """Batches of similar length; too-long prompts are left out (their answer stays None)."""
+        keep = self._keep(lengths, order)
+        return [keep[s : s + self.batch_size] for s in range(0, len(keep), self.batch_size)]
+
+    def _run_last_logprobs(self, texts: list[str], score: Any) -> list[Any]:
+        """Forward passes over all prompts; ``score(logprobs[n, vocab] float32)`` -> one result
+        per row. Prompts sharing a cached prefix run their suffixes only; the others run whole."""
+        results: list[Any] = [None] * len(texts)
+        self.stats.requests += len(texts)
+        ids: list[list[int]] = (
+            self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        )
+        keep = self._keep([len(x) for x in ids], range(len(ids)))
+        groups, whole = self._prefix_groups(ids, keep) if self.prefix_cache else ([], keep)
+
+        def finish(batch: list[int], logprobs: Any) -> None:
+            for i, r in zip(batch, score(logprobs), strict=True):
+                results[i] = None if r is not None and _has_nan(r) else r
+
+        pending = list(groups)
+        while pending:
+            rows, prefix = pending.pop(0)
+            rows = sorted(rows, key=lambda i: len(ids[i]))
+            for s in range(0, len(rows), self.batch_size):
+                batch = rows[s : s + self.batch_size]
+                try:
+                    with self._lock:
+                        self._check_open()
+                        kv, m = self._prefix_kv(prefix, len(rows))
+                        logprobs = self._last_logprobs_after_prefix(kv, m, [ids[i] for i in batch])
+                        self.prefix_stats["rows_cached"] += len(batch)
+                    finish(batch, logprobs)
+                except _PrefixUnsupported as e:
+                    log.warning("prefix cache disabled: %s", e)
+                    with self._lock:
+                        self.prefix_cache = False
+                        self._prefixes.clear()
+                    whole = whole + rows[s:] + [i for r, _ in pending for i in r]
+                    pending = []
+                    break
+                except RuntimeError as e:
+                    if self._closed:
+                        raise
+                    log.warning("forward pass over %d prompts failed: %s", len(batch), e)
+
+        whole = sorted(whole, key=lambda i: len(ids[i]))
+        for s in range(0, len(whole), self.batch_size):
+            batch = whole[s : s + self.batch_size]
+            try:
+                with self._lock:
+                    self._check_open()
+                    logprobs = self._last_logprobs_whole([ids[i] for i in batch])
+                    self.prefix_stats["rows_whole"] += len(batch)
+                finish(batch, logprobs)
+            except RuntimeError as e:
+                if self._closed:
+                    raise
+                log.warning("forward pass over %d prompts failed: %s", len(batch), e)
+        failed = sum(r is None for r in results)
+        self.stats.failed += failed
+        return results
+
+    def _keep(self, lengths: list[int], indices: Any) -> list[int]:
+        """The indices of prompts to run; too-long prompts are left out (their answer stays None)."""
         keep = []
-        for i in order:
+        for i in indices:
             if lengths[i] > self.max_prompt_tokens:
                 log.warning(
                     "prompt of %d tokens exceeds max_prompt_tokens=%d; answered None",
@@ -242,42 +345,184 @@ class TransformersBackend(LLMBackend):
                 )
             elif lengths[i] > 0:
                 keep.append(i)
-        return [keep[s : s + self.batch_size] for s in range(0, len(keep), self.batch_size)]
+        return keep
 
-    def _run_last_logprobs(self, texts: list[str], score: Any) -> list[Any]:
-        """Forward pass per batch; ``score(logprobs[n, vocab] float32)`` -> one result per row."""
+    def _last_logprobs_whole(self, rows: list[list[int]]) -> Any:
+        """Plain path: the prompts left-padded, one forward pass, fp32 log-softmax of the last
+        position."""
         torch = self._torch
-        tok = self.tokenizer
-        results: list[Any] = [None] * len(texts)
-        order, lengths = self._sorted_by_length(texts)
-        self.stats.requests += len(texts)
-        for batch in self._batches(order, lengths):
-            try:
-                with self._lock:
-                    self._check_open()
-                    enc = tok([texts[i] for i in batch], return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(self._device)  # fmt: skip
-                    mask = enc["attention_mask"]
-                    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                    with torch.inference_mode():
-                        hidden = self.model.base_model(
-                            input_ids=enc["input_ids"],
-                            attention_mask=mask,
-                            position_ids=positions,
-                            use_cache=False,
-                        ).last_hidden_state[:, -1, :]
-                        logprobs = self._head_fp32(hidden).log_softmax(-1).cpu()
-                for i, r in zip(batch, score(logprobs), strict=True):
-                    if r is not None and _has_nan(r):
-                        r = None
-                    results[i] = r
-            except RuntimeError as e:
-                if self._closed:
-                    raise
-                log.warning("forward pass over %d prompts failed: %s", len(batch), e)
-        failed = sum(r is None for r in results)
-        self.stats.failed += failed
-        return results
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, r in enumerate(rows):
+            input_ids[j, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[j, width - len(r) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            hidden = self.model.base_model(
+                input_ids=input_ids.to(self._device),
+                attention_mask=mask.to(self._device),
+                position_ids=positions.to(self._device),
+                use_cache=False,
+            ).last_hidden_state[:, -1, :]
+            return self._head_fp32(hidden).log_softmax(-1).cpu()
+
+    def _last_logprobs_after_prefix(
+        self, kv: list[tuple[Any, Any]], m: int, rows: list[list[int]]
+    ) -> Any:
+        """Cached path: every row starts with the m tokens whose keys/values ``kv`` holds (batch
+        1, possibly longer than m); the suffixes run right-padded on a fresh cache of the prefix
+        expanded to the batch, and each row is read after its last real token."""
+        from transformers import DynamicCache
+
+        torch = self._torch
+        n = len(rows)
+        lengths = [len(r) - m for r in rows]
+        width = max(lengths)
+        input_ids = torch.full((n, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, m + width), dtype=torch.long)
+        mask[:, :m] = 1
+        for j, r in enumerate(rows):
+            input_ids[j, : lengths[j]] = torch.tensor(r[m:], dtype=torch.long)
+            mask[j, m : m + lengths[j]] = 1
+        positions = (m + torch.arange(width, dtype=torch.long)).expand(n, -1)
+        # DynamicLayer.update concatenates, so the cache gets its own copies: kv stays untouched
+        cache = DynamicCache(
+            ddp_cache_data=[
+                (k[:, :, :m].expand(n, -1, -1, -1), v[:, :, :m].expand(n, -1, -1, -1))
+                for k, v in kv
+            ]
+        )
+        last = torch.tensor(lengths, dtype=torch.long) - 1
+        with torch.inference_mode():
+            out = self.model.base_model(
+                input_ids=input_ids.to(self._device),
+                attention_mask=mask.to(self._device),
+                position_ids=positions.to(self._device),
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state
+            hidden = out[torch.arange(n, device=out.device), last.to(out.device)]
+            return self._head_fp32(hidden).log_softmax(-1).cpu()
+
+    def _prefix_groups(
+        self, ids: list[list[int]], keep: list[int]
+    ) -> tuple[list[tuple[list[int], tuple[int, ...]]], list[int]]:
+        """(rows, shared prefix) groups worth a cached prefix, and the rows to run whole.
+
+        Rows are sorted lexicographically by token ids, so rows sharing a prefix are adjacent and
+        a range's common prefix is the minimum of its neighbours' common prefixes. Ranges are cut
+        where neighbours share fewer than MIN_PREFIX_TOKENS, then split further at their weakest
+        links while that saves work: a group of n rows with prefix p costs about
+        p + sum(len) - n * p token evaluations. Every prefix leaves at least one token of each row.
+        """
+        order = sorted(keep, key=lambda i: ids[i])
+        if not order:
+            return [], []
+        adj = [_lcp(ids[a], ids[b]) for a, b in zip(order, order[1:], strict=False)]
+
+        def prefix_len(a: int, b: int) -> int:  # rows order[a:b]
+            shortest = min(len(ids[i]) for i in order[a:b]) - 1
+            return min([shortest, *adj[a : b - 1]])
+
+        def pieces(a: int, b: int, cut: int) -> list[tuple[int, int]]:
+            out, start = [], a
+            for j in range(a, b - 1):
+                if adj[j] <= cut:
+                    out.append((start, j + 1))
+                    start = j + 1
+            out.append((start, b))
+            return out
+
+        groups: list[tuple[list[int], tuple[int, ...]]] = []
+        whole: list[int] = []
+        todo = pieces(0, len(order), self.MIN_PREFIX_TOKENS - 1)
+        while todo:
+            a, b = todo.pop()
+            p = prefix_len(a, b)
+            if p < self.MIN_PREFIX_TOKENS:
+                whole.extend(order[a:b])
+                continue
+            if b - a > 1 and min(adj[a : b - 1]) == p:
+                parts = pieces(a, b, p)
+                gain = sum((y - x - 1) * prefix_len(x, y) for x, y in parts) - (b - a - 1) * p
+                if gain > 0:
+                    todo.extend(parts)
+                    continue
+            groups.append((order[a:b], tuple(ids[order[a]][:p])))
+        return groups, whole
+
+    def _prefix_kv(self, prefix: tuple[int, ...], n_rows: int) -> tuple[list[tuple[Any, Any]], int]:
+        """Keys/values (per layer, batch 1) covering at least the first m tokens of ``prefix``,
+        and m. The cached entry sharing most of ``prefix`` is reused as is, or extended when the
+        missing tokens are shared by enough rows; with no entry sharing MIN_PREFIX_TOKENS, the
+        prefix is computed from scratch. New prefixes enter the LRU; an extension replaces the
+        entry it extends, so one family of prompts keeps one entry."""
+        best, m = None, 0
+        for key in self._prefixes:
+            n = _lcp(key, prefix)
+            if n > m:
+                best, m = key, n
+        if best is not None and m >= self.MIN_PREFIX_TOKENS:
+            self._prefixes.move_to_end(best)
+            base = self._prefixes[best]
+            if m == len(prefix) or (n_rows - 1) * (len(prefix) - m) < self.MIN_PREFIX_TOKENS:
+                self.prefix_stats["reused"] += 1
+                return base, m
+            kv = self._run_prefix([(k[:, :, :m], v[:, :, :m]) for k, v in base], prefix[m:], m)
+            self.prefix_stats["extended"] += 1
+            # the extension holds best's first m tokens; what best has beyond them is specific
+            # to the prompts it was made for (a caption's start), so it goes
+            del self._prefixes[best]
+        else:
+            kv = self._run_prefix(None, prefix, 0)
+            self.prefix_stats["computed"] += 1
+        self._prefixes[prefix] = kv
+        while len(self._prefixes) > self.PREFIX_CACHE_ENTRIES:
+            self._prefixes.popitem(last=False)
+        return kv, len(prefix)
+
+    def _run_prefix(
+        self, base: list[tuple[Any, Any]] | None, tokens: tuple[int, ...], start: int
+    ) -> list[tuple[Any, Any]]:
+        """Run ``tokens`` (batch 1) after ``start`` tokens whose keys/values ``base`` holds; the
+        per-layer keys/values of all start + len(tokens) tokens."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        torch = self._torch
+        if base is None:
+            cache = DynamicCache(config=self.model.config)
+        else:
+            cache = DynamicCache(ddp_cache_data=base)
+        total = start + len(tokens)
+        with torch.inference_mode():
+            self.model.base_model(
+                input_ids=torch.tensor([tokens], dtype=torch.long, device=self._device),
+                attention_mask=torch.ones((1, total), dtype=torch.long, device=self._device),
+                position_ids=torch.arange(start, total, device=self._device).unsqueeze(0),
+                past_key_values=cache,
+                use_cache=True,
+            )
+        layers = getattr(cache, "layers", None)
+        if not layers or any(
+            type(layer) is not DynamicLayer or layer.keys is None or layer.keys.shape[-2] != total
+            for layer in layers
+        ):
+            raise _PrefixUnsupported(
+                f"{type(self.model).__name__}'s cache is not a plain key/value cache per layer"
+            )
+        return [(layer.keys, layer.values) for layer in layers]
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token id sequences."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _has_nan(result: Any) -> bool:

@@ -7,6 +7,7 @@ import asyncio
 import math
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,6 +19,7 @@ from annotator.backends.base import (
     renormalise,
     validate_choices,
 )
+from annotator.prompts import classification_prompt, ranking_prompt
 from tests.doubles.shared_models import smollm2_transformers_backend
 
 
@@ -108,6 +110,35 @@ def test_choice_helpers():
     assert normalize_chat("raw prompt") == "raw prompt"
     with pytest.raises(TypeError):
         normalize_chat([{"role": "user"}])
+
+
+def test_prefix_groups_split_by_shared_prefix():
+    pytest.importorskip("torch")
+    from annotator.backends.local import TransformersBackend
+
+    fake = SimpleNamespace(MIN_PREFIX_TOKENS=16)
+    sys_a = list(range(100, 140))  # 40 tokens shared by all
+    goal_1, goal_2 = [1] * 30, [2] * 30
+    ids = [
+        sys_a + goal_1 + [7, 8],  # 0: goal 1
+        sys_a + goal_1 + [9],  # 1: goal 1
+        sys_a + goal_2 + [7],  # 2: goal 2
+        sys_a + goal_2 + [5, 5],  # 3: goal 2
+        [3, 4, 5],  # 4: nothing shared: runs whole
+        sys_a + goal_2 + [5, 5],  # 5: same as 3: the prefix leaves one token of it
+    ]
+    groups, whole = TransformersBackend._prefix_groups(fake, ids, list(range(6)))
+    assert whole == [4]
+    got = sorted((sorted(rows), len(prefix)) for rows, prefix in groups)
+    assert got == [([0, 1], 70), ([2, 3, 5], 70)]
+    for rows, prefix in groups:
+        assert all(tuple(ids[i][: len(prefix)]) == prefix for i in rows)
+    # two rows only, differing early: one group on the 40 shared tokens, not two singletons
+    groups, whole = TransformersBackend._prefix_groups(fake, ids, [0, 2])
+    assert whole == [] and [(sorted(r), len(p)) for r, p in groups] == [([0, 2], 40)]
+    # a single prompt: its prefix is all but its last token
+    groups, _ = TransformersBackend._prefix_groups(fake, ids, [3])
+    assert [(r, len(p)) for r, p in groups] == [([3], 71)]
 
 
 # ---- the transformers backend on the real model --------------------------------------------
@@ -236,3 +267,111 @@ def test_make_backend_auto_falls_back_to_transformers_without_vllm():
         assert type(backend).__name__ == "TransformersBackend"
     finally:
         asyncio.run(backend.close())
+
+
+# ---- the shared-prefix KV cache ---------------------------------------------------------------
+
+CAPTIONS = [
+    "You kill the newt!",
+    "The door opens.",
+    "You feel hungry.",
+    "$ - 12 gold pieces.",
+    "",
+    "There is a staircase down here.",
+    "You hit the jackal. The jackal bites!",
+]
+
+
+def _msgs(prompt) -> list[dict[str, str]]:
+    return [{"role": r, "content": c} for r, c in prompt.messages]
+
+
+def _prompt_sets() -> list[tuple[list, list[str]]]:
+    """(chats, choices) per call: real annotator prompts of both kinds, two goals, repeats, a raw
+    completion prompt and a short chat (which share no useful prefix with the rest)."""
+    cls = [_msgs(classification_prompt(c)) for c in CAPTIONS]
+    cls += [_msgs(classification_prompt(c, goal="gold")) for c in CAPTIONS[:3]]
+    cls += [cls[0], "Question: is the sky blue?\nAnswer:", _chat(FIRE)]
+    rank = [
+        _msgs(ranking_prompt(a, b))
+        for a, b in [(CAPTIONS[0], CAPTIONS[1]), (CAPTIONS[2], CAPTIONS[4]), (CAPTIONS[0], "")]
+    ]
+    rank.append(_msgs(ranking_prompt(CAPTIONS[3], CAPTIONS[5], goal="stairs")))
+    return [(cls, ["yes", "no"]), (rank, ["first", "second", "tie"])]
+
+
+def _max_abs_diff(a: list, b: list) -> float:
+    assert len(a) == len(b)
+    assert all(
+        x is not None and y is not None and set(x) == set(y) for x, y in zip(a, b, strict=True)
+    )
+    return max(abs(x[k] - y[k]) for x, y in zip(a, b, strict=True) for k in x)
+
+
+@pytest.fixture(scope="module")
+def fp32_backends():
+    from annotator.backends.local import TransformersBackend
+
+    cached = TransformersBackend("smollm2-135m", dtype="float32")
+    whole = TransformersBackend("smollm2-135m", dtype="float32", prefix_cache=False)
+    assert cached.prefix_cache and not whole.prefix_cache
+    return cached, whole
+
+
+@pytest.mark.llm
+def test_prefix_cache_equals_whole_prompts_in_fp32(fp32_backends):
+    cached, whole = fp32_backends
+    cached._prefixes.clear()
+    for chats, choices in _prompt_sets():
+        before = dict(cached.prefix_stats)
+        with_cache = cached.choice_probs_sync(chats, choices)
+        without = whole.choice_probs_sync(chats, choices)
+        diff = _max_abs_diff(with_cache, without)
+        print(f"fp32 {choices}: max |p_cached - p_whole| = {diff:.2e}")
+        assert diff < 1e-4
+        # the cached path really ran (all but the raw prompt and the short chat)
+        assert cached.prefix_stats["rows_cached"] - before["rows_cached"] >= len(chats) - 2
+        # and both paths answer differently for different captions (the test can tell)
+        assert len({round(r[choices[0]], 6) for r in with_cache}) > len(chats) // 2
+    assert whole.prefix_stats["rows_cached"] == 0
+
+
+@pytest.mark.llm
+def test_prefix_cache_reuses_entries_and_never_mutates_them(fp32_backends):
+    cached, whole = fp32_backends
+    cached._prefixes.clear()
+    chats = [_msgs(classification_prompt(c)) for c in CAPTIONS]
+    first = cached.choice_probs_sync(chats, ["yes", "no"])
+    assert cached.prefix_stats["computed"] >= 1
+    snapshot = {
+        key: [(k.clone(), v.clone()) for k, v in kv] for key, kv in cached._prefixes.items()
+    }
+    computed = cached.prefix_stats["computed"]
+    # new captions one at a time (the annotator's stream): the entry serves them, unchanged
+    for caption in ["You find a hidden passage.", "Welcome to experience level 2."]:
+        (one,) = cached.choice_probs_sync([_msgs(classification_prompt(caption))], ["yes", "no"])
+        (ref,) = whole.choice_probs_sync([_msgs(classification_prompt(caption))], ["yes", "no"])
+        assert _max_abs_diff([one], [ref]) < 1e-4
+    assert cached.prefix_stats["computed"] == computed
+    for key, kv in snapshot.items():
+        assert key in cached._prefixes
+        for (k0, v0), (k1, v1) in zip(kv, cached._prefixes[key], strict=True):
+            assert k0.equal(k1) and v0.equal(v1)
+    assert cached.choice_probs_sync(chats, ["yes", "no"]) == first
+    assert len(cached._prefixes) <= cached.PREFIX_CACHE_ENTRIES
+
+
+@pytest.mark.llm
+def test_prefix_cache_in_bf16_stays_within_bf16_noise(tf_backend):
+    assert tf_backend.prefix_cache
+    diffs = []
+    for chats, choices in _prompt_sets():
+        with_cache = tf_backend.choice_probs_sync(chats, choices)
+        tf_backend.prefix_cache = False
+        try:
+            without = tf_backend.choice_probs_sync(chats, choices)
+        finally:
+            tf_backend.prefix_cache = True
+        diffs.append(_max_abs_diff(with_cache, without))
+    print(f"bf16: max |p_cached - p_whole| = {max(diffs):.3f}")
+    assert max(diffs) < 0.05  # measured ~0.02, the same noise as batching in bf16
