@@ -455,9 +455,15 @@ class TransformersBackend(LLMBackend):
     def _prefix_kv(self, prefix: tuple[int, ...], n_rows: int) -> tuple[list[tuple[Any, Any]], int]:
         """Keys/values (per layer, batch 1) covering at least the first m tokens of ``prefix``,
         and m. The cached entry sharing most of ``prefix`` is reused as is, or extended when the
-        missing tokens are shared by enough rows; with no entry sharing MIN_PREFIX_TOKENS, the
-        prefix is computed from scratch. New prefixes enter the LRU; an extension replaces the
-        entry it extends, so one family of prompts keeps one entry."""
+        missing tokens are worth it; with no entry sharing MIN_PREFIX_TOKENS, the prefix is
+        computed from scratch. New prefixes enter the LRU (an extension replaces the entry it
+        extends when that entry lies wholly inside it).
+
+        Missing tokens are worth extending when there are at least MIN_PREFIX_TOKENS of them and
+        either several rows share them or they are a quarter of the prefix or more (another
+        goal's or kind's system message). A single prompt of an already cached family misses only
+        its caption and the chat footer: those run in its suffix and no entry is added, so a
+        stream of single prompts does not push the other families out of the LRU."""
         best, m = None, 0
         for key in self._prefixes:
             n = _lcp(key, prefix)
@@ -466,14 +472,14 @@ class TransformersBackend(LLMBackend):
         if best is not None and m >= self.MIN_PREFIX_TOKENS:
             self._prefixes.move_to_end(best)
             base = self._prefixes[best]
-            if m == len(prefix) or (n_rows - 1) * (len(prefix) - m) < self.MIN_PREFIX_TOKENS:
+            gap = len(prefix) - m
+            if gap < self.MIN_PREFIX_TOKENS or (n_rows == 1 and 4 * gap < len(prefix)):
                 self.prefix_stats["reused"] += 1
                 return base, m
             kv = self._run_prefix([(k[:, :, :m], v[:, :, :m]) for k, v in base], prefix[m:], m)
             self.prefix_stats["extended"] += 1
-            # the extension holds best's first m tokens; what best has beyond them is specific
-            # to the prompts it was made for (a caption's start), so it goes
-            del self._prefixes[best]
+            if m == len(best):
+                del self._prefixes[best]
         else:
             kv = self._run_prefix(None, prefix, 0)
             self.prefix_stats["computed"] += 1

@@ -289,12 +289,12 @@ def _msgs(prompt) -> list[dict[str, str]]:
 def _prompt_sets() -> list[tuple[list, list[str]]]:
     """(chats, choices) per call: real annotator prompts of both kinds, two goals, repeats, a raw
     completion prompt and a short chat (which share no useful prefix with the rest)."""
-    cls = [_msgs(classification_prompt(c)) for c in CAPTIONS]
-    cls += [_msgs(classification_prompt(c, goal="gold")) for c in CAPTIONS[:3]]
+    cls = [_msgs(classification_prompt(c)) for c in CAPTIONS[:5]]
+    cls += [_msgs(classification_prompt(c, goal="gold")) for c in CAPTIONS[5:]]
     cls += [cls[0], "Question: is the sky blue?\nAnswer:", _chat(FIRE)]
     rank = [
         _msgs(ranking_prompt(a, b))
-        for a, b in [(CAPTIONS[0], CAPTIONS[1]), (CAPTIONS[2], CAPTIONS[4]), (CAPTIONS[0], "")]
+        for a, b in [(CAPTIONS[0], CAPTIONS[1]), (CAPTIONS[0], CAPTIONS[4])]
     ]
     rank.append(_msgs(ranking_prompt(CAPTIONS[3], CAPTIONS[5], goal="stairs")))
     return [(cls, ["yes", "no"]), (rank, ["first", "second", "tie"])]
@@ -353,7 +353,19 @@ def test_prefix_cache_reuses_entries_and_never_mutates_them(fp32_backends):
         (ref,) = whole.choice_probs_sync([_msgs(classification_prompt(caption))], ["yes", "no"])
         assert _max_abs_diff([one], [ref]) < 1e-4
     assert cached.prefix_stats["computed"] == computed
-    for key, kv in snapshot.items():
+    # another goal: its system message extends the shared start of the cached one, a new entry
+    extended = cached.prefix_stats["extended"]
+    gold = [_msgs(classification_prompt(c, goal="gold")) for c in CAPTIONS[:2]]
+    assert (
+        _max_abs_diff(
+            cached.choice_probs_sync(gold, ["yes", "no"]),
+            whole.choice_probs_sync(gold, ["yes", "no"]),
+        )
+        < 1e-4
+    )
+    assert cached.prefix_stats["computed"] == computed
+    assert cached.prefix_stats["extended"] == extended + 1
+    for key, kv in snapshot.items():  # the first goal's entry is still there, unchanged
         assert key in cached._prefixes
         for (k0, v0), (k1, v1) in zip(kv, cached._prefixes[key], strict=True):
             assert k0.equal(k1) and v0.equal(v1)
