@@ -44,7 +44,7 @@ class AnnotatorSettings:
     max_backlog: int = 10_000
     max_retries: int = 2
     request_timeout_s: float = 120.0
-    max_backoff_s: float = 30.0
+    max_backoff_s: float = 10.0
     pairs_per_round: int = 32
     caption_pool_size: int = 10_000
 

@@ -82,6 +82,7 @@ def build_annotator(config: RunConfig) -> Annotator:
         max_backlog=ann.max_backlog,
         max_retries=ann.max_retries,
         request_timeout_s=ann.request_timeout_s,
+        max_backoff_s=ann.max_backoff_s,
     )
     if ann.backend == "openai":
         options = {"base_url": ann.base_url, "request_timeout": ann.request_timeout_s}
@@ -120,11 +121,13 @@ class AnnotatorThread:
 
         asyncio.run(body())
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self) -> None:
+        """Stop and wait: the current LLM call (bounded by its timeout) or model load finishes
+        first; a thread cut off inside torch at interpreter exit would abort the process."""
         if not self._thread.is_alive():
             return
         self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout)
+        self._thread.join()
 
 
 class AnnotatorActor:

@@ -128,6 +128,8 @@ class AnnotatorConfig:
     max_retries: int = 2
     """Re-asks of a caption whose answer did not parse, before giving up on it."""
     request_timeout_s: float = 120.0
+    max_backoff_s: float = 10.0
+    """Longest wait between attempts while the LLM is down (back-off doubles up to this)."""
     label_store: str | None = None
     """SQLite label store; None = <run_dir>/labels.sqlite. Share one path to reuse labels."""
     num_gpus: float = 0.0

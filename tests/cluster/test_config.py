@@ -76,7 +76,11 @@ def test_optional_value_can_be_null(tmp_path):
         ),
         (["annotator.max_retries=-1"], "'annotator.max_retries' must be >= 0"),
         (
-            ["reward_model.name=hashing", "reward.intrinsic_coef=0.4", "annotator.model=/no/such/model"],
+            [
+                "reward_model.name=hashing",
+                "reward.intrinsic_coef=0.4",
+                "annotator.model=/no/such/model",
+            ],
             "'annotator.model': '/no/such/model' is not usable",
         ),
     ],

@@ -21,8 +21,14 @@ def test_summary_and_exports(tmp_path, capsys):
     assert "You kill the newt!" in lines[1] and "1.00" in lines[1]
     assert main(["labels", str(tmp_path), "--export", str(tmp_path / "out.csv")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
-    assert {r["caption"]: float(r["value"]) for r in rows} == {"You kill the newt!": 1.0, "It's a wall.": 0.0}
-    assert main(["labels", str(tmp_path / "labels.sqlite"), "--export", str(tmp_path / "o.jsonl")]) == 0
+    assert {r["caption"]: float(r["value"]) for r in rows} == {
+        "You kill the newt!": 1.0,
+        "It's a wall.": 0.0,
+    }
+    assert (
+        main(["labels", str(tmp_path / "labels.sqlite"), "--export", str(tmp_path / "o.jsonl")])
+        == 0
+    )
     assert len([json.loads(ln) for ln in open(tmp_path / "o.jsonl")]) == 2
 
 

@@ -90,7 +90,9 @@ def test_cluster_too_small_is_named(tmp_path, capsys):
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
-        code = main(["train", CARTPOLE, f"run_dir={tmp_path}", "ray_address=auto", "rollout.num_workers=4"])
+        code = main(
+            ["train", CARTPOLE, f"run_dir={tmp_path}", "ray_address=auto", "rollout.num_workers=4"]
+        )
     finally:
         ray.shutdown()
     assert code == 2

@@ -132,7 +132,10 @@ class OpenAICompatServer:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        httpd.daemon_threads = True
+        # Non-daemon handler threads, joined on stop: no answer is still inside the model when
+        # the interpreter exits (a torch call cut off at exit aborts the process).
+        httpd.daemon_threads = False
+        httpd.block_on_close = True
         self.port = httpd.server_address[1]
         self._httpd = httpd
         self._thread = threading.Thread(
