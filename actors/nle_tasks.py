@@ -127,6 +127,9 @@ class OniTask(NLE):
         super().__init__(*args, **kwargs)
         self._enhance_pending = False
         self._depth = 0
+        # What step() reads of the previous observation; only these are copied before NLE
+        # overwrites its buffers (copying every array cost more than NetHack's own step).
+        self._kept_indices = {self._blstats_index, self._message_index, self._internal_index}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
@@ -141,7 +144,10 @@ class OniTask(NLE):
         return observation, info
 
     def step(self, action: int):
-        last_observation = tuple(a.copy() for a in self.last_observation)
+        kept = self._kept_indices
+        last_observation = tuple(
+            a.copy() if i in kept else a for i, a in enumerate(self.last_observation)
+        )
         key = self._key_for(action, last_observation)
         observation, done = self.nethack.step(key)
         observation, done = self._perform_known_steps(observation, done, sent_key=key)
