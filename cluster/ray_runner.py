@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.fragment import EpisodeStats
 from cluster.annotation import AnnotatorActor, wants_annotator
 from cluster.components import EnvSpec, make_learner, make_worker
 from cluster.config import ConfigError, RunConfig
 
+WORKER_LOST = (RayActorError, ActorUnavailableError)  # died, or restarting after a death
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
 
 
@@ -90,6 +92,7 @@ class RayRunner:
             for i in range(config.rollout.num_workers)
         ]
         self._label_refs: list = []
+        self._restarting: set[int] = set()  # workers that died and have not answered since
         self._samples: dict = {}  # stats ref -> (worker index, fragment ref)
         self._updates: list = []
         self._weights_ref = None
@@ -122,7 +125,7 @@ class RayRunner:
             try:
                 learner_metrics, stats = ray.get(list(pair))
                 metrics.append({**learner_metrics, **stats})
-            except RayActorError:  # the annotator restarted: start its labelling loop again
+            except WORKER_LOST:  # the annotator restarted: start its labelling loop again
                 self.annotator.start.remote([])
         if len(waiting) < 2:  # at most two exchanges in flight
             labels = self.annotator.poll_labels.remote()
@@ -159,13 +162,19 @@ class RayRunner:
             index, fragment_ref = self._samples.pop(stats_ref)
             try:
                 finished, num_steps = ray.get(stats_ref)
-            except RayActorError:
-                # The actor restarts by itself; give it current weights before it samples again.
-                self.restarts += 1
+            except WORKER_LOST:
+                # Ray restarts the actor by itself: count the death once, then keep asking until
+                # the new process answers, and give it current weights before it samples.
+                if index not in self._restarting:
+                    self._restarting.add(index)
+                    self.restarts += 1
+                else:
+                    time.sleep(0.05)  # still starting up
                 if self._weights_ref is not None:
                     self.workers[index].set_weights.remote(self._weights_ref)
                 self._submit(index)
                 continue
+            self._restarting.discard(index)
             self._submit(index)
             fragments.append(fragment_ref)
             episodes.extend(finished)
