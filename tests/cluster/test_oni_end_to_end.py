@@ -127,7 +127,7 @@ def test_openai_garbage_is_counted_and_never_stored(tmp_path, llm_server):
     run_dir = tmp_path / "garbage"
     llm_server.garbage = "logprobs"
     try:
-        assert main(_openai_args(run_dir, llm_server, 6000)) == 0
+        assert main(_openai_args(run_dir, llm_server, 20000)) == 0
     finally:
         llm_server.garbage = None
     scalars = _scalars(run_dir)
