@@ -12,11 +12,11 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from annotator.calibration import Calibrator
+from annotator.config import AnnotatorConfig
 from annotator.label_store import LabelStore
 from annotator.parsing import parse_answer
 from annotator.prompts import Prompt, classification_prompt, ranking_prompt
@@ -34,21 +34,6 @@ BACKEND_UP = "annotator/backend_up"
 INVALID = object()  # an answer arrived but did not parse: retried, counted, never a label
 
 
-@dataclass(frozen=True)
-class AnnotatorSettings:
-    kind: str = "classification"  # "classification" (one caption) or "ranking" (pairs)
-    style: str = "direct"
-    goal: str = "default"
-    batch_size: int = 32
-    max_in_flight: int = 2
-    max_backlog: int = 10_000
-    max_retries: int = 2
-    request_timeout_s: float = 120.0
-    max_backoff_s: float = 10.0
-    pairs_per_round: int = 32
-    caption_pool_size: int = 10_000
-
-
 class Annotator:
     """Labels captions with an LLM backend. Thread-safe `submit`/`poll_labels`/`stats`;
     `run()` is the labelling loop (an asyncio task)."""
@@ -57,18 +42,22 @@ class Annotator:
         self,
         backend_factory: Callable[[], object],
         store: LabelStore,
-        settings: AnnotatorSettings,
-        calibrator: Calibrator | None = None,
+        config: AnnotatorConfig,
+        kind: str = "classification",
         seed: int = 0,
     ):
-        self.settings = settings
+        if kind not in ("classification", "ranking"):
+            raise ValueError(f"annotation kind must be classification or ranking; got {kind!r}")
+        self.settings = config
         self.store = store
         self._backend_factory = backend_factory
         self.backend = None
-        self.calibrator = calibrator or Calibrator("none")
+        self.calibrator = Calibrator(
+            config.calibration, config.calibration_quantile, config.calibration_window
+        )
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
-        self._ranking = settings.kind == "ranking"
+        self._ranking = kind == "ranking"
         # Labels already in the store (this model + prompt version) are known and handed out
         # first, so a resumed or shared-store run asks nothing twice.
         self._outbox: list[CaptionLabel | PairLabel] = []

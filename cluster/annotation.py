@@ -8,8 +8,7 @@ import os
 import threading
 from pathlib import Path
 
-from annotator.annotator import Annotator, AnnotatorSettings
-from annotator.calibration import Calibrator
+from annotator.annotator import Annotator
 from annotator.label_store import LabelStore
 from annotator.prompts import classification_prompt, ranking_prompt
 from cluster.config import RunConfig
@@ -73,17 +72,6 @@ def build_annotator(config: RunConfig) -> Annotator:
     store = LabelStore(
         label_store_path(config), model_id=model_id(config), prompt_version=probe.version
     )
-    settings = AnnotatorSettings(
-        kind=kind,
-        style=ann.style,
-        goal=ann.goal,
-        batch_size=ann.batch_size,
-        max_in_flight=ann.max_in_flight,
-        max_backlog=ann.max_backlog,
-        max_retries=ann.max_retries,
-        request_timeout_s=ann.request_timeout_s,
-        max_backoff_s=ann.max_backoff_s,
-    )
     if ann.backend == "openai":
         options = {"base_url": ann.base_url, "request_timeout": ann.request_timeout_s}
         if ann.model != DEFAULT_MODEL:
@@ -94,8 +82,7 @@ def build_annotator(config: RunConfig) -> Annotator:
     def backend_factory():
         return make_backend(ann.backend, **options)
 
-    calibrator = Calibrator(ann.calibration, ann.calibration_quantile, ann.calibration_window)
-    return Annotator(backend_factory, store, settings, calibrator, seed=config.seed)
+    return Annotator(backend_factory, store, ann, kind=kind, seed=config.seed)
 
 
 class AnnotatorThread:

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from annotator.config import AnnotatorConfig
+
 
 class ConfigError(ValueError):
     """A config key or value the user must fix; the message says which and what is allowed."""
@@ -101,39 +103,6 @@ class RewardModelConfig:
     normalize: bool = True
     """Ranking: normalise and threshold as ONI intended; false reproduces the released code."""
     device: str = "cpu"
-
-
-@dataclass
-class AnnotatorConfig:
-    backend: str = "auto"
-    """"auto" (vLLM when it imports and starts, else transformers), "transformers", "vllm",
-    or "openai" (any OpenAI-compatible server, e.g. `vllm serve`, at base_url)."""
-    model: str = "smollm2-135m"
-    """The embedded SmolLM2-135M-Instruct, a local model directory, or a .gguf file."""
-    base_url: str | None = None
-    """OpenAI-compatible server, e.g. http://llm-node:8000/v1 (backend "openai")."""
-    style: str = "direct"
-    """"direct": one answer token scored from logprobs; "reasoned": ONI-like reasoning, then a tag."""
-    goal: str = "default"
-    """What counts as progress: default (score), combat, gold, stairs."""
-    calibration: str = "quantile"
-    """"quantile": helpful = P(yes) above a running quantile of recent captions' P(yes) (for
-    biased judges such as SmolLM2); "none": the judge's own value is the label."""
-    calibration_quantile: float = 0.8
-    calibration_window: int = 2000
-    batch_size: int = 32
-    max_in_flight: int = 2
-    max_backlog: int = 10_000
-    """Pending captions kept; beyond it the oldest are dropped (counted) -- newest first, as ONI."""
-    max_retries: int = 2
-    """Re-asks of a caption whose answer did not parse, before giving up on it."""
-    request_timeout_s: float = 120.0
-    max_backoff_s: float = 10.0
-    """Longest wait between attempts while the LLM is down (back-off doubles up to this)."""
-    label_store: str | None = None
-    """SQLite label store; None = <run_dir>/labels.sqlite. Share one path to reuse labels."""
-    num_gpus: float = 0.0
-    """GPUs for the annotator actor (1 for an in-process vLLM on a GPU node)."""
 
 
 @dataclass

@@ -12,11 +12,15 @@ from annotator.annotator import (
     LABELS_TOTAL,
     PENDING,
     Annotator,
-    AnnotatorSettings,
 )
+from annotator.config import AnnotatorConfig
 from annotator.label_store import LabelStore
 from annotator.prompts import classification_prompt
 from tests.doubles.scripted_backend import ScriptedBackendDouble
+
+
+def _settings(**overrides) -> AnnotatorConfig:
+    return AnnotatorConfig(calibration="none", **overrides)  # the judge's values are the labels
 
 
 def _judge(text: str) -> float:
@@ -43,7 +47,7 @@ async def _run_until(annotator, predicate, timeout=5.0):
 def test_labels_each_caption_once_and_stores_it(tmp_path):
     backend = ScriptedBackendDouble(_judge)
     store = _store(tmp_path)
-    annotator = Annotator(lambda: backend, store, AnnotatorSettings(batch_size=4))
+    annotator = Annotator(lambda: backend, store, _settings(batch_size=4))
     annotator.submit({"You see 5 gold pieces.": 3, "The door is locked.": 1, "": 7})
     annotator.submit({"You see 5 gold pieces.": 1, "The door is locked.": 2})  # already pending
 
@@ -68,7 +72,7 @@ def test_bounded_backlog_prefers_newest_and_counts_drops(tmp_path):
     annotator = Annotator(
         lambda: backend,
         _store(tmp_path),
-        AnnotatorSettings(batch_size=2, max_backlog=3, max_in_flight=1),
+        _settings(batch_size=2, max_backlog=3, max_in_flight=1),
     )
     annotator.submit({f"caption {i}": 1 for i in range(5)})
     assert annotator.stats()[DROPPED] == 2
@@ -82,7 +86,7 @@ def test_garbage_is_retried_bounded_counted_and_never_stored(tmp_path):
     backend = ScriptedBackendDouble(_judge)
     backend.garbage = True
     store = _store(tmp_path)
-    annotator = Annotator(lambda: backend, store, AnnotatorSettings(max_retries=2))
+    annotator = Annotator(lambda: backend, store, _settings(max_retries=2))
     annotator.submit({"gold": 1, "door": 1})
     asyncio.run(_run_until(annotator, lambda: annotator.stats()[PENDING] == 0))
     assert len(backend.asked) == 2 * 3  # first try plus two retries each
@@ -96,7 +100,7 @@ def test_garbage_is_retried_bounded_counted_and_never_stored(tmp_path):
 def test_outage_keeps_captions_pending_until_the_llm_returns(tmp_path):
     backend = ScriptedBackendDouble(_judge)
     backend.down = True
-    settings = AnnotatorSettings(max_backoff_s=0.05)
+    settings = _settings(max_backoff_s=0.05)
     annotator = Annotator(lambda: backend, _store(tmp_path), settings)
     annotator.submit({"gold": 1, "door": 1})
 
@@ -118,12 +122,12 @@ def test_outage_keeps_captions_pending_until_the_llm_returns(tmp_path):
 
 def test_restart_asks_nothing_already_asked(tmp_path):
     first = ScriptedBackendDouble(_judge)
-    annotator = Annotator(lambda: first, _store(tmp_path), AnnotatorSettings())
+    annotator = Annotator(lambda: first, _store(tmp_path), _settings())
     annotator.submit({"gold": 1, "door": 1})
     asyncio.run(_run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 2))
 
     second = ScriptedBackendDouble(_judge)
-    again = Annotator(lambda: second, _store(tmp_path), AnnotatorSettings())
+    again = Annotator(lambda: second, _store(tmp_path), _settings())
     assert {label.caption for label in again.poll_labels()} == {"gold", "door"}  # replayed
     again.submit({"gold": 1, "door": 1, "newt": 1})
     asyncio.run(_run_until(again, lambda: again.stats()[LABELS_TOTAL] == 3))
@@ -141,9 +145,7 @@ def test_ranking_asks_pairs_of_distinct_captions(tmp_path):
         model_id="scripted-double",
         prompt_version=ranking_prompt("a", "b").version,
     )
-    annotator = Annotator(
-        lambda: backend, store, AnnotatorSettings(kind="ranking", pairs_per_round=3)
-    )
+    annotator = Annotator(lambda: backend, store, _settings(pairs_per_round=3), kind="ranking")
     annotator.submit({"gold": 1, "door": 1, "newt": 1})
     asyncio.run(_run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 3))
     labels = annotator.poll_labels()

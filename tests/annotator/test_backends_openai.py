@@ -103,7 +103,9 @@ def test_structured_choice_sends_vllm_field_and_always_answers(scripted):
     scripted.scorer.rules["both"] = {"yes": 0.2, "n": 0.1, "no": 0.1, "Yes": 0.5}
     plain = _fast(scripted)
     forced = _fast(scripted, structured_choice=True)
-    assert asyncio.run(plain.choice_probs([_chat("weird question")], YES_NO)) == [{}]  # answered, but no choice among the top tokens: invalid
+    assert asyncio.run(plain.choice_probs([_chat("weird question")], YES_NO)) == [
+        {}
+    ]  # answered, but no choice among the top tokens: invalid
     assert plain.stats.invalid == 1
     (weird,) = asyncio.run(forced.choice_probs([_chat("weird question")], YES_NO))
     assert scripted.requests[-1]["structured_outputs"] == {"choice": YES_NO}
