@@ -267,12 +267,10 @@ class Annotator:
 
     def _enqueue(self, item) -> None:
         key = self._key(item)
-        if (
-            key in self._known
-            or item in self._backlog
-            or item in self._in_flight
-            or item in self._given_up
-        ):
+        if item in self._backlog:  # seen again: recent again, so frequent captions go first
+            self._backlog.move_to_end(item)
+            return
+        if key in self._known or item in self._in_flight or item in self._given_up:
             return
         self._backlog[item] = 0
         if len(self._backlog) > self.settings.max_backlog:

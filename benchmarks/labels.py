@@ -312,8 +312,44 @@ def section_labels_per_s(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def section_unique_captions_labelled(ctx: Context) -> dict[str, Any]:
+    """A fixed-length NetHack run with the hashing reward and the default annotator (Ray, real
+    LLM): how many of the distinct captions the agents saw got a label by the end."""
+    import sqlite3
+    import tempfile
+
+    from cluster.config import load_config
+    from cluster.driver import train
+
+    steps = 10_000 if ctx.args.quick else ctx.args.run_steps
+    run_dir = Path(tempfile.mkdtemp(prefix="rogueray-labels-")) / "run"
+    overrides = [
+        f"run_dir={run_dir}", f"total_env_steps={steps}", "reward_model.name=hashing",
+        "reward.intrinsic_coef=0.4", f"annotator.model={ctx.args.model}", "log_interval_s=30",
+    ]  # fmt: skip
+    log(f"unique captions: a {steps:,d}-step NetHack run in {run_dir}")
+    start = time.monotonic()
+    train(load_config(None, overrides), quiet=True)
+    wall = time.monotonic() - start
+    with sqlite3.connect(run_dir / "labels.sqlite") as db:
+        seen = db.execute("SELECT COUNT(*), SUM(seen) FROM sightings").fetchone()
+        labelled = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(s.seen), 0) FROM caption_labels l JOIN sightings s "
+            "USING (model_id, prompt_version, caption)"
+        ).fetchone()
+    return {
+        "env_steps": steps,
+        "wall_s": round(wall, 1),
+        "distinct_captions_seen": seen[0],
+        "distinct_captions_labelled": labelled[0],
+        "unique_caption_fraction_labelled": round(labelled[0] / max(seen[0], 1), 4),
+        "sighting_fraction_labelled": round(labelled[1] / max(seen[1] or 0, 1), 4),
+    }
+
+
 SECTIONS: dict[str, Callable[[Context], Any]] = {
     "labels_per_s": section_labels_per_s,
+    "unique_captions": section_unique_captions_labelled,
 }
 
 
@@ -383,6 +419,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--run-steps", type=int, default=30_000,
+                        help="env steps of the NetHack run for the unique-caption fraction")  # fmt: skip
     args = parser.parse_args(argv)
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = sorted(set(names) - set(BACKENDS))

@@ -82,6 +82,17 @@ def test_bounded_backlog_prefers_newest_and_counts_drops(tmp_path):
     assert asked == ["caption 4", "caption 3", "caption 2"]  # newest first, oldest two dropped
 
 
+def test_a_caption_seen_again_moves_to_the_front(tmp_path):
+    backend = ScriptedBackendDouble(_judge)
+    settings = _settings(batch_size=1, max_in_flight=1)
+    annotator = Annotator(lambda: backend, _store(tmp_path), settings)
+    annotator.submit({"old but frequent": 1})
+    annotator.submit({f"new {i}": 1 for i in range(3)})
+    annotator.submit({"old but frequent": 5})
+    asyncio.run(_run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] >= 1))
+    assert "old but frequent" in backend.asked[0]
+
+
 def test_garbage_is_retried_bounded_counted_and_never_stored(tmp_path):
     backend = ScriptedBackendDouble(_judge)
     backend.garbage = True
