@@ -15,6 +15,13 @@ from cluster.config import RunConfig
 from reward_models import REWARD_MODELS, RewardModel, make_reward_model, reward_model_options
 
 DEFAULT_MODEL = "smollm2-135m"
+SMALL_TEXT_NETWORK = {  # reward_model.width=small; options a model does not take are dropped
+    "embed_dim": 16,
+    "channels": 32,
+    "text_dim": 64,
+    "mlp_sizes": (128, 128),
+    "head_sizes": (64, 128),
+}
 
 
 def wants_annotator(config: RunConfig) -> bool:
@@ -36,6 +43,8 @@ def build_reward_model(config: RunConfig) -> RewardModel:
     }
     if rm.threshold is not None:
         candidates["threshold"] = rm.threshold
+    if rm.width == "small":
+        candidates.update(SMALL_TEXT_NETWORK)
     return make_reward_model(rm.name, **{k: v for k, v in candidates.items() if k in allowed})
 
 

@@ -102,6 +102,9 @@ class RewardModelConfig:
     -0.5 on the normalised output, hashing none)."""
     normalize: bool = True
     """Ranking: normalise and threshold as ONI intended; false reproduces the released code."""
+    width: str = "oni"
+    """Text network size: "oni" (ONI's char-CNN, ~470k parameters) or "small" (~4x cheaper per
+    step; what a CPU learner can afford while labels stream in)."""
     device: str = "cpu"
 
 
@@ -129,6 +132,7 @@ class RunConfig:
 
 MODES = ("ray", "serial")
 REWARD_MODELS = ("none", "hashing", "classification", "ranking")
+REWARD_MODEL_WIDTHS = ("oni", "small")
 BACKENDS = ("auto", "transformers", "vllm", "openai")
 STYLES = ("direct", "reasoned")
 GOALS = ("default", "combat", "gold", "stairs")
@@ -298,6 +302,7 @@ def validate(config: RunConfig) -> None:
 def _validate_intrinsic(config: RunConfig) -> None:
     rm, ann = config.reward_model, config.annotator
     _one_of(rm.name, "reward_model.name", REWARD_MODELS)
+    _one_of(rm.width, "reward_model.width", REWARD_MODEL_WIDTHS)
     for key in ("learning_rate", "batch_size", "steps_per_label_batch", "switch_dataset_size"):
         _positive(getattr(rm, key), f"reward_model.{key}")
     if rm.name != "none" and config.reward.intrinsic_coef <= 0:

@@ -88,7 +88,7 @@ class MetricsLogger:
         """Print the console line when `interval_s` has passed; returns env steps/s if printed."""
         now = time.monotonic()
         elapsed = now - self._last_print
-        if not force and elapsed < self.interval_s:
+        if (not force and elapsed < self.interval_s) or step == self._last_steps:
             return None
         rate = (step - self._last_steps) / max(elapsed, 1e-9)
         self._last_print, self._last_steps = now, step

@@ -61,6 +61,7 @@ def test_optional_value_can_be_null(tmp_path):
         (["learner=3"], "'learner' is a section"),
         (["nonsense"], "must look like key=value"),
         (["reward_model.name=lookup"], "'reward_model.name' must be one of none, hashing"),
+        (["reward_model.width=huge"], "'reward_model.width' must be one of oni, small"),
         (
             ["reward_model.name=hashing", "reward.intrinsic_coef=0"],
             "needs reward.intrinsic_coef > 0",
