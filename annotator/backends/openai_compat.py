@@ -186,13 +186,9 @@ class OpenAIBackend(LLMBackend):
         self, chats: Sequence[Chat], choices: Sequence[str]
     ) -> list[dict[str, float] | None]:
         choices = validate_choices(choices)
-        prepared = [self._prepare(c) for c in chats]
-        if not prepared:
-            return []
-        if not await self._ensure_model():
-            self.stats.requests += len(prepared)
-            self.stats.failed += len(prepared)
-            return [None] * len(prepared)
+        prepared = await self._prepared(chats)
+        if prepared is None:
+            return [None] * len(chats)
         return list(await asyncio.gather(*(self._one_choice(p, choices) for p in prepared)))
 
     async def generate(
@@ -200,13 +196,9 @@ class OpenAIBackend(LLMBackend):
     ) -> list[str | None]:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        prepared = [self._prepare(c) for c in chats]
-        if not prepared:
-            return []
-        if not await self._ensure_model():
-            self.stats.requests += len(prepared)
-            self.stats.failed += len(prepared)
-            return [None] * len(prepared)
+        prepared = await self._prepared(chats)
+        if prepared is None:
+            return [None] * len(chats)
         return list(
             await asyncio.gather(
                 *(self._one_generate(p, max_tokens, temperature) for p in prepared)
@@ -373,6 +365,15 @@ class OpenAIBackend(LLMBackend):
             self._client_loop = loop
             self._sem = asyncio.Semaphore(self.max_concurrency)
         return self._client
+
+    async def _prepared(self, chats: Sequence[Chat]) -> list | None:
+        """The chats rendered for the endpoint, or None (all failed) when no server answers."""
+        prepared = [self._prepare(c) for c in chats]
+        if prepared and not await self._ensure_model():
+            self.stats.requests += len(prepared)
+            self.stats.failed += len(prepared)
+            return None
+        return prepared
 
     async def _ensure_model(self) -> bool:
         if self._served_model is not None:
