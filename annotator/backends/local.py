@@ -101,6 +101,9 @@ class TransformersBackend(LLMBackend):
             raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-load bar in the middle of training's console
 
         from annotator.model_store import model_id_of, resolve_model
 
