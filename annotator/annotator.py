@@ -206,8 +206,9 @@ class Annotator:
         invalid = [item for item, out in answered if out is INVALID]
         if invalid:
             self.store.record_invalid(len(invalid))
+        reached = not failed or bool(answered)
         with self._lock:
-            self._backend_up = not failed or bool(answered)
+            self._backend_up = reached
             self.counts["answers"] += len(answered)
             self.counts["invalid"] += len(invalid)
             self.counts["failed"] += len(failed)
@@ -226,7 +227,7 @@ class Annotator:
                     self._backlog[item] = attempts
             for item in failed:  # not the answer's fault: pending again at no retry cost
                 self._backlog[item] = self._attempts.pop(item, 0)
-        return not failed or bool(answered)
+        return reached
 
     async def _ask(self, prompts: list[Prompt]) -> list:
         """One request for the batch: label values, INVALID, or None (request failed)."""

@@ -13,7 +13,12 @@ from typing import Any
 
 import yaml
 
+from annotator.backends import BACKEND_KINDS
+from annotator.calibration import CALIBRATIONS
 from annotator.config import AnnotatorConfig
+from annotator.prompts import GOALS as PROMPT_GOALS
+from annotator.prompts import STYLES
+from reward_models.registry import REWARD_MODELS as REWARD_MODEL_REGISTRY
 
 
 class ConfigError(ValueError):
@@ -131,12 +136,9 @@ class RunConfig:
 
 
 MODES = ("ray", "serial")
-REWARD_MODELS = ("none", "hashing", "classification", "ranking")
+REWARD_MODELS = tuple(REWARD_MODEL_REGISTRY)
 REWARD_MODEL_WIDTHS = ("oni", "small")
-BACKENDS = ("auto", "transformers", "vllm", "openai")
-STYLES = ("direct", "reasoned")
-GOALS = ("default", "combat", "gold", "stairs")
-CALIBRATIONS = ("none", "quantile")
+GOALS = tuple(PROMPT_GOALS)
 MODEL_KINDS = ("auto", "nethack", "mlp")
 
 
@@ -310,7 +312,7 @@ def _validate_intrinsic(config: RunConfig) -> None:
             f"reward_model.name={rm.name!r} needs reward.intrinsic_coef > 0 (got "
             f"{config.reward.intrinsic_coef}); set it (ONI used 0.4) or reward_model.name=none"
         )
-    _one_of(ann.backend, "annotator.backend", BACKENDS)
+    _one_of(ann.backend, "annotator.backend", BACKEND_KINDS)
     _one_of(ann.style, "annotator.style", STYLES)
     _one_of(ann.goal, "annotator.goal", GOALS)
     _one_of(ann.calibration, "annotator.calibration", CALIBRATIONS)

@@ -69,7 +69,7 @@ def test_optional_value_can_be_null(tmp_path):
         (["annotator.backend=llama"], "'annotator.backend' must be one of auto, transformers"),
         (["annotator.backend=openai"], "'annotator.base_url' must be an http(s) URL"),
         (["annotator.backend=openai", "annotator.base_url=localhost:8000"], "got 'localhost:8000'"),
-        (["annotator.style=verbose"], "'annotator.style' must be one of direct, reasoned"),
+        (["annotator.style=verbose"], "'annotator.style' must be one of reasoned, direct"),
         (["annotator.goal=fun"], "'annotator.goal' must be one of default"),
         (
             ["annotator.calibration_quantile=1.5"],
