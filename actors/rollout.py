@@ -11,7 +11,8 @@ import torch
 
 from actors.captions import normalize_caption
 from actors.envs import make_env
-from actors.fragment import EpisodeStats, Fragment
+from actors.fragment import EpisodeStats, Fragment, side_by_side
+from actors.sampling import draw_actions, gumbel_noise, log_probs
 
 
 class _Episode:
@@ -31,7 +32,7 @@ class RolloutWorker:
 
     Environment e of worker w is seeded with `seed + 1000 * w + e` on its first reset and
     `seed + 1000 * w + e + 1_000_000 * k` on its k-th later reset, so every episode differs and a
-    run is reproducible.
+    run is reproducible. Actions are drawn from a numpy generator seeded with (seed, worker_id).
     """
 
     def __init__(
@@ -46,10 +47,12 @@ class RolloutWorker:
         max_episode_steps: int | None = None,
         normalize_captions: bool = False,
         caption_sink: Callable[[dict[str, int]], None] | None = None,
+        unrolls_per_sample: int = 1,
     ):
         torch.set_num_threads(1)  # one core per worker; batched inference is small
         self.worker_id = worker_id
         self.unroll_length = unroll_length
+        self.unrolls_per_sample = unrolls_per_sample
         self.policy = policy.eval()
         self.policy_version = 0
         self.normalize_captions = normalize_captions
@@ -69,6 +72,14 @@ class RolloutWorker:
         }
         for i, obs in enumerate(first):  # row T: `sample` moves it to row 0
             self._write_obs(unroll_length, i, obs)
+        # Tensors sharing the buffers' memory, one [1, B, ...] view per row: made once, since
+        # building them every step costs as much as a NetHack step.
+        self._obs_rows = [
+            {k: torch.from_numpy(buf[t : t + 1]) for k, buf in self._obs_buffers.items()}
+            for t in range(unroll_length)
+        ]
+        self._rng = np.random.default_rng([seed, worker_id])
+        self._num_actions = int(self.envs[0].action_space.n)
         self._state = policy.initial_state(num_envs)
         self._episodes = [_Episode() for _ in range(num_envs)]
 
@@ -84,17 +95,23 @@ class RolloutWorker:
         self.policy_version = version
 
     def sample(self) -> tuple[Fragment, tuple[EpisodeStats, ...]]:
-        """Step every env `unroll_length` times; return the fragment and the episodes it finished.
+        """Step every env `unroll_length * unrolls_per_sample` times; return the fragment, shaped
+        [unroll_length, num_envs * unrolls_per_sample] (consecutive unrolls side by side), and
+        the episodes it finished.
 
         The stats are returned beside the fragment so that the driver can read them without
         fetching the observation arrays.
         """
+        fragment = side_by_side([self._unroll() for _ in range(self.unrolls_per_sample)])
+        return fragment, fragment.episodes
+
+    def _unroll(self) -> Fragment:
         steps, num_envs = self.unroll_length, self.num_envs
         buffers = self._obs_buffers
         for buf in buffers.values():  # last fragment's final obs is this one's first
             buf[0] = buf[steps]
         actions = np.zeros((steps, num_envs), np.int64)
-        logp = np.zeros((steps, num_envs), np.float32)
+        logits = np.zeros((steps, num_envs, self._num_actions), np.float32)
         values = np.zeros((steps, num_envs), np.float32)
         rewards = np.zeros((steps, num_envs), np.float32)
         terminated = np.zeros((steps, num_envs), bool)
@@ -106,20 +123,19 @@ class RolloutWorker:
         initial_state = self._state.numpy().copy()
         finished: list[EpisodeStats] = []
         no_starts = torch.zeros(1, num_envs, dtype=torch.bool)
+        noise = gumbel_noise(self._rng, logits.shape)
 
         with torch.no_grad():
             for t in range(steps):
-                obs_t = {k: torch.from_numpy(buf[t : t + 1]) for k, buf in buffers.items()}
-                logits, value, self._state = self.policy(obs_t, self._state, no_starts)
-                # Direct sampling: Categorical's construction costs more than the env step here.
-                log_probs = torch.log_softmax(logits[0], dim=-1)
-                action = torch.multinomial(log_probs.exp(), 1, replacement=True)
-                actions[t] = action[:, 0].numpy()
-                logp[t] = log_probs.gather(1, action)[:, 0].numpy()
+                step_logits, value, self._state = self.policy(
+                    self._obs_rows[t], self._state, no_starts
+                )
+                logits[t] = step_logits[0].numpy()
+                actions[t] = draw_actions(logits[t], noise[t])
                 values[t] = value[0].numpy()
                 truncated_final: list[tuple[int, dict]] = []
-                for i, env in enumerate(self.envs):
-                    obs, reward, term, trunc, info = env.step(int(actions[t, i]))
+                for i, (env, action) in enumerate(zip(self.envs, actions[t].tolist(), strict=True)):
+                    obs, reward, term, trunc, info = env.step(action)
                     episode = self._episodes[i]
                     episode.return_ += float(reward)
                     episode.length += 1
@@ -149,7 +165,7 @@ class RolloutWorker:
         fragment = Fragment(
             obs={k: buf.copy() for k, buf in buffers.items()},
             actions=actions,
-            logp=logp,
+            logp=log_probs(logits, actions),
             values=values,
             rewards=rewards,
             terminated=terminated,
@@ -166,7 +182,7 @@ class RolloutWorker:
         if self.caption_sink is not None and caption_index:
             seen = np.bincount(caption_ids[caption_ids >= 0], minlength=len(caption_index))
             self.caption_sink(dict(zip(caption_index, seen.tolist(), strict=True)))
-        return fragment, tuple(finished)
+        return fragment
 
     def close(self) -> None:
         for env in self.envs:

@@ -1,0 +1,37 @@
+"""The Gumbel-max draw and fragment-wide log-probabilities against torch's own definitions."""
+
+import numpy as np
+import torch
+
+from actors.sampling import draw_actions, gumbel_noise, log_probs
+
+
+def test_draws_follow_softmax_probabilities():
+    rng = np.random.default_rng(0)
+    logits = np.array([[2.0, 0.0, -1.0, 0.5], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    n = 200_000
+    noise = gumbel_noise(rng, (n, *logits.shape))
+    actions = draw_actions(logits[None], noise)  # [n, 2]
+    expected = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    for row in range(2):
+        freq = np.bincount(actions[:, row], minlength=4) / n
+        # Binomial standard error is at most 0.0011 here: 5 of them is a loose, still failing bar.
+        np.testing.assert_allclose(freq, expected[row], atol=0.006)
+
+
+def test_impossible_actions_are_never_drawn():
+    rng = np.random.default_rng(1)
+    logits = np.array([[-np.inf, 0.0, -np.inf, 3.0]], np.float32)
+    actions = draw_actions(logits[None], gumbel_noise(rng, (50_000, 1, 4)))
+    assert set(np.unique(actions)) == {1, 3}
+
+
+def test_log_probs_match_torch_log_softmax():
+    rng = np.random.default_rng(2)
+    logits = (rng.normal(size=(5, 3, 7)) * 30).astype(np.float32)  # large: overflow-prone
+    actions = rng.integers(0, 7, size=(5, 3))
+    reference = torch.log_softmax(torch.from_numpy(logits).double(), -1)
+    reference = reference.gather(-1, torch.from_numpy(actions)[..., None])[..., 0].numpy()
+    got = log_probs(logits, actions)
+    assert got.dtype == np.float32 and got.shape == (5, 3)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-4)
