@@ -68,3 +68,41 @@ class Fragment:
     def done(self) -> np.ndarray:
         """[T, B] bool: the episode ended after step t, for whatever reason."""
         return self.terminated | self.truncated
+
+
+def side_by_side(fragments: list[Fragment]) -> Fragment:
+    """Fragments of equal length as one fragment whose envs are all of theirs: [T, B1 + B2 + ...].
+
+    Consecutive unrolls of the same environments fit together this way: each column keeps its
+    own initial recurrent state and bootstrap observation, which is all V-trace needs. Caption
+    ids are renumbered into the merged caption tuple; the policy version is the oldest.
+    """
+    first = fragments[0]
+    if len(fragments) == 1:
+        return first
+    index: dict[str, int] = {}
+    caption_ids = []
+    for fragment in fragments:
+        mapping = np.array([index.setdefault(c, len(index)) for c in fragment.captions] + [-1])
+        caption_ids.append(mapping[fragment.caption_ids])  # id -1 picks the trailing -1
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(f, name) for f in fragments], axis=1)
+
+    return Fragment(
+        obs={k: np.concatenate([f.obs[k] for f in fragments], axis=1) for k in first.obs},
+        actions=cat("actions"),
+        logp=cat("logp"),
+        values=cat("values"),
+        rewards=cat("rewards"),
+        terminated=cat("terminated"),
+        truncated=cat("truncated"),
+        final_values=cat("final_values"),
+        caption_ids=np.concatenate(caption_ids, axis=1).astype(np.int32),
+        caption_counts=cat("caption_counts"),
+        captions=tuple(index),
+        initial_state=np.concatenate([f.initial_state for f in fragments], axis=0),
+        policy_version=min(f.policy_version for f in fragments),
+        worker_id=first.worker_id,
+        episodes=tuple(e for f in fragments for e in f.episodes),
+    )

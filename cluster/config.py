@@ -43,6 +43,9 @@ class RolloutConfig:
     """Rollout workers (one CPU each under Ray)."""
     unroll_length: int = 32
     """Steps per fragment; also the learner's recurrence length."""
+    unrolls_per_sample: int = 1
+    """Unrolls a worker returns per call, side by side as one [unroll_length, k * num_envs]
+    fragment: fewer, larger objects through Ray, for fast envs and cheap policies."""
     weights_sync_interval: int = 1
     """Send fresh policy weights to workers every this many learner updates."""
 
@@ -62,7 +65,8 @@ class ModelConfig:
 @dataclass
 class LearnerConfig:
     batch_size: int = 1024
-    """Samples (steps x envs) per update; a multiple of unroll_length * num_envs_per_worker."""
+    """Samples (steps x envs) per update; a multiple of the samples in a worker's fragment
+    (rollout.unroll_length * env.num_envs_per_worker * rollout.unrolls_per_sample)."""
     learning_rate: float = 1e-4
     adam_eps: float = 1e-6
     gamma: float = 0.99
@@ -258,6 +262,12 @@ def _type_name(hint: Any) -> str:
     )
 
 
+def samples_per_fragment(config: RunConfig) -> int:
+    """Samples (steps x envs) in one fragment a worker returns."""
+    rollout = config.rollout
+    return rollout.unroll_length * config.env.num_envs_per_worker * rollout.unrolls_per_sample
+
+
 def validate(config: RunConfig) -> None:
     """Check values and invariants; raises ConfigError naming the key."""
     from actors.envs import validate_env_id
@@ -268,6 +278,7 @@ def validate(config: RunConfig) -> None:
     _positive(config.env.num_envs_per_worker, "env.num_envs_per_worker")
     _positive(config.rollout.num_workers, "rollout.num_workers")
     _positive(config.rollout.unroll_length, "rollout.unroll_length")
+    _positive(config.rollout.unrolls_per_sample, "rollout.unrolls_per_sample")
     _positive(config.rollout.weights_sync_interval, "rollout.weights_sync_interval")
     _positive(config.model.hidden_size, "model.hidden_size")
     _positive(config.learner.num_epochs, "learner.num_epochs")
@@ -282,11 +293,12 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(
             f"config key 'learner.gamma' must be in (0, 1], got {config.learner.gamma}"
         )
-    per_fragment = config.rollout.unroll_length * config.env.num_envs_per_worker
+    per_fragment = samples_per_fragment(config)
     if config.learner.batch_size < per_fragment or config.learner.batch_size % per_fragment:
         raise ConfigError(
-            f"config key 'learner.batch_size' ({config.learner.batch_size}) must be a positive multiple of "
-            f"rollout.unroll_length * env.num_envs_per_worker = {per_fragment}"
+            f"config key 'learner.batch_size' ({config.learner.batch_size}) must be a positive "
+            "multiple of rollout.unroll_length * env.num_envs_per_worker * "
+            f"rollout.unrolls_per_sample = {per_fragment}"
         )
     if config.reward.count_exponent < 0:
         raise ConfigError(

@@ -15,7 +15,7 @@ import torch
 from cluster import metrics as m
 from cluster.checkpoint import load_latest, restore_rng_states, rng_states, save_checkpoint
 from cluster.components import env_spec
-from cluster.config import RunConfig, dump_yaml
+from cluster.config import RunConfig, dump_yaml, samples_per_fragment
 
 LABEL_EXCHANGE_INTERVAL_S = 1.0
 CAPTION_TABLE_INTERVAL_S = 60.0
@@ -130,8 +130,7 @@ def _loop(config: RunConfig, runner, counters: dict, resumed: bool, quiet: bool)
         quiet,
     )
     window = m.EpisodeWindow(100)
-    samples_per_fragment = config.rollout.unroll_length * config.env.num_envs_per_worker
-    fragments_per_batch = config.learner.batch_size // samples_per_fragment
+    fragments_per_batch = config.learner.batch_size // samples_per_fragment(config)
     pending: list = []
     last_checkpoint = last_labels = last_table = time.monotonic()
 

@@ -87,3 +87,31 @@ def test_nethack_captions_counts_and_sink():
                 seen = {}
     assert len(sent) == 1 and sum(sent[0].values()) == 128
     assert set(sent[0]) == set(fragment.captions)
+
+
+def test_unrolls_per_sample_are_consecutive_unrolls_side_by_side():
+    """k unrolls per call give exactly the fragments of k calls, stacked along the env axis."""
+    env_id = "NetHackScoreExtendedActions-v1"
+    policy = UniformPolicy(28)
+    one = _worker(env_id, num_envs=2, unroll=8, policy=policy, seed=5, max_episode_steps=12)
+    two = _worker(
+        env_id, num_envs=2, unroll=8, policy=policy, seed=5, max_episode_steps=12,
+        unrolls_per_sample=2,
+    )  # fmt: skip
+    expected = [one.sample()[0] for _ in range(2)]
+    fragment, episodes = two.sample()
+    assert fragment.actions.shape == (8, 4) and fragment.obs["glyphs"].shape == (9, 4, 21, 79)
+    for name in ("actions", "logp", "rewards", "terminated", "truncated", "caption_counts"):
+        np.testing.assert_array_equal(
+            getattr(fragment, name), np.concatenate([getattr(f, name) for f in expected], axis=1)
+        )
+    for key in fragment.obs:
+        np.testing.assert_array_equal(
+            fragment.obs[key], np.concatenate([f.obs[key] for f in expected], axis=1)
+        )
+    # Caption ids point into the merged tuple at the same strings as before.
+    got = [[fragment.captions[i] for i in row] for row in fragment.caption_ids]
+    want = [[f.captions[i] for f in expected for i in f.caption_ids[t]] for t in range(8)]
+    assert got == want
+    assert len(set(fragment.captions)) == len(fragment.captions)
+    assert episodes == expected[0].episodes + expected[1].episodes and len(episodes) == 2

@@ -55,6 +55,11 @@ def test_optional_value_can_be_null(tmp_path):
         (["model.kind=transformer"], "'model.kind' must be one of auto, nethack, mlp"),
         (["learner.gamma=1.5"], "'learner.gamma' must be in (0, 1]"),
         (["learner.batch_size=100"], "'learner.batch_size' (100) must be a positive multiple of"),
+        (["rollout.unrolls_per_sample=0"], "'rollout.unrolls_per_sample' must be > 0, got 0"),
+        (
+            ["rollout.unrolls_per_sample=3"],  # 32 x 8 x 3 = 768 does not divide 1024
+            "rollout.unrolls_per_sample = 768",
+        ),
         (["learner.device=tpu"], "'learner.device' must be auto, cpu, cuda or cuda:N; got 'tpu'"),
         (["env.id=NetHackScor-v0"], "'env.id'"),
         (["env.normalize_captions=maybe"], "'env.normalize_captions' must be true or false"),

@@ -25,12 +25,17 @@ def _last_mean_return(capsys) -> float:
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.parametrize("mode", ["ray", "serial"])
-def test_cartpole_learns(tmp_path, capsys, mode):
+@pytest.mark.parametrize(
+    ("mode", "extra"),
+    [("ray", []), ("serial", []), ("serial", ["rollout.unrolls_per_sample=2"])],
+    ids=["ray", "serial", "serial-2-unrolls-per-sample"],
+)
+def test_cartpole_learns(tmp_path, capsys, mode, extra):
     run_dir = tmp_path / mode
-    assert main(["train", CARTPOLE, f"run_dir={run_dir}", f"mode={mode}", "log_interval_s=30"]) == 0
+    args = ["train", CARTPOLE, f"run_dir={run_dir}", f"mode={mode}", "log_interval_s=30", *extra]
+    assert main(args) == 0
     mean_return = _last_mean_return(capsys)
-    print(f"{mode}: CartPole mean return over the last 20 episodes = {mean_return}")
+    print(f"{mode} {extra}: CartPole mean return over the last 20 episodes = {mean_return}")
     assert mean_return >= 400
     tags = _scalar_tags(run_dir)
     for tag in (
