@@ -78,13 +78,16 @@ def side_by_side(fragments: list[Fragment]) -> Fragment:
     ids are renumbered into the merged caption tuple; the policy version is the oldest.
     """
     first = fragments[0]
+    lengths = {f.actions.shape[0] for f in fragments}
+    if len(lengths) != 1:
+        raise ValueError(f"fragments have different unroll lengths {sorted(lengths)}")
     if len(fragments) == 1:
         return first
     index: dict[str, int] = {}
     caption_ids = []
     for fragment in fragments:
-        mapping = np.array([index.setdefault(c, len(index)) for c in fragment.captions] + [-1])
-        caption_ids.append(mapping[fragment.caption_ids])  # id -1 picks the trailing -1
+        mapping = [index.setdefault(c, len(index)) for c in fragment.captions] + [-1]
+        caption_ids.append(np.array(mapping, np.int32)[fragment.caption_ids])  # -1 picks the -1
 
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(f, name) for f in fragments], axis=1)
@@ -98,7 +101,7 @@ def side_by_side(fragments: list[Fragment]) -> Fragment:
         terminated=cat("terminated"),
         truncated=cat("truncated"),
         final_values=cat("final_values"),
-        caption_ids=np.concatenate(caption_ids, axis=1).astype(np.int32),
+        caption_ids=np.concatenate(caption_ids, axis=1),
         caption_counts=cat("caption_counts"),
         captions=tuple(index),
         initial_state=np.concatenate([f.initial_state for f in fragments], axis=0),

@@ -1,14 +1,15 @@
 """Collate fragments from several workers into one training batch: arrays joined along the env
-axis, caption tables merged so caption ids index one shared tuple."""
+axis (`actors.fragment.side_by_side`), caption tables merged so caption ids index one shared
+tuple, and the policy version behind every column kept for the policy-lag metric."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from actors.fragment import Fragment
+from actors.fragment import Fragment, side_by_side
 
 
 @dataclass(frozen=True)
@@ -37,31 +38,7 @@ class Batch:
 def collate(fragments: Sequence[Fragment]) -> Batch:
     if not fragments:
         raise ValueError("collate needs at least one fragment")
-    lengths = {f.actions.shape[0] for f in fragments}
-    if len(lengths) != 1:
-        raise ValueError(f"fragments have different unroll lengths {sorted(lengths)}")
-    captions: dict[str, int] = {}
-    caption_ids = []
-    for f in fragments:
-        remap = np.array(
-            [captions.setdefault(c, len(captions)) for c in f.captions] + [-1], np.int32
-        )
-        caption_ids.append(remap[f.caption_ids])  # id -1 picks the trailing -1
-    join = lambda name: np.concatenate([getattr(f, name) for f in fragments], axis=1)  # noqa: E731
-    return Batch(
-        obs={k: np.concatenate([f.obs[k] for f in fragments], axis=1) for k in fragments[0].obs},
-        actions=join("actions"),
-        logp=join("logp"),
-        values=join("values"),
-        rewards=join("rewards"),
-        terminated=join("terminated"),
-        truncated=join("truncated"),
-        final_values=join("final_values"),
-        caption_ids=np.concatenate(caption_ids, axis=1),
-        caption_counts=join("caption_counts"),
-        captions=tuple(captions),
-        initial_state=np.concatenate([f.initial_state for f in fragments], axis=0),
-        policy_versions=np.concatenate(
-            [np.full(f.actions.shape[1], f.policy_version, np.int64) for f in fragments]
-        ),
-    )
+    joined = side_by_side(list(fragments))
+    arrays = {f.name: getattr(joined, f.name) for f in fields(Batch) if f.name != "policy_versions"}
+    versions = [np.full(f.actions.shape[1], f.policy_version, np.int64) for f in fragments]
+    return Batch(**arrays, policy_versions=np.concatenate(versions))

@@ -1,6 +1,7 @@
 """Collating fragments: arrays side by side, caption tables merged without changing meaning."""
 
 import numpy as np
+import pytest
 
 from actors.fragment import Fragment
 from learner.batch import collate
@@ -42,3 +43,10 @@ def test_collate_merges_caption_tables_and_keeps_meaning():
         assert merged == original
     assert sorted(batch.captions) == ["door", "gold", "kill"]
     np.testing.assert_array_equal(batch.policy_versions, [3, 3, 5, 5])
+
+
+def test_collate_refuses_fragments_of_different_lengths():
+    a = _fragment(["door"], [[0, 0]] * 3, version=0)
+    b = _fragment(["door"], [[0, 0]] * 4, version=0, steps=4)
+    with pytest.raises(ValueError, match=r"different unroll lengths \[3, 4\]"):
+        collate([a, b])
