@@ -49,6 +49,7 @@ from annotator.backends.base import (
     renormalise,
     validate_choices,
 )
+from annotator.backends.prefix_groups import common_prefix_length, prefix_groups
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,9 @@ class TransformersBackend(LLMBackend):
             self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         )
         keep = self._keep([len(x) for x in ids], range(len(ids)))
-        groups, whole = self._prefix_groups(ids, keep) if self.prefix_cache else ([], keep)
+        groups, whole = (
+            prefix_groups(ids, keep, self.MIN_PREFIX_TOKENS) if self.prefix_cache else ([], keep)
+        )
 
         def finish(batch: list[int], logprobs: Any) -> None:
             for i, r in zip(batch, score(logprobs), strict=True):
@@ -408,53 +411,6 @@ class TransformersBackend(LLMBackend):
             hidden = out[torch.arange(n, device=out.device), last.to(out.device)]
             return self._head_fp32(hidden).log_softmax(-1).cpu()
 
-    def _prefix_groups(
-        self, ids: list[list[int]], keep: list[int]
-    ) -> tuple[list[tuple[list[int], tuple[int, ...]]], list[int]]:
-        """(rows, shared prefix) groups worth a cached prefix, and the rows to run whole.
-
-        Rows are sorted lexicographically by token ids, so rows sharing a prefix are adjacent and
-        a range's common prefix is the minimum of its neighbours' common prefixes. Ranges are cut
-        where neighbours share fewer than MIN_PREFIX_TOKENS, then split further at their weakest
-        links while that saves work: a group of n rows with prefix p costs about
-        p + sum(len) - n * p token evaluations. Every prefix leaves at least one token of each row.
-        """
-        order = sorted(keep, key=lambda i: ids[i])
-        if not order:
-            return [], []
-        adj = [_lcp(ids[a], ids[b]) for a, b in zip(order, order[1:], strict=False)]
-
-        def prefix_len(a: int, b: int) -> int:  # rows order[a:b]
-            shortest = min(len(ids[i]) for i in order[a:b]) - 1
-            return min([shortest, *adj[a : b - 1]])
-
-        def pieces(a: int, b: int, cut: int) -> list[tuple[int, int]]:
-            out, start = [], a
-            for j in range(a, b - 1):
-                if adj[j] <= cut:
-                    out.append((start, j + 1))
-                    start = j + 1
-            out.append((start, b))
-            return out
-
-        groups: list[tuple[list[int], tuple[int, ...]]] = []
-        whole: list[int] = []
-        todo = pieces(0, len(order), self.MIN_PREFIX_TOKENS - 1)
-        while todo:
-            a, b = todo.pop()
-            p = prefix_len(a, b)
-            if p < self.MIN_PREFIX_TOKENS:
-                whole.extend(order[a:b])
-                continue
-            if b - a > 1 and min(adj[a : b - 1]) == p:
-                parts = pieces(a, b, p)
-                gain = sum((y - x - 1) * prefix_len(x, y) for x, y in parts) - (b - a - 1) * p
-                if gain > 0:
-                    todo.extend(parts)
-                    continue
-            groups.append((order[a:b], tuple(ids[order[a]][:p])))
-        return groups, whole
-
     def _prefix_kv(self, prefix: tuple[int, ...], n_rows: int) -> tuple[list[tuple[Any, Any]], int]:
         """Keys/values (per layer, batch 1) covering at least the first m tokens of ``prefix``,
         and m. The cached entry sharing most of ``prefix`` is reused as is, or extended when the
@@ -469,7 +425,7 @@ class TransformersBackend(LLMBackend):
         stream of single prompts does not push the other families out of the LRU."""
         best, m = None, 0
         for key in self._prefixes:
-            n = _lcp(key, prefix)
+            n = common_prefix_length(key, prefix)
             if n > m:
                 best, m = key, n
         if best is not None and m >= self.MIN_PREFIX_TOKENS:
@@ -522,16 +478,6 @@ class TransformersBackend(LLMBackend):
                 f"{type(self.model).__name__}'s cache is not a plain key/value cache per layer"
             )
         return [(layer.keys, layer.values) for layer in layers]
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the common prefix of two token id sequences."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _has_nan(result: Any) -> bool:

@@ -7,7 +7,6 @@ import asyncio
 import math
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,6 +18,7 @@ from annotator.backends.base import (
     renormalise,
     validate_choices,
 )
+from annotator.backends.prefix_groups import prefix_groups
 from annotator.prompts import classification_prompt, ranking_prompt
 from tests.doubles.shared_models import smollm2_transformers_backend
 
@@ -113,10 +113,6 @@ def test_choice_helpers():
 
 
 def test_prefix_groups_split_by_shared_prefix():
-    pytest.importorskip("torch")
-    from annotator.backends.local import TransformersBackend
-
-    fake = SimpleNamespace(MIN_PREFIX_TOKENS=16)
     sys_a = list(range(100, 140))  # 40 tokens shared by all
     goal_1, goal_2 = [1] * 30, [2] * 30
     ids = [
@@ -127,17 +123,17 @@ def test_prefix_groups_split_by_shared_prefix():
         [3, 4, 5],  # 4: nothing shared: runs whole
         sys_a + goal_2 + [5, 5],  # 5: same as 3: the prefix leaves one token of it
     ]
-    groups, whole = TransformersBackend._prefix_groups(fake, ids, list(range(6)))
+    groups, whole = prefix_groups(ids, list(range(6)), min_prefix=16)
     assert whole == [4]
     got = sorted((sorted(rows), len(prefix)) for rows, prefix in groups)
     assert got == [([0, 1], 70), ([2, 3, 5], 70)]
     for rows, prefix in groups:
         assert all(tuple(ids[i][: len(prefix)]) == prefix for i in rows)
     # two rows only, differing early: one group on the 40 shared tokens, not two singletons
-    groups, whole = TransformersBackend._prefix_groups(fake, ids, [0, 2])
+    groups, whole = prefix_groups(ids, [0, 2], min_prefix=16)
     assert whole == [] and [(sorted(r), len(p)) for r, p in groups] == [([0, 2], 40)]
     # a single prompt: its prefix is all but its last token
-    groups, _ = TransformersBackend._prefix_groups(fake, ids, [3])
+    groups, _ = prefix_groups(ids, [3], min_prefix=16)
     assert [(r, len(p)) for r, p in groups] == [([3], 71)]
 
 
