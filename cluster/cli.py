@@ -1,4 +1,5 @@
-"""The `rogueray` command line: train, resume, labels. Every input is checked before Ray starts."""
+"""The `rogueray` command line: train, resume, scale, labels. Every input is checked before Ray
+starts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from cluster import labels_cli
 from cluster.config import ConfigError, RunConfig, load_config
+from cluster.scaling import ScaleError, request_workers, running_driver
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -29,8 +31,33 @@ def _parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="e.g. total_env_steps=1e6"
     )
     resume.add_argument("--quiet", action="store_true")
+    scale = sub.add_parser(
+        "scale", help="change a run's rollout workers (running now, or at its next start)"
+    )
+    scale.add_argument("run_dir")
+    scale.add_argument("num_workers", type=int, help="rollout workers wanted (>= 1)")
     labels_cli.add_parser(sub)
     return parser
+
+
+def _scale(args) -> int:
+    try:
+        request_workers(args.run_dir, args.num_workers)
+    except ScaleError as exc:
+        print(f"rogueray: error: {exc}", file=sys.stderr)
+        return 2
+    driver = running_driver(args.run_dir)
+    if driver is None:
+        print(
+            f"[rogueray] no job is running in {args.run_dir}; it will start with "
+            f"{args.num_workers} rollout workers when trained or resumed"
+        )
+    else:
+        print(
+            f"[rogueray] asked the job in {args.run_dir} ({driver}) for {args.num_workers} "
+            "rollout workers; it resizes within a fragment (system/workers_alive in TensorBoard)"
+        )
+    return 0
 
 
 def _split_config_arg(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
@@ -57,6 +84,8 @@ def _load_for_resume(args) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "scale":
+        return _scale(args)
     if args.command == "labels":
         try:
             return labels_cli.run(args)

@@ -130,6 +130,9 @@ class RunConfig:
     log_interval_s: float = 5.0
     ray_address: str | None = None
     """None starts a local Ray for this run; "auto" or host:port joins an existing cluster."""
+    ray_num_cpus: int | None = None
+    """Logical CPUs of the local Ray this command starts; default the machine's cores, or what
+    the run needs if that is more. Set it higher to leave room for `rogueray scale`."""
     env: EnvConfig = field(default_factory=EnvConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -283,6 +286,8 @@ def validate(config: RunConfig) -> None:
     _positive(config.model.hidden_size, "model.hidden_size")
     _positive(config.learner.num_epochs, "learner.num_epochs")
     _positive(config.keep_checkpoints, "keep_checkpoints")
+    if config.ray_num_cpus is not None:
+        _positive(config.ray_num_cpus, "ray_num_cpus")
     if config.model.crop_size < 1 or config.model.crop_size % 2 == 0:
         raise ConfigError(
             f"config key 'model.crop_size' must be an odd positive integer, got {config.model.crop_size}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,8 @@ import torch
 from cluster import metrics as m
 from cluster.checkpoint import load_latest, restore_rng_states, rng_states, save_checkpoint
 from cluster.components import env_spec
-from cluster.config import RunConfig, dump_yaml, samples_per_fragment
+from cluster.config import ConfigError, RunConfig, dump_yaml, samples_per_fragment
+from cluster.scaling import DriverPid, ScaleError, ScaleWatcher, requested_workers
 
 LABEL_EXCHANGE_INTERVAL_S = 1.0
 CAPTION_TABLE_INTERVAL_S = 60.0
@@ -64,6 +65,7 @@ def train(config: RunConfig, *, quiet: bool = False) -> TrainResult:
     """Run (or resume) training as the config says; returns when total_env_steps are done."""
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    config = _with_scale_request(config, quiet)
     (run_dir / "config.yaml").write_text(dump_yaml(config))
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -96,13 +98,39 @@ def train(config: RunConfig, *, quiet: bool = False) -> TrainResult:
         if checkpoint is not None:
             runner.load_learner_state(checkpoint["learner"])
         runner.start(checkpoint.get("annotator_backlog", []) if checkpoint else [])
-        return _loop(config, runner, counters, resumed=checkpoint is not None, quiet=quiet)
+        with DriverPid(run_dir):
+            return _loop(config, runner, counters, resumed=checkpoint is not None, quiet=quiet)
     finally:
         runner.close()
         if started_ray:
             import ray
 
             ray.shutdown()
+
+
+def _with_scale_request(config: RunConfig, quiet: bool) -> RunConfig:
+    """The config with `rogueray scale`'s standing request for rollout workers applied."""
+    try:
+        wanted = requested_workers(config.run_dir)
+    except ScaleError as exc:
+        raise ConfigError(str(exc)) from None
+    if wanted is None or wanted == config.rollout.num_workers:
+        return config
+    if not quiet:
+        print(f"[rogueray] rollout.num_workers={wanted}, as `rogueray scale` asked")
+    return replace(config, rollout=replace(config.rollout, num_workers=wanted))
+
+
+def _apply_scale_request(watcher: ScaleWatcher, runner, quiet: bool) -> None:
+    try:
+        wanted = watcher.poll()
+    except ScaleError as exc:
+        print(f"[rogueray] ignoring a scale request: {exc}")
+        return
+    if wanted is not None and wanted != runner.workers_alive:
+        done = runner.resize(wanted)
+        if not quiet:
+            print(f"[rogueray] {done}")
 
 
 def _log_caption_table(logger: m.MetricsLogger, runner, step: int) -> None:
@@ -151,8 +179,10 @@ def _loop(config: RunConfig, runner, counters: dict, resumed: bool, quiet: bool)
                 runner.sync_weights()
 
     runner.sync_weights()
+    watcher = ScaleWatcher(run_dir)
     with _StopFlag() as flag:
         while counters["env_steps"] < config.total_env_steps and not flag.stop:
+            _apply_scale_request(watcher, runner, quiet)
             fragments, episodes, steps = runner.collect()
             pending.extend(fragments)
             counters["env_steps"] += steps

@@ -34,8 +34,14 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
     common = dict(include_dashboard=False, log_to_driver=not quiet, logging_level=level)
     if config.ray_address is None:
         needed = cpus_needed(config)
+        if config.ray_num_cpus is not None and config.ray_num_cpus < needed:
+            raise ConfigError(
+                f"config key 'ray_num_cpus' ({config.ray_num_cpus}) is below the {needed} CPUs "
+                f"this run needs (rollout.num_workers={config.rollout.num_workers} + 1 learner"
+                f"{' + 1 annotator' if wants_annotator(config) else ''})"
+            )
         # Logical CPUs: on a laptop the learner and workers share cores; Ray must not wait for more.
-        ray.init(num_cpus=max(os.cpu_count() or 1, needed), **common)
+        ray.init(num_cpus=config.ray_num_cpus or max(os.cpu_count() or 1, needed), **common)
         return True
     ray.init(address=config.ray_address, **common)
     return False
@@ -71,7 +77,11 @@ def check_resources(config: RunConfig) -> None:
 
 
 class RayRunner:
-    """Keeps one `sample` in flight per worker and up to MAX_UPDATES_IN_FLIGHT learner updates."""
+    """Keeps one `sample` in flight per worker and up to MAX_UPDATES_IN_FLIGHT learner updates.
+
+    Workers are keyed by an id that is never reused, so a worker added after others were retired
+    steps environments with seeds of its own (RolloutWorker seeds by worker id).
+    """
 
     def __init__(self, config: RunConfig, spec: EnvSpec):
         check_resources(config)
@@ -86,14 +96,16 @@ class RayRunner:
             options = dict(num_cpus=1, num_gpus=config.annotator.num_gpus, max_restarts=-1)
             options["name"] = self._annotator_name
             self.annotator = ray.remote(**options)(AnnotatorActor).remote(config)
-        worker_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_WorkerActor)
-        self.workers = [
-            worker_cls.remote(config, spec, i, self._annotator_name if self.annotator else None)
-            for i in range(config.rollout.num_workers)
-        ]
+        self._config, self._spec = config, spec
+        self._worker_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_WorkerActor)
+        self.workers: dict[int, ray.actor.ActorHandle] = {}  # worker id -> actor
+        self._retiring: dict[int, ray.actor.ActorHandle] = {}  # finishing their last sample
+        self._next_id = 0
+        for _ in range(config.rollout.num_workers):
+            self._add_worker()
         self._label_refs: list = []
         self._restarting: set[int] = set()  # workers that died and have not answered since
-        self._samples: dict = {}  # stats ref -> (worker index, fragment ref)
+        self._samples: dict = {}  # stats ref -> (worker id, fragment ref)
         self._updates: list = []
         self._weights_ref = None
         self.restarts = 0
@@ -145,37 +157,74 @@ class RayRunner:
 
     def sync_weights(self) -> None:
         self._weights_ref = self.learner.get_weights.remote()
-        for worker in self.workers:
+        for worker in self.workers.values():
             worker.set_weights.remote(self._weights_ref)
         if not self._samples:
-            for index in range(len(self.workers)):
-                self._submit(index)
+            for worker_id in self.workers:
+                self._submit(worker_id)
 
-    def _submit(self, index: int) -> None:
-        fragment_ref, stats_ref = self.workers[index].sample.remote()
-        self._samples[stats_ref] = (index, fragment_ref)
+    def resize(self, num_workers: int) -> str:
+        """Add or retire rollout workers; returns what was done, for the console. A retired
+        worker's sample in flight is still used; a request the cluster cannot hold is refused."""
+        current = len(self.workers)
+        if num_workers > current:
+            free = ray.available_resources().get("CPU", 0.0)
+            if free < num_workers - current:
+                return (
+                    f"rollout workers stay at {current}: {num_workers} needs "
+                    f"{num_workers - current:g} more CPUs and the cluster has {free:g} free"
+                )
+            for _ in range(num_workers - current):
+                worker_id = self._add_worker()
+                if self._weights_ref is not None:
+                    self.workers[worker_id].set_weights.remote(self._weights_ref)
+                    self._submit(worker_id)
+        for worker_id in sorted(self.workers)[num_workers:]:  # the newest go first
+            self._retiring[worker_id] = self.workers.pop(worker_id)
+            if worker_id not in {w for w, _ in self._samples.values()}:
+                ray.kill(self._retiring.pop(worker_id))
+        return f"rollout workers: {current} -> {len(self.workers)}"
+
+    def _add_worker(self) -> int:
+        worker_id, self._next_id = self._next_id, self._next_id + 1
+        annotator = self._annotator_name if self.annotator else None
+        self.workers[worker_id] = self._worker_cls.remote(
+            self._config, self._spec, worker_id, annotator
+        )
+        return worker_id
+
+    def _submit(self, worker_id: int) -> None:
+        fragment_ref, stats_ref = self.workers[worker_id].sample.remote()
+        self._samples[stats_ref] = (worker_id, fragment_ref)
 
     def collect(self) -> tuple[list, list[EpisodeStats], int]:
         ready, _ = ray.wait(list(self._samples), num_returns=1)
         fragments, episodes, steps = [], [], 0
         for stats_ref in ready:
-            index, fragment_ref = self._samples.pop(stats_ref)
+            worker_id, fragment_ref = self._samples.pop(stats_ref)
+            retiring = self._retiring.pop(worker_id, None)
             try:
                 finished, num_steps = ray.get(stats_ref)
             except WORKER_LOST:
+                if retiring is not None:
+                    ray.kill(retiring)
+                    continue
                 # Ray restarts the actor by itself: count the death once, then keep asking until
                 # the new process answers, and give it current weights before it samples.
-                if index not in self._restarting:
-                    self._restarting.add(index)
+                if worker_id not in self._restarting:
+                    self._restarting.add(worker_id)
                     self.restarts += 1
                 else:
                     time.sleep(0.05)  # still starting up
                 if self._weights_ref is not None:
-                    self.workers[index].set_weights.remote(self._weights_ref)
-                self._submit(index)
+                    self.workers[worker_id].set_weights.remote(self._weights_ref)
+                self._submit(worker_id)
                 continue
-            self._restarting.discard(index)
-            self._submit(index)
+            self._restarting.discard(worker_id)
+            if retiring is not None:
+                ray.kill(retiring)
+            else:
+                self._submit(worker_id)
             fragments.append(fragment_ref)
             episodes.extend(finished)
             steps += num_steps
@@ -204,7 +253,8 @@ class RayRunner:
                 ray.get(self.annotator.stop.remote(), timeout=30)
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
-        for actor in [*self.workers, self.learner, *([self.annotator] if self.annotator else [])]:
+        others = [self.learner, *([self.annotator] if self.annotator else [])]
+        for actor in [*self.workers.values(), *self._retiring.values(), *others]:
             ray.kill(actor)
 
 

@@ -15,12 +15,11 @@ class SerialRunner:
     def __init__(self, config: RunConfig, spec: EnvSpec):
         self.learner = make_learner(config, spec)
         self.annotator = build_annotator(config) if wants_annotator(config) else None
-        sink = self.annotator.submit if self.annotator else None
-        self.workers = [
-            make_worker(config, spec, i, sink) for i in range(config.rollout.num_workers)
-        ]
+        self._config, self._spec = config, spec
+        self._next_id = self._next = 0
+        self.workers: list = []
+        self.resize(config.rollout.num_workers)
         self._thread = AnnotatorThread(self.annotator) if self.annotator else None
-        self._next = 0
         self._metrics: list[dict[str, float]] = []
         self.restarts = 0
 
@@ -46,6 +45,21 @@ class SerialRunner:
         weights, version = self.learner.get_weights()
         for worker in self.workers:
             worker.set_weights(weights, version)
+
+    def resize(self, num_workers: int) -> str:
+        """Add workers (with current weights) or close the newest; returns what was done."""
+        current = len(self.workers)
+        sink = self.annotator.submit if self.annotator else None
+        while len(self.workers) < num_workers:
+            worker = make_worker(self._config, self._spec, self._next_id, sink)
+            self._next_id += 1
+            if current:  # a running job: the learner's weights, not fresh ones
+                worker.set_weights(*self.learner.get_weights())
+            self.workers.append(worker)
+        while len(self.workers) > num_workers:
+            self.workers.pop().close()
+        self._next %= len(self.workers)
+        return f"rollout workers: {current} -> {len(self.workers)}"
 
     def collect(self) -> tuple[list[Fragment], list[EpisodeStats], int]:
         worker = self.workers[self._next]
