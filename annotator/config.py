@@ -41,3 +41,6 @@ class AnnotatorConfig:
     """SQLite label store; None = <run_dir>/labels.sqlite. Share one path to reuse labels."""
     num_gpus: float = 0.0
     """GPUs for the annotator actor (1 for an in-process vLLM on a GPU node)."""
+    node_resource: str | None = None
+    """A custom Ray resource the annotator asks 0.001 of, so that it runs on a node that
+    declares it (the LLM node of cluster/launch/ declares `rogueray_llm`)."""

@@ -48,6 +48,9 @@ class RolloutConfig:
     fragment: fewer, larger objects through Ray, for fast envs and cheap policies."""
     weights_sync_interval: int = 1
     """Send fresh policy weights to workers every this many learner updates."""
+    node_resource: str | None = None
+    """A custom Ray resource each worker asks 0.001 of, so that workers run only on nodes that
+    declare it (the rollout nodes of cluster/launch/ declare `rogueray_rollout`)."""
 
 
 @dataclass
@@ -81,6 +84,9 @@ class LearnerConfig:
     normalize_advantages: bool = True
     device: str = "auto"
     """"auto" takes the GPU when one is visible, else the CPU; or "cpu", "cuda", "cuda:1"."""
+    node_resource: str | None = None
+    """A custom Ray resource the learner asks 0.001 of, so that it runs on a node that declares
+    it (the learner node of cluster/launch/ declares `rogueray_learner`)."""
 
 
 @dataclass
@@ -288,6 +294,12 @@ def validate(config: RunConfig) -> None:
     _positive(config.keep_checkpoints, "keep_checkpoints")
     if config.ray_num_cpus is not None:
         _positive(config.ray_num_cpus, "ray_num_cpus")
+    for key, name in (
+        ("rollout.node_resource", config.rollout.node_resource),
+        ("learner.node_resource", config.learner.node_resource),
+        ("annotator.node_resource", config.annotator.node_resource),
+    ):
+        _check_resource_name(key, name)
     if config.model.crop_size < 1 or config.model.crop_size % 2 == 0:
         raise ConfigError(
             f"config key 'model.crop_size' must be an odd positive integer, got {config.model.crop_size}"
@@ -349,8 +361,8 @@ def _validate_intrinsic(config: RunConfig) -> None:
         raise ConfigError(f"config key 'annotator.max_retries' must be >= 0, got {ann.max_retries}")
     if ann.backend == "openai":
         _check_url(ann.base_url)
-    elif rm.name != "none":
-        _check_model(ann.model)
+    elif rm.name != "none" and ann.node_resource is None:
+        _check_model(ann.model)  # else it lives on the LLM node, where the annotator checks it
 
 
 def _check_model(model: str) -> None:
@@ -364,6 +376,16 @@ def _check_model(model: str) -> None:
         f"config key 'annotator.model': {model!r} is not usable; give 'smollm2-135m' (the embedded "
         "model), a folder with an HF model (containing config.json) or a .gguf file"
     )
+
+
+def _check_resource_name(key: str, name: str | None) -> None:
+    if name is None:
+        return
+    if not name or any(c.isspace() for c in name) or name in ("CPU", "GPU", "memory"):
+        raise ConfigError(
+            f"config key {key!r} must name a custom Ray resource (e.g. rogueray_rollout), "
+            f"got {name!r}"
+        )
 
 
 def _check_url(url: str | None) -> None:

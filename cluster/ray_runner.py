@@ -74,6 +74,45 @@ def check_resources(config: RunConfig) -> None:
             f"this run needs {gpus:g} GPUs (learner.device={config.learner.device!r}, "
             f"annotator.num_gpus={config.annotator.num_gpus:g}); the cluster has {total.get('GPU', 0):g}"
         )
+    for key, resource in node_resources(config).items():
+        if total.get(resource, 0) <= 0:
+            custom = sorted(k for k in total if k not in _BUILTIN and not k.startswith("node:"))
+            raise ConfigError(
+                f"config key {key!r} is {resource!r}, but no node of the Ray cluster declares "
+                f"that resource (custom resources declared: {', '.join(custom) or 'none'}); "
+                "start the nodes with it (cluster/launch/ does) or unset the key"
+            )
+    workers_on = config.rollout.node_resource
+    if workers_on is not None:
+        cpus_there = sum(
+            node["Resources"].get("CPU", 0)
+            for node in ray.nodes()
+            if node["Alive"] and node["Resources"].get(workers_on, 0) > 0
+        )
+        if cpus_there < config.rollout.num_workers:
+            raise ConfigError(
+                f"the nodes declaring {workers_on!r} (rollout.node_resource) have {cpus_there:g} "
+                f"CPUs; rollout.num_workers={config.rollout.num_workers} needs one each"
+            )
+
+
+_BUILTIN = {"CPU", "GPU", "memory", "object_store_memory"}
+
+
+def node_resources(config: RunConfig) -> dict[str, str]:
+    """{config key: custom resource} for the components placed on nodes declaring one."""
+    keys = {
+        "rollout.node_resource": config.rollout.node_resource,
+        "learner.node_resource": config.learner.node_resource,
+    }
+    if wants_annotator(config):
+        keys["annotator.node_resource"] = config.annotator.node_resource
+    return {key: value for key, value in keys.items() if value is not None}
+
+
+def _placed(resource: str | None) -> dict:
+    """Actor options asking a sliver of `resource`, so that the actor lands where it is declared."""
+    return {} if resource is None else {"resources": {resource: 0.001}}
 
 
 class RayRunner:
@@ -86,7 +125,9 @@ class RayRunner:
     def __init__(self, config: RunConfig, spec: EnvSpec):
         check_resources(config)
         wants_gpu = config.learner.device.startswith("cuda")
-        learner_cls = ray.remote(num_cpus=1, num_gpus=1 if wants_gpu else 0)(_LearnerActor)
+        learner_cls = ray.remote(
+            num_cpus=1, num_gpus=1 if wants_gpu else 0, **_placed(config.learner.node_resource)
+        )(_LearnerActor)
         self.learner = learner_cls.remote(config, spec)
         self.annotator = None
         if wants_annotator(config):
@@ -94,10 +135,15 @@ class RayRunner:
             # constructor argument, which Ray cannot always restore.
             self._annotator_name = f"rogueray-annotator-{uuid.uuid4().hex[:12]}"
             options = dict(num_cpus=1, num_gpus=config.annotator.num_gpus, max_restarts=-1)
-            options["name"] = self._annotator_name
+            options.update(name=self._annotator_name, **_placed(config.annotator.node_resource))
             self.annotator = ray.remote(**options)(AnnotatorActor).remote(config)
         self._config, self._spec = config, spec
-        self._worker_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_WorkerActor)
+        self._worker_cls = ray.remote(
+            num_cpus=1,
+            max_restarts=-1,
+            max_task_retries=0,
+            **_placed(config.rollout.node_resource),
+        )(_WorkerActor)
         self.workers: dict[int, ray.actor.ActorHandle] = {}  # worker id -> actor
         self._retiring: dict[int, ray.actor.ActorHandle] = {}  # finishing their last sample
         self._next_id = 0

@@ -56,6 +56,7 @@ def test_optional_value_can_be_null(tmp_path):
         (["learner.gamma=1.5"], "'learner.gamma' must be in (0, 1]"),
         (["learner.batch_size=100"], "'learner.batch_size' (100) must be a positive multiple of"),
         (["rollout.unrolls_per_sample=0"], "'rollout.unrolls_per_sample' must be > 0, got 0"),
+        (["rollout.node_resource=GPU"], "'rollout.node_resource' must name a custom Ray resource"),
         (
             ["rollout.unrolls_per_sample=3"],  # 32 x 8 x 3 = 768 does not divide 1024
             "rollout.unrolls_per_sample = 768",
