@@ -127,7 +127,7 @@ def _apply_scale_request(watcher: ScaleWatcher, runner, quiet: bool) -> None:
     except ScaleError as exc:
         print(f"[rogueray] ignoring a scale request: {exc}")
         return
-    if wanted is not None and wanted != runner.workers_alive:
+    if wanted is not None and wanted != runner.workers_alive + runner.workers_waiting:
         done = runner.resize(wanted)
         if not quiet:
             print(f"[rogueray] {done}")
@@ -207,6 +207,7 @@ def _loop(config: RunConfig, runner, counters: dict, resumed: bool, quiet: bool)
                         **window.scalars(),
                         m.ENV_STEPS_PER_S: rate,
                         m.WORKERS_ALIVE: runner.workers_alive,
+                        m.WORKERS_WAITING: runner.workers_waiting,
                         m.WORKER_RESTARTS: runner.restarts,
                     },
                     step,

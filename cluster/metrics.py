@@ -18,6 +18,7 @@ EPISODE_SUCCESS = "episode/success_rate"
 EPISODE_MAX_DEPTH = "episode/max_depth"
 ENV_STEPS_PER_S = "perf/env_steps_per_s"
 WORKERS_ALIVE = "system/workers_alive"
+WORKERS_WAITING = "system/workers_waiting"  # added by `rogueray scale`, waiting for CPUs
 WORKER_RESTARTS = "system/worker_restarts"
 
 

@@ -146,6 +146,8 @@ class RayRunner:
         )(_WorkerActor)
         self.workers: dict[int, ray.actor.ActorHandle] = {}  # worker id -> actor
         self._retiring: dict[int, ray.actor.ActorHandle] = {}  # finishing their last sample
+        self._waiting: set[int] = set()  # added beyond the cluster's free CPUs, not placed yet
+        self._joined = config.ray_address is not None  # a cluster that may autoscale
         self._next_id = 0
         for _ in range(config.rollout.num_workers):
             self._add_worker()
@@ -158,7 +160,7 @@ class RayRunner:
 
     @property
     def workers_alive(self) -> int:
-        return len(self.workers)
+        return len(self.workers) - len(self._waiting)
 
     def start(self, annotator_backlog: list | None = None) -> None:
         if self.annotator is not None:
@@ -210,26 +212,54 @@ class RayRunner:
                 self._submit(worker_id)
 
     def resize(self, num_workers: int) -> str:
-        """Add or retire rollout workers; returns what was done, for the console. A retired
-        worker's sample in flight is still used; a request the cluster cannot hold is refused."""
+        """Add or retire rollout workers; returns what was done, for the console.
+
+        A retired worker's sample in flight is still used. Growing beyond the free CPUs is
+        refused on a local Ray; on a cluster joined through `ray_address` the workers are added
+        anyway and wait for CPUs (`workers_waiting`), and the autoscaler is asked for them.
+        """
         current = len(self.workers)
+        short = 0
         if num_workers > current:
             free = ray.available_resources().get("CPU", 0.0)
-            if free < num_workers - current:
+            short = max(0, num_workers - current - int(free))
+            if short and not self._joined:
                 return (
                     f"rollout workers stay at {current}: {num_workers} needs "
                     f"{num_workers - current:g} more CPUs and the cluster has {free:g} free"
                 )
-            for _ in range(num_workers - current):
+            if short:
+                self._ask_autoscaler(num_workers)
+            for k in range(num_workers - current):
                 worker_id = self._add_worker()
+                if k >= num_workers - current - short:
+                    self._waiting.add(worker_id)
                 if self._weights_ref is not None:
                     self.workers[worker_id].set_weights.remote(self._weights_ref)
                     self._submit(worker_id)
+        in_flight = {w for w, _ in self._samples.values()}
         for worker_id in sorted(self.workers)[num_workers:]:  # the newest go first
-            self._retiring[worker_id] = self.workers.pop(worker_id)
-            if worker_id not in {w for w, _ in self._samples.values()}:
-                ray.kill(self._retiring.pop(worker_id))
-        return f"rollout workers: {current} -> {len(self.workers)}"
+            actor = self.workers.pop(worker_id)
+            if worker_id in self._waiting or worker_id not in in_flight:
+                self._waiting.discard(worker_id)
+                ray.kill(actor)  # nothing to hand over (its sample, if any, never started)
+            else:
+                self._retiring[worker_id] = actor
+        done = f"rollout workers: {current} -> {len(self.workers)}"
+        if short:
+            done += f"; {short} wait for CPUs (the autoscaler was asked for them)"
+        return done
+
+    @property
+    def workers_waiting(self) -> int:
+        """Workers added by `resize` that no node has had a CPU for yet."""
+        return len(self._waiting)
+
+    def _ask_autoscaler(self, num_workers: int) -> None:
+        from ray.autoscaler.sdk import request_resources
+
+        bundle = {"CPU": 1, **_placed(self._config.rollout.node_resource).get("resources", {})}
+        request_resources(bundles=[bundle] * num_workers)
 
     def _add_worker(self) -> int:
         worker_id, self._next_id = self._next_id, self._next_id + 1
@@ -249,6 +279,8 @@ class RayRunner:
         for stats_ref in ready:
             worker_id, fragment_ref = self._samples.pop(stats_ref)
             retiring = self._retiring.pop(worker_id, None)
+            if retiring is None and worker_id not in self.workers:
+                continue  # retired before any node had a CPU for it
             try:
                 finished, num_steps = ray.get(stats_ref)
             except WORKER_LOST:
@@ -267,6 +299,7 @@ class RayRunner:
                 self._submit(worker_id)
                 continue
             self._restarting.discard(worker_id)
+            self._waiting.discard(worker_id)
             if retiring is not None:
                 ray.kill(retiring)
             else:

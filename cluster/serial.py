@@ -27,6 +27,8 @@ class SerialRunner:
     def workers_alive(self) -> int:
         return len(self.workers)
 
+    workers_waiting = 0  # every serial worker runs in this process
+
     def start(self, annotator_backlog: list | None = None) -> None:
         if self.annotator is not None:
             self.annotator.restore_backlog(annotator_backlog or [])

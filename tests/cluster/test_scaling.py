@@ -146,6 +146,9 @@ def test_ray_runner_adds_retires_and_refuses_workers(tmp_path):
             producers(1)
         assert runner.workers_alive == 1
         assert producers(6) == {0}
+        deadline = time.monotonic() + 30  # Ray frees a killed actor's CPU a moment later
+        while ray.available_resources().get("CPU") != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         refused = runner.resize(4)  # 1 worker + learner hold 2 of 4 CPUs: 3 more do not fit
         assert (
             refused == "rollout workers stay at 1: 4 needs 3 more CPUs and the cluster has 2 free"
@@ -206,3 +209,51 @@ def test_bad_scale_input_is_named(tmp_path, capsys):
     (run_dir / "scale.json").write_text("{oops")
     assert main(["resume", str(run_dir)]) == 2
     assert "scale.json is not a scale request" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_workers_beyond_the_cluster_wait_until_a_node_joins(tmp_path):
+    """What the autoscaler does on a cloud, done by hand: `scale` past the rollout nodes' CPUs
+    adds waiting workers; a new rollout node gives them CPUs and they start sampling."""
+    import time
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from cluster.ray_runner import RayRunner
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=2, resources={"rogueray_rollout": 2})
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        config = load_config(
+            CARTPOLE,
+            [f"run_dir={tmp_path}", "ray_address=auto", "rollout.node_resource=rogueray_rollout"],
+        )
+        runner = RayRunner(config, env_spec(config))
+        runner.start()
+        runner.sync_weights()
+
+        def producers(seconds: float, expected: set[int] | None = None) -> set[int]:
+            """Workers heard from within `seconds`, or until all of `expected` were."""
+            seen, deadline = set(), time.monotonic() + seconds
+            while time.monotonic() < deadline and seen != expected:
+                seen |= {f.worker_id for f in ray.get(runner.collect()[0])}
+            return seen
+
+        assert producers(60, {0, 1}) == {0, 1}  # actors take seconds to start here
+        message = runner.resize(4)
+        assert (
+            message
+            == "rollout workers: 2 -> 4; 2 wait for CPUs (the autoscaler was asked for them)"
+        )
+        assert (runner.workers_alive, runner.workers_waiting) == (2, 2)
+        assert producers(2) == {0, 1}
+        cluster.add_node(num_cpus=2, resources={"rogueray_rollout": 2})
+        assert producers(90, {0, 1, 2, 3}) == {0, 1, 2, 3}
+        assert (runner.workers_alive, runner.workers_waiting) == (4, 0)
+        runner.close()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
