@@ -65,6 +65,7 @@ def train(config: RunConfig, *, quiet: bool = False) -> TrainResult:
     """Run (or resume) training as the config says; returns when total_env_steps are done."""
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    watcher = ScaleWatcher(run_dir)  # before reading: a request made during start-up counts
     config = _with_scale_request(config, quiet)
     (run_dir / "config.yaml").write_text(dump_yaml(config))
     np.random.seed(config.seed)
@@ -99,7 +100,8 @@ def train(config: RunConfig, *, quiet: bool = False) -> TrainResult:
             runner.load_learner_state(checkpoint["learner"])
         runner.start(checkpoint.get("annotator_backlog", []) if checkpoint else [])
         with DriverPid(run_dir):
-            return _loop(config, runner, counters, resumed=checkpoint is not None, quiet=quiet)
+            resumed = checkpoint is not None
+            return _loop(config, runner, counters, watcher, resumed=resumed, quiet=quiet)
     finally:
         runner.close()
         if started_ray:
@@ -146,7 +148,14 @@ def _log_caption_table(logger: m.MetricsLogger, runner, step: int) -> None:
     logger.text("annotator/top_captions", "\n".join(lines), step)
 
 
-def _loop(config: RunConfig, runner, counters: dict, resumed: bool, quiet: bool) -> TrainResult:
+def _loop(
+    config: RunConfig,
+    runner,
+    counters: dict,
+    watcher: ScaleWatcher,
+    resumed: bool,
+    quiet: bool,
+) -> TrainResult:
     run_dir = Path(config.run_dir)
     start_step = counters["env_steps"]
     logger = m.MetricsLogger(
@@ -179,7 +188,6 @@ def _loop(config: RunConfig, runner, counters: dict, resumed: bool, quiet: bool)
                 runner.sync_weights()
 
     runner.sync_weights()
-    watcher = ScaleWatcher(run_dir)
     with _StopFlag() as flag:
         while counters["env_steps"] < config.total_env_steps and not flag.stop:
             _apply_scale_request(watcher, runner, quiet)

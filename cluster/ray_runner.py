@@ -110,9 +110,14 @@ def node_resources(config: RunConfig) -> dict[str, str]:
     return {key: value for key, value in keys.items() if value is not None}
 
 
+def _sliver(resource: str | None) -> dict[str, float]:
+    """A tiny amount of `resource`: asking it puts an actor on a node that declares it."""
+    return {} if resource is None else {resource: 0.001}
+
+
 def _placed(resource: str | None) -> dict:
-    """Actor options asking a sliver of `resource`, so that the actor lands where it is declared."""
-    return {} if resource is None else {"resources": {resource: 0.001}}
+    """Actor options placing the actor on a node that declares `resource` (none: anywhere)."""
+    return {"resources": _sliver(resource)} if resource else {}
 
 
 class RayRunner:
@@ -258,7 +263,7 @@ class RayRunner:
     def _ask_autoscaler(self, num_workers: int) -> None:
         from ray.autoscaler.sdk import request_resources
 
-        bundle = {"CPU": 1, **_placed(self._config.rollout.node_resource).get("resources", {})}
+        bundle = {"CPU": 1, **_sliver(self._config.rollout.node_resource)}
         request_resources(bundles=[bundle] * num_workers)
 
     def _add_worker(self) -> int:
