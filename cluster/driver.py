@@ -15,7 +15,7 @@ import torch
 from cluster import metrics as m
 from cluster.checkpoint import load_latest, restore_rng_states, rng_states, save_checkpoint
 from cluster.components import env_spec
-from cluster.config import ConfigError, RunConfig, dump_yaml, samples_per_fragment
+from cluster.config import ConfigError, RunConfig, dump_yaml
 from cluster.scaling import DriverPid, ScaleError, ScaleWatcher, requested_workers
 
 LABEL_EXCHANGE_INTERVAL_S = 1.0
@@ -167,7 +167,7 @@ def _loop(
         quiet,
     )
     window = m.EpisodeWindow(100)
-    fragments_per_batch = config.learner.batch_size // samples_per_fragment(config)
+    fragments_per_batch = config.learner.batch_size // config.samples_per_fragment
     pending: list = []
     last_checkpoint = last_labels = last_table = time.monotonic()
 
