@@ -3,6 +3,8 @@ runs label real captions, train each reward model and earn intrinsic reward; the
 keeps every label; a resumed run asks the LLM nothing it already asked; an OpenAI-compatible
 server that goes down or talks nonsense never stops training."""
 
+import os
+import signal
 import sqlite3
 import threading
 import time
@@ -37,6 +39,13 @@ def _store_rows(run_dir: Path, table: str) -> list[tuple]:
 def _label_times(run_dir: Path) -> dict[str, float]:
     with sqlite3.connect(run_dir / "labels.sqlite") as db:
         return dict(db.execute("SELECT caption, updated_at FROM caption_labels"))
+
+
+def _labelled_since(run_dir: Path, moment: float) -> bool:
+    try:
+        return any(t >= moment for t in _label_times(run_dir).values())
+    except sqlite3.Error:  # the store is not there yet
+        return False
 
 
 @pytest.mark.ray
@@ -103,16 +112,23 @@ def test_openai_server_outage_does_not_stop_training(tmp_path, llm_server):
     llm_server.stop()  # down from the start: the run must begin and go on without it
     restarted = []
 
-    def come_back():
+    def come_back_then_stop_the_run():
         llm_server.start()
         restarted.append(time.time())
+        # The run goes on until a label written after the restart is in the store (or 120 s
+        # pass), then stops as Ctrl-C would stop it: its length no longer races the annotator.
+        deadline = time.time() + 120
+        while time.time() < deadline and not _labelled_since(run_dir, restarted[0]):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
 
-    timer = threading.Timer(6.0, come_back)
+    timer = threading.Timer(6.0, come_back_then_stop_the_run)
     timer.start()
     try:
-        assert main(_openai_args(run_dir, llm_server, 20000)) == 0
+        assert main(_openai_args(run_dir, llm_server, 10_000_000)) == 0
     finally:
         timer.cancel()
+        timer.join()
         if not llm_server.running:
             llm_server.start()
     scalars = _scalars(run_dir)
