@@ -42,7 +42,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from annotator.backends.base import (
     BackendUnavailable,
@@ -54,14 +53,17 @@ from annotator.backends.base import (
     renormalise,
     validate_choices,
 )
+from annotator.backends.openai_wire import (
+    InvalidAnswer,
+    first_choice,
+    first_token_logprobs,
+    model_names,
+    normalise_base_url,
+)
 
 log = logging.getLogger(__name__)
 
 _ENDPOINTS = ("chat", "completions")
-
-
-class _Invalid(Exception):
-    """The server answered, but not with something usable (not retried)."""
 
 
 class OpenAIBackend(LLMBackend):
@@ -102,7 +104,7 @@ class OpenAIBackend(LLMBackend):
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.base_url = _normalise_base_url(base_url)
+        self.base_url = normalise_base_url(base_url)
         if endpoint not in _ENDPOINTS:
             raise ValueError(f"endpoint {endpoint!r} is not supported; allowed: chat, completions")
         for name, value in (("max_concurrency", max_concurrency), ("top_logprobs", top_logprobs)):
@@ -158,7 +160,7 @@ class OpenAIBackend(LLMBackend):
                     timeout=max(0.1, min(self.request_timeout, remaining)),
                 )
                 if r.status_code == 200:
-                    names = _model_names(r.json())
+                    names = model_names(r.json())
                     if self._served_model is None:
                         self._served_model = names[0]
                     elif self._served_model not in names:
@@ -227,7 +229,7 @@ class OpenAIBackend(LLMBackend):
         self.stats.requests += 1
         try:
             data = await self._post(body)
-            top, text = self._parse_first_token(data)
+            top, text = first_token_logprobs(data, self.endpoint)
             per_choice = [-math.inf] * len(choices)
             for token, lp in top:
                 i = match_choice(token, choices, allow_prefix=self.structured_choice)
@@ -239,9 +241,9 @@ class OpenAIBackend(LLMBackend):
                 if i is not None:
                     result = {c: float(j == i) for j, c in enumerate(choices)}
             if result is None:
-                raise _Invalid(f"no choice of {choices} among the top {len(top)} tokens {top}")
+                raise InvalidAnswer(f"no choice of {choices} among the top {len(top)} tokens {top}")
             return result
-        except _Invalid as e:
+        except InvalidAnswer as e:
             self.stats.invalid += 1
             log.debug("choice_probs: unusable answer: %s", e)
             return {}  # an answer, but not a usable one: invalid, not a failed request
@@ -255,12 +257,12 @@ class OpenAIBackend(LLMBackend):
         self.stats.requests += 1
         try:
             data = await self._post(body)
-            choice = _first_choice(data)
+            choice = first_choice(data)
             text = choice["message"]["content"] if self.endpoint == "chat" else choice["text"]
             if not isinstance(text, str):
-                raise _Invalid(f"answer text is {text!r}")
+                raise InvalidAnswer(f"answer text is {text!r}")
             return text.strip()
-        except (_Invalid, KeyError, TypeError) as e:
+        except (InvalidAnswer, KeyError, TypeError) as e:
             self.stats.invalid += 1
             log.debug("generate: unusable answer: %s", e)
             return ""  # an answer without text: it will not parse, so it counts as invalid
@@ -281,7 +283,7 @@ class OpenAIBackend(LLMBackend):
 
     async def _post(self, body: dict[str, Any]) -> Any:
         """POST with retries; the parsed JSON body. Raises BackendUnavailable after the last
-        retry, _Invalid for a non-retryable error answer or an unparseable body."""
+        retry, InvalidAnswer for a non-retryable error answer or an unparseable body."""
         import httpx
 
         path = "/chat/completions" if self.endpoint == "chat" else "/completions"
@@ -309,11 +311,11 @@ class OpenAIBackend(LLMBackend):
                     if r.status_code not in self._warned_status:  # once per status: config error?
                         self._warned_status.add(r.status_code)
                         log.warning("%s (not retried; further ones logged at debug level)", msg)
-                    raise _Invalid(msg)
+                    raise InvalidAnswer(msg)
                 try:
                     return r.json()
                 except ValueError as e:
-                    raise _Invalid(f"body is not JSON: {r.text[:100]!r}") from e
+                    raise InvalidAnswer(f"body is not JSON: {r.text[:100]!r}") from e
         raise BackendUnavailable(
             f"POST {url} failed {self.max_retries + 1} times (last error: {last})"
         )
@@ -321,27 +323,6 @@ class OpenAIBackend(LLMBackend):
     def _backoff(self, attempt: int) -> float:
         delay = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
         return delay * (0.5 + 0.5 * random.random())
-
-    def _parse_first_token(self, data: Any) -> tuple[list[tuple[str, float]], str | None]:
-        """The first generated token's top-k (token text, logprob), and the generated text."""
-        try:
-            choice = _first_choice(data)
-            logprobs = choice["logprobs"]
-            if self.endpoint == "chat":
-                first = logprobs["content"][0]
-                top = [(str(t["token"]), float(t["logprob"])) for t in first["top_logprobs"]]
-                if not top:
-                    top = [(str(first["token"]), float(first["logprob"]))]
-                text = choice.get("message", {}).get("content")
-            else:
-                top_map = logprobs["top_logprobs"][0]
-                top = [(str(t), float(lp)) for t, lp in top_map.items()]
-                text = choice.get("text")
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
-            raise _Invalid(
-                f"no first-token logprobs in the answer ({type(e).__name__}: {e})"
-            ) from e
-        return top, text if isinstance(text, str) else None
 
     # ---- setup ----------------------------------------------------------------------------
 
@@ -412,39 +393,3 @@ class OpenAIBackend(LLMBackend):
         return self._tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
-
-
-def _normalise_base_url(base_url: Any) -> str:
-    example = "e.g. http://127.0.0.1:8000/v1"
-    if not isinstance(base_url, str) or not base_url.strip():
-        raise ValueError(f"base_url {base_url!r} is not a URL; {example}")
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url {base_url!r} is not an http(s) URL with a host; {example}")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as e:
-        raise ValueError(f"base_url {base_url!r} has an invalid port; {example}") from e
-    if parts.query or parts.fragment:
-        raise ValueError(f"base_url {base_url!r} must not have a query or fragment; {example}")
-    path = parts.path.rstrip("/")
-    if not path.endswith("/v1"):
-        path += "/v1"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-def _model_names(data: Any) -> list[str]:
-    try:
-        names = [str(m["id"]) for m in data["data"]]
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"GET /v1/models answered without a model list: {data!r:.200}") from e
-    if not names:
-        raise ValueError("GET /v1/models lists no model")
-    return names
-
-
-def _first_choice(data: Any) -> Any:
-    try:
-        return data["choices"][0]
-    except (KeyError, IndexError, TypeError) as e:
-        raise _Invalid(f"answer has no choices: {data!r:.200}") from e
