@@ -10,6 +10,7 @@ from pathlib import Path
 from cluster import labels_cli
 from cluster.config import ConfigError, RunConfig, load_config
 from cluster.scaling import ScaleError, request_workers, running_driver
+from cluster.validation import saved_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -73,13 +74,7 @@ def _load_for_train(args) -> RunConfig:
 
 
 def _load_for_resume(args) -> RunConfig:
-    saved = Path(args.run_dir) / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(
-            f"{args.run_dir!r} is not a rogueray run directory (no config.yaml in it); "
-            "start a run with `rogueray train`"
-        )
-    return load_config(saved, [f"run_dir={args.run_dir}", *args.overrides])
+    return load_config(saved_config(args.run_dir), [f"run_dir={args.run_dir}", *args.overrides])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,8 @@ import os
 import socket
 from pathlib import Path
 
+from cluster.validation import ConfigError, saved_config
+
 REQUEST_FILE = "scale.json"
 PID_FILE = "driver.pid"
 
@@ -25,11 +27,10 @@ class ScaleError(ValueError):
 def request_workers(run_dir: str | Path, num_workers: int) -> None:
     """Ask the run in `run_dir` for `num_workers` rollout workers."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ScaleError(
-            f"{str(run_dir)!r} is not a rogueray run directory (no config.yaml in it); "
-            "start a run with `rogueray train`"
-        )
+    try:
+        saved_config(run_dir)
+    except ConfigError as exc:
+        raise ScaleError(str(exc)) from None
     if num_workers < 1:
         raise ScaleError(f"the number of rollout workers must be >= 1, got {num_workers}")
     temp = run_dir / f".{REQUEST_FILE}.{os.getpid()}"

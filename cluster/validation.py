@@ -189,3 +189,14 @@ def _check_run_dir(run_dir: str) -> None:
         raise ConfigError(
             f"config key 'run_dir': {run_dir!r} is not writable (no write permission on {str(probe)!r})"
         )
+
+
+def saved_config(run_dir: str | Path) -> Path:
+    """The config.yaml a run wrote into `run_dir`; ConfigError when it is not a run directory."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(
+            f"{str(run_dir)!r} is not a rogueray run directory (no config.yaml in it); "
+            "start a run with `rogueray train`"
+        )
+    return saved
