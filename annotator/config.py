@@ -15,6 +15,21 @@ class AnnotatorConfig:
     """The embedded SmolLM2-135M-Instruct, a local model directory, or a .gguf file."""
     base_url: str | None = None
     """OpenAI-compatible server, e.g. http://llm-node:8000/v1 (backend "openai")."""
+    endpoint: str = "chat"
+    """Backend "openai": "chat" (/v1/chat/completions) or "completions" (/v1/completions, the
+    chat rendered with the model's template from `chat_template_model`)."""
+    chat_template_model: str | None = None
+    """Backend "openai", endpoint "completions": a model spec (as `model`) whose tokenizer's chat
+    template renders the prompts; None = the embedded SmolLM2's template."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Backend "openai": the environment variable holding the server's API key (sent as a Bearer
+    token when set). The key itself never goes into a config file, a log or TensorBoard."""
+    top_logprobs: int = 5
+    """Backend "openai": how many of the first answer token's most likely tokens to ask for."""
+    min_choice_mass: float = 0.1
+    """The answer words (all spellings of yes/no, or of the ranking choices) must carry at least
+    this share of the first answer token's probability; below it the answer is invalid, never a
+    label (a judge whose likely answer is something else has not answered the question)."""
     style: str = "direct"
     """"direct": one answer token scored from logprobs; "reasoned": ONI-like reasoning, then a tag."""
     goal: str = "default"
@@ -25,12 +40,24 @@ class AnnotatorConfig:
     calibration_quantile: float = 0.8
     calibration_window: int = 2000
     batch_size: int = 32
+    """Most prompts per LLM request. The annotator starts with small batches and grows them to
+    what the backend answers in about `target_batch_s`, so first labels arrive in seconds."""
+    target_batch_s: float = 2.0
+    """Wall-clock seconds one batch should take, measured; sets the adaptive batch size."""
     max_in_flight: int = 2
+    """Requests (batches) in flight at once."""
     max_backlog: int = 10_000
     """Pending captions kept; beyond it the oldest are dropped (counted) -- newest first, as ONI."""
     max_retries: int = 2
     """Re-asks of a caption whose answer did not parse, before giving up on it."""
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = 60.0
+    """Backend "openai": seconds one HTTP attempt may take. In-process backends (transformers,
+    vLLM) have no timeout: work they finish is never thrown away."""
+    request_retries: int = 4
+    """Backend "openai": retries of a request after connection errors, timeouts, 408, 429, 5xx."""
+    backoff_initial_s: float = 0.5
+    """First wait before a retry; it doubles each time (with jitter) up to `max_backoff_s`. A
+    server's `Retry-After` on 429/503 is honoured, capped by `max_backoff_s`."""
     max_backoff_s: float = 10.0
     """Longest wait between attempts while the LLM is down (back-off doubles up to this)."""
     pairs_per_round: int = 32

@@ -49,6 +49,17 @@ class LLMBackend(ABC):
 
     def __init__(self) -> None:
         self.stats = BackendStats()
+        self._notices: list[tuple[str, str]] = []
+
+    def notice(self, key: str, message: str) -> None:
+        """Something the user must know (no logprobs from the server, a changed served model):
+        one console line. ``key`` names the kind, so the caller can rate-limit repeats."""
+        self._notices.append((key, message))
+
+    def drain_notices(self) -> list[tuple[str, str]]:
+        """The (key, message) notices since the last call, oldest first."""
+        out, self._notices = self._notices, []
+        return out
 
     @abstractmethod
     async def generate(
@@ -182,10 +193,17 @@ def match_choice(token: str, choices: Sequence[str], *, allow_prefix: bool = Fal
     return hits[0] if len(hits) == 1 else None
 
 
-def renormalise(choices: Sequence[str], logprobs: Sequence[float]) -> dict[str, float] | None:
-    """Softmax over per-choice log-probabilities (-inf = choice absent); None if all absent."""
+def renormalise(
+    choices: Sequence[str], logprobs: Sequence[float], *, min_mass: float = 0.0
+) -> dict[str, float] | None:
+    """Softmax over per-choice log-probabilities (-inf = choice absent; NaN counts as absent).
+    None if all are absent, or if the choices' total probability ``sum(exp(logprobs))`` is below
+    ``min_mass`` (the model's likely first token is something else: it did not answer)."""
+    logprobs = [lp if not math.isnan(lp) else -math.inf for lp in logprobs]
     finite = [lp for lp in logprobs if math.isfinite(lp)]
     if not finite:
+        return None
+    if min_mass > 0.0 and sum(math.exp(min(lp, 0.0)) for lp in finite) < min_mass:
         return None
     top = max(finite)
     weights = [math.exp(lp - top) if math.isfinite(lp) else 0.0 for lp in logprobs]
