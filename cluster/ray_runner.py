@@ -41,7 +41,14 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
                 f"{' + 1 annotator' if wants_annotator(config) else ''})"
             )
         # Logical CPUs: on a laptop the learner and workers share cores; Ray must not wait for more.
-        ray.init(num_cpus=config.ray_num_cpus or max(os.cpu_count() or 1, needed), **common)
+        # Ray runs its worker processes at nice 15 by default, so on a busy laptop any ordinary
+        # process starves the rollout workers, the learner and the annotator: run them at the
+        # driver's own priority instead.
+        ray.init(
+            num_cpus=config.ray_num_cpus or max(os.cpu_count() or 1, needed),
+            _system_config={"worker_niceness": 0},
+            **common,
+        )
         return True
     ray.init(address=config.ray_address, **common)
     return False
