@@ -18,6 +18,7 @@ import numpy as np
 from annotator.calibration import Calibrator
 from annotator.config import AnnotatorConfig
 from annotator.label_store import LabelStore
+from annotator.pacing import BatchSizer, Notices
 from annotator.parsing import parse_answer
 from annotator.prompts import Prompt, classification_prompt, ranking_prompt
 from reward_models import CaptionLabel, PairLabel, pair_key, sample_pairs
@@ -30,6 +31,12 @@ POSITIVE_FRACTION = "annotator/positive_fraction"
 DROPPED = "annotator/dropped_total"
 FAILED_REQUESTS = "annotator/failed_requests"
 BACKEND_UP = "annotator/backend_up"
+BATCH_SIZE = "annotator/batch_size"
+FIRST_LABEL_DELAY = "annotator/first_label_delay_s"
+
+NOTICE_INTERVAL_S = 60.0  # one console line per kind of trouble at most this often
+FIRST_BATCH = 4  # small, so the first labels arrive within seconds on a loaded machine
+INVALID_WARN_RATE = 0.5  # above this share of unreadable answers the user is told
 
 INVALID = object()  # an answer arrived but did not parse: retried, counted, never a label
 
@@ -45,7 +52,11 @@ class Annotator:
         config: AnnotatorConfig,
         kind: str = "classification",
         seed: int = 0,
+        keyed_by_backend: bool = False,
     ):
+        """`keyed_by_backend`: labels are keyed by the model the backend says it serves
+        (``backend.model_id``, known once it has started, and followed when it changes), not by
+        the store's configured model id. For servers, whose model is theirs to choose."""
         if kind not in ("classification", "ranking"):
             raise ValueError(f"annotation kind must be classification or ranking; got {kind!r}")
         self.settings = config
@@ -58,16 +69,9 @@ class Annotator:
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
         self._ranking = kind == "ranking"
-        # Labels already in the store (this model + prompt version) are known and handed out
-        # first, so a resumed or shared-store run asks nothing twice.
+        self._keyed_by_backend = keyed_by_backend
         self._outbox: list[CaptionLabel | PairLabel] = []
-        if self._ranking:
-            self._outbox.extend(store.pair_labels())
-            self._known: set = {pair_key(p.first, p.second) for p in self._outbox}
-        else:
-            known = store.caption_labels()
-            self._outbox.extend(CaptionLabel(c, v) for c, v in known.items())
-            self._known = set(known)
+        self._known: set = set()
         self._backlog: OrderedDict = OrderedDict()  # item -> attempts; newest at the end
         self._in_flight: set = set()
         self._given_up: set = set()
@@ -77,12 +81,37 @@ class Annotator:
         self._attempts: dict = {}  # in-flight item -> invalid answers so far
         self.counts = Counter()
         self._started = time.monotonic()
+        self._first_caption: float | None = None
+        self._first_label_delay: float | None = None
         self._backend_up = False
+        self._sizer = BatchSizer(FIRST_BATCH, config.batch_size, config.target_batch_s)
+        self._notices = Notices(NOTICE_INTERVAL_S)
+        self._keyed = not keyed_by_backend  # labels are keyed by the right model id
+        self._retired_stores: list[LabelStore] = []
+        if not keyed_by_backend:
+            self._load_known()
+
+    def _load_known(self) -> None:
+        """Labels already in the store (this model + prompt version) are known and handed out
+        first, so a resumed or shared-store run asks nothing twice."""
+        with self._lock:
+            if self._ranking:
+                stored = self.store.pair_labels()
+                self._known = {pair_key(p.first, p.second) for p in stored}
+                self._outbox.extend(stored)
+            else:
+                known = self.store.caption_labels()
+                self._known = set(known)
+                self._outbox.extend(CaptionLabel(c, v) for c, v in known.items())
+                for caption in self._sightings:  # seen before the key was known: ask now
+                    self._enqueue(caption)
 
     # -- called by rollout workers and the driver ------------------------------------------
     def submit(self, caption_counts: Mapping[str, int]) -> None:
         """Captions seen by agents with how often they were seen; unseen ones are queued."""
         with self._lock:
+            if self._first_caption is None and caption_counts:
+                self._first_caption = time.monotonic()
             self._sightings.update(caption_counts)
             self._unflushed.update(caption_counts)
             for caption in caption_counts:
@@ -113,7 +142,27 @@ class Annotator:
                 DROPPED: float(self.counts["dropped"]),
                 FAILED_REQUESTS: float(self.counts["failed"]),
                 BACKEND_UP: float(self._backend_up),
+                BATCH_SIZE: float(self._sizer.size),
+                **(
+                    {}
+                    if self._first_label_delay is None
+                    else {FIRST_LABEL_DELAY: self._first_label_delay}
+                ),
             }
+
+    def poll_notices(self) -> list[str]:
+        """What the user must know since the last poll, one console line each (a backend that
+        does not start or answer, unreadable answers, a changed served model, the first labels);
+        each kind at most once per NOTICE_INTERVAL_S."""
+        if self.backend is not None:
+            for key, message in self.backend.drain_notices():
+                self._notice(key, message)
+        with self._lock:
+            return self._notices.drain()
+
+    def _notice(self, key: str, message: str) -> None:
+        with self._lock:
+            self._notices.add(key, f"annotator: {message}", time.monotonic())
 
     def top_captions(self, n: int = 20) -> list[tuple[str, int, float | None]]:
         """The captions agents saw most this run: (caption, sightings, LLM label or None)."""
@@ -137,11 +186,13 @@ class Annotator:
         """Label until `stop` is set. Never raises for LLM trouble: it waits and retries."""
         stop = stop or asyncio.Event()
         self.backend = await self._start_backend(stop)
+        if self.backend is not None and self._keyed_by_backend:
+            self._rekey(self.backend.model_id)
         tasks: set[asyncio.Task] = set()
         failures = 0
         try:
             last_flush = time.monotonic()
-            while not stop.is_set():
+            while not stop.is_set() and self.backend is not None:
                 if time.monotonic() - last_flush > 2.0:  # one small transaction every 2 s
                     self._flush_sightings()
                     last_flush = time.monotonic()
@@ -167,6 +218,8 @@ class Annotator:
             self._flush_sightings()
             if self.backend is not None:
                 await self.backend.close()
+            for store in self._retired_stores:
+                store.close()
 
     async def _start_backend(self, stop: asyncio.Event):
         delay = 1.0
@@ -176,24 +229,67 @@ class Annotator:
                 self._backend_up = True
                 return backend
             except Exception as exc:  # noqa: BLE001 - any start failure: report, wait, retry
-                print(
-                    f"[rogueray] annotator: LLM backend failed to start ({exc}); retrying in {delay:.0f} s"
+                self._notice(
+                    "start", f"the LLM backend failed to start ({exc}); retrying in {delay:.0f} s"
                 )
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, self.settings.max_backoff_s)
         return None
 
+    def _rekey(self, model_id: str) -> None:
+        """Key labels by `model_id` from now on: the labels stored for it are known (and handed
+        out), captions it has not labelled are asked again. Used when the backend tells which
+        model it serves, at start and whenever that changes."""
+        if self._keyed and model_id == self.store.model_id:
+            return
+        previous = self.store.model_id if self._keyed else None
+        if self._keyed:
+            self._flush_sightings()
+        self._retired_stores.append(self.store)
+        self.store = LabelStore(
+            self.store.path, model_id=model_id, prompt_version=self.store.prompt_version
+        )
+        with self._lock:
+            self._keyed = True
+            self._known.clear()
+            self._given_up.clear()
+            if previous is not None:
+                self.calibrator.recent.clear()  # another judge: another P(yes) distribution
+        self._load_known()
+        if previous is not None:
+            self._notice(
+                "model_changed",
+                f"the server now serves {model_id} (was {previous}); its labels are kept apart "
+                "from the old model's and captions are asked again",
+            )
+
     async def _label(self, batch: list) -> bool:
-        """Ask about one batch; returns False when the LLM could not be reached."""
+        """Ask about one batch; returns False when the LLM could not be reached. No wall-clock
+        limit here: in-process backends finish what they start, and the HTTP backend bounds
+        each attempt itself (`request_timeout_s`)."""
         prompts = [self._prompt(item) for item in batch]
+        key = self.store.model_id
+        sent = time.monotonic()
         try:
-            outcomes = await asyncio.wait_for(self._ask(prompts), self.settings.request_timeout_s)
-        except Exception:  # noqa: BLE001 - timeouts, transport errors: all stay pending
+            outcomes = await self._ask(prompts)
+        except Exception as exc:  # noqa: BLE001 - transport errors: all stay pending
+            self._notice("error", f"a request failed ({type(exc).__name__}: {exc})")
             outcomes = [None] * len(batch)
+        if self._keyed_by_backend and self.backend.model_id != key:
+            # The served model changed while this batch was out: its answers may be either
+            # model's, so none is stored; the batch is asked again under the new key.
+            with self._lock:
+                for item in batch:
+                    self._in_flight.discard(item)
+                    self._backlog[item] = self._attempts.pop(item, 0)
+            self._rekey(self.backend.model_id)
+            return True
         failed = [item for item, out in zip(batch, outcomes, strict=True) if out is None]
         answered = [
             (item, out) for item, out in zip(batch, outcomes, strict=True) if out is not None
         ]
+        if answered:
+            self._sizer.measured(len(batch), sent, time.monotonic())
         valid = [(item, out) for item, out in answered if out is not INVALID]
         values = self.calibrator([value for _, value in valid]) if valid else []
         labels = [self._make_label(item, v) for (item, _), v in zip(valid, values, strict=True)]
@@ -227,7 +323,38 @@ class Annotator:
                     self._backlog[item] = attempts
             for item in failed:  # not the answer's fault: pending again at no retry cost
                 self._backlog[item] = self._attempts.pop(item, 0)
+        self._report(batch, failed, invalid, labels)
         return reached
+
+    def _report(self, batch: list, failed: list, invalid: list, labels: list) -> None:
+        """Notices for what the user must know about this batch's outcome."""
+        if labels and self._first_label_delay is None:
+            since = self._first_caption if self._first_caption is not None else self._started
+            self._first_label_delay = time.monotonic() - since
+            self._notice(
+                "first_label",
+                f"first {len(labels)} labels stored, {self._first_label_delay:.0f} s after the "
+                f"first caption (batches of {self._sizer.size} now)",
+            )
+        if failed and len(failed) == len(batch):
+            where = getattr(self.backend, "base_url", None) or "the LLM backend"
+            self._notice(
+                "unreachable",
+                f"{where} did not answer {len(failed)} requests ({self.counts['failed']} so far); "
+                "they stay pending and are retried with back-off",
+            )
+        answers, bad = self.counts["answers"], self.counts["invalid"]
+        if invalid and answers >= 20 and bad / answers > INVALID_WARN_RATE:
+            hint = (
+                "try annotator.style=reasoned, a larger model, or a lower annotator.min_choice_mass"
+                if self.settings.style == "direct"
+                else "try annotator.style=direct or a larger model"
+            )
+            self._notice(
+                "invalid",
+                f"{bad} of {answers} answers could not be read as labels (never stored, retried "
+                f"up to {self.settings.max_retries} times); {hint}",
+            )
 
     async def _ask(self, prompts: list[Prompt]) -> list:
         """One request for the batch: label values, INVALID, or None (request failed)."""
@@ -281,7 +408,7 @@ class Annotator:
     def _take_batch(self) -> list:
         with self._lock:
             batch = []
-            while self._backlog and len(batch) < self.settings.batch_size:
+            while self._backlog and len(batch) < self._sizer.size:
                 item, attempts = self._backlog.popitem(last=True)  # newest first (ONI's LIFO)
                 self._attempts[item] = attempts
                 self._in_flight.add(item)
@@ -303,6 +430,8 @@ class Annotator:
                 self._enqueue(pair)
 
     def _flush_sightings(self) -> None:
+        if not self._keyed:  # the model, and so where sightings belong, is not known yet
+            return
         with self._lock:
             counts, self._unflushed = self._unflushed, Counter()
         if counts:

@@ -3,11 +3,15 @@ under a bounded backlog, invalid answers retried a bounded number of times and n
 LLM outage keeps captions pending until it returns, and a restart asks nothing already asked."""
 
 import asyncio
+import re
 
 import pytest
 
 from annotator.annotator import (
     DROPPED,
+    FAILED_REQUESTS,
+    FIRST_BATCH,
+    FIRST_LABEL_DELAY,
     INVALID_RATE,
     LABELS_TOTAL,
     PENDING,
@@ -15,6 +19,7 @@ from annotator.annotator import (
 )
 from annotator.config import AnnotatorConfig
 from annotator.label_store import LabelStore
+from annotator.pacing import BatchSizer, Notices
 from annotator.prompts import classification_prompt
 from tests.doubles.scripted_backend import ScriptedBackendDouble
 
@@ -162,3 +167,111 @@ def test_ranking_asks_pairs_of_distinct_captions(tmp_path):
     labels = annotator.poll_labels()
     assert len({frozenset((p.first, p.second)) for p in labels}) == 3
     assert len(store.pair_labels()) == 3
+
+
+class _SlowThenCounting(ScriptedBackendDouble):
+    """A double that records each batch's size."""
+
+    def __init__(self, judge, delay_s):
+        super().__init__(judge, delay_s)
+        self.batches: list[int] = []
+
+    async def choice_probs(self, chats, choices):
+        self.batches.append(len(chats))
+        return await super().choice_probs(chats, choices)
+
+
+def test_a_slow_in_process_answer_is_kept_whatever_the_request_timeout(tmp_path):
+    # On a loaded laptop the first batch took longer than request_timeout_s and was thrown
+    # away while the model kept computing; in-process work is never cut off now.
+    backend = ScriptedBackendDouble(_judge, delay_s=0.4)
+    annotator = Annotator(
+        lambda: backend, _store(tmp_path), _settings(request_timeout_s=0.05, max_in_flight=1)
+    )
+    annotator.submit({"gold": 1, "door": 1})
+    asyncio.run(_run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 2, timeout=10))
+    assert annotator.stats()[LABELS_TOTAL] == 2
+    assert annotator.stats()[FAILED_REQUESTS] == 0
+
+
+def test_first_batch_is_small_and_later_ones_follow_the_measured_speed(tmp_path):
+    backend = _SlowThenCounting(_judge, delay_s=0.05)
+    settings = _settings(batch_size=32, max_in_flight=1, target_batch_s=10.0)
+    annotator = Annotator(lambda: backend, _store(tmp_path), settings)
+    annotator.submit({f"caption {i}": 1 for i in range(60)})
+    asyncio.run(_run_until(annotator, lambda: annotator.stats()[PENDING] == 0, timeout=10))
+    assert backend.batches[0] == FIRST_BATCH
+    assert max(backend.batches) == 32  # 4 prompts in ~0.05 s: the cap, not the first size
+    assert annotator.stats()[FIRST_LABEL_DELAY] >= 0.0
+
+
+def test_batch_sizer_targets_the_wanted_busy_time():
+    sizer = BatchSizer(first=4, largest=64, target_s=2.0, smoothing=1.0)
+    assert sizer.size == 4
+    sizer.measured(4, sent=0.0, done=1.0)  # 4 prompts/s
+    assert sizer.size == 8
+    # sent at 0.5 but queued behind the first batch until 1.0: 8 prompts in 2 s of backend time
+    sizer.measured(8, sent=0.5, done=3.0)
+    assert sizer.rate == 8 / 2.0 and sizer.size == 8
+    sizer.measured(8, sent=3.0, done=3.1)  # 80 prompts/s, capped by largest
+    assert sizer.size == 64
+
+
+def test_notices_are_rate_limited_per_kind():
+    notices = Notices(interval_s=60.0)
+    assert notices.add("down", "a", now=0.0)
+    assert not notices.add("down", "b", now=30.0)
+    assert notices.add("invalid", "c", now=30.0)
+    assert notices.add("down", "d", now=61.0)
+    assert notices.drain() == ["a", "c", "d"] and notices.drain() == []
+
+
+def test_outage_and_unreadable_answers_reach_the_user_as_one_line_each(tmp_path):
+    backend = ScriptedBackendDouble(_judge)
+    backend.down = True
+    annotator = Annotator(lambda: backend, _store(tmp_path), _settings(max_backoff_s=0.05))
+    annotator.submit({"gold": 1, "door": 1})
+    asyncio.run(_run_until(annotator, lambda: annotator.stats()[FAILED_REQUESTS] >= 6))
+    lines = annotator.poll_notices()
+    assert len(lines) == 1 and "did not answer" in lines[0]  # repeats within a minute: one line
+
+    garbage = ScriptedBackendDouble(_judge)
+    garbage.garbage = True
+    other = Annotator(lambda: garbage, _store(tmp_path / "g"), _settings(max_retries=2))
+    other.submit({f"caption {i}": 1 for i in range(10)})
+    asyncio.run(_run_until(other, lambda: other.stats()[PENDING] == 0))
+    lines = other.poll_notices()
+    assert len(lines) == 1  # said once, when 20 or more answers had come back unreadable
+    bad, asked = map(int, re.search(r"(\d+) of (\d+) answers could not be read", lines[0]).groups())
+    assert bad == asked >= 20
+    assert "annotator.style=reasoned" in lines[0]
+
+
+def test_labels_are_keyed_by_the_model_the_server_serves_and_follow_a_change(tmp_path):
+    backend = ScriptedBackendDouble(_judge)
+    backend.model_id = "model-a@http://127.0.0.1:1/v1"
+    configured = _store(tmp_path)  # keyed "scripted-double": a name the server never gave
+    annotator = Annotator(lambda: backend, configured, _settings(), keyed_by_backend=True)
+    annotator.submit({"gold": 1, "door": 1})
+
+    async def go():
+        stop = asyncio.Event()
+        task = asyncio.create_task(annotator.run(stop))
+        while annotator.stats()[LABELS_TOTAL] < 2:
+            await asyncio.sleep(0.01)
+        backend.model_id = "model-b@http://127.0.0.1:1/v1"  # the server now serves another model
+        annotator.submit({"newt": 1})
+        while "newt" not in annotator.store.caption_labels() or len(annotator.store.caption_labels()) < 3:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+
+    asyncio.run(asyncio.wait_for(go(), 10))
+    path, version = tmp_path / "labels.sqlite", classification_prompt("x").version
+    by_a = LabelStore(path, model_id="model-a@http://127.0.0.1:1/v1", prompt_version=version)
+    by_b = LabelStore(path, model_id="model-b@http://127.0.0.1:1/v1", prompt_version=version)
+    assert set(by_a.caption_labels()) >= {"gold", "door"}
+    assert set(by_b.caption_labels()) == {"gold", "door", "newt"}  # asked again, kept apart
+    never_served = LabelStore(path, model_id="scripted-double", prompt_version=version)
+    assert never_served.caption_labels() == {}
+    assert any("now serves model-b" in line for line in annotator.poll_notices())

@@ -9,11 +9,13 @@ from collections.abc import Callable, Sequence
 
 
 class ScriptedBackendDouble:
-    model_id = "scripted-double"
+    """`model_id` may be reassigned mid-run, as a server that starts serving another model."""
 
     def __init__(self, judge: Callable[[str], float], delay_s: float = 0.0):
+        self.model_id = "scripted-double"
         self.judge = judge  # user-message text -> P(first choice)
         self.delay_s = delay_s
+        self.notices: list[tuple[str, str]] = []
         self.down = False
         self.garbage = False
         self.asked: list[str] = []
@@ -46,6 +48,10 @@ class ScriptedBackendDouble:
             f"Thinking about yes.<answer>{'yes' if self.judge(c[-1]['content']) > 0.5 else 'no'}</answer>"
             for c in chats
         ]
+
+    def drain_notices(self) -> list[tuple[str, str]]:
+        out, self.notices = self.notices, []
+        return out
 
     async def close(self) -> None:
         self.closed = True

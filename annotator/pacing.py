@@ -1,0 +1,60 @@
+"""How hard and how loudly the annotator works: batch sizes that follow the measured speed of
+the backend, and user notices rate-limited per kind. Pure Python, no clock of its own: callers
+pass `time.monotonic()` readings, so tests drive them with plain numbers."""
+
+from __future__ import annotations
+
+
+class BatchSizer:
+    """Prompts per request, sized so that one request takes about `target_s` of backend time.
+
+    Starts at `first` (small, so the first labels arrive within seconds even on a loaded
+    machine), then follows an exponential moving average of the measured rate (prompts/s). The
+    time a batch spent queued behind the previous one is not counted: its busy time starts when
+    it was sent or when the previous batch finished, whichever is later.
+    """
+
+    def __init__(self, first: int, largest: int, target_s: float, smoothing: float = 0.3):
+        if largest < 1 or first < 1 or target_s <= 0 or not 0 < smoothing <= 1:
+            raise ValueError(
+                f"need first >= 1, largest >= 1, target_s > 0, smoothing in (0, 1]; got "
+                f"{first}, {largest}, {target_s}, {smoothing}"
+            )
+        self.largest, self.target_s, self.smoothing = largest, target_s, smoothing
+        self.size = min(first, largest)
+        self.rate: float | None = None  # prompts/s
+        self._last_done: float | None = None
+
+    def measured(self, prompts: int, sent: float, done: float) -> None:
+        """A batch of `prompts` sent at `sent` was answered at `done` (seconds)."""
+        start = sent if self._last_done is None else max(sent, self._last_done)
+        self._last_done = done
+        busy = done - start
+        if prompts < 1 or busy <= 0:
+            return
+        rate = prompts / busy
+        a = self.smoothing
+        self.rate = rate if self.rate is None else (1 - a) * self.rate + a * rate
+        self.size = int(min(self.largest, max(1, round(self.rate * self.target_s))))
+
+
+class Notices:
+    """One line per notice, each kind (`key`) at most once per `interval_s`."""
+
+    def __init__(self, interval_s: float = 60.0):
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._lines: list[str] = []
+
+    def add(self, key: str, message: str, now: float) -> bool:
+        """Queue `message` unless a notice of this kind was queued within the interval."""
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            return False
+        self._last[key] = now
+        self._lines.append(message)
+        return True
+
+    def drain(self) -> list[str]:
+        out, self._lines = self._lines, []
+        return out
