@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import types
 
 import gymnasium as gym
 import numpy as np
@@ -16,7 +17,7 @@ from nle.env.base import NLE
 from nle.env.tasks import NetHackChallenge
 
 from actors import nle_tasks
-from actors.nle_tasks import OBSERVATION_KEYS, nethack_seeds, step_info
+from actors.nle_tasks import OBSERVATION_KEYS, end_status_goal_first, nethack_seeds, step_info
 
 
 def validate_env_id(env_id: str) -> None:
@@ -104,12 +105,16 @@ class SeedFirstReset(gym.Wrapper):
 
 class NetHackInfo(gym.Wrapper):
     """Gives NLE's own tasks what `OniTask` does natively: seeded NetHack RNGs, copied
-    observations, info caption/depth (and success where the task has one), and step caps
-    reported as truncated. NetHackChallenge forbids seeding, so its games stay random. Unlike
+    observations, info caption/depth (and success where the task has one), step caps reported
+    as truncated, and death or the task's goal ranked above the step cap (NLE's own order makes
+    a goal reached on the capped step a time-limit cut; `end_status_goal_first` is installed on
+    the env instance). NetHackChallenge forbids seeding, so its games stay random. Unlike
     `OniTask`, the last observation of a capped or won episode is NLE's post-quit screen."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
+        nle_env = env.unwrapped
+        nle_env._get_end_status = types.MethodType(end_status_goal_first, nle_env)
         self._rng = np.random.default_rng()
         self._depth = 0
         status = type(env.unwrapped).StepStatus
@@ -129,9 +134,11 @@ class NetHackInfo(gym.Wrapper):
     def step(self, action: int):
         obs, reward, terminated, truncated, info = self.env.step(action)
         info.update(self._info(obs))
+        # NLE 1.3.0 reports its step cap as terminated=True (and its own `truncated` flag is
+        # computed before the step is counted): the end status alone says which end it was.
         aborted = info.get("end_status") == NLE.StepStatus.ABORTED
-        if aborted:  # NLE 1.3.0 reports its step cap as terminated=True, truncated=False
-            terminated, truncated = False, True
+        ended = terminated or truncated
+        terminated, truncated = ended and not aborted, ended and aborted
         if (terminated or truncated) and self._success_status is not None:
             info["success"] = info.get("end_status") == self._success_status
         return _copied(obs), reward, terminated, truncated, info

@@ -84,6 +84,26 @@ def oracle_adjacent(glyphs: np.ndarray, blstats: np.ndarray) -> bool:
     return bool(np.any(block == oracle_glyph()))
 
 
+def end_status_goal_first(env: NLE, observation, done: bool) -> enum.IntEnum:
+    """`env`'s end status for `observation`, with death and the task's own end (its goal)
+    ranked above the step cap.
+
+    NLE 1.3.0's `_get_end_status` asks `_check_abort` (the step cap) first, so a goal reached on
+    the step that hits `max_episode_steps` came out ABORTED: no success reward, truncated, and a
+    learner bootstrapping through an episode that had ended. Here the cap only decides when the
+    episode would otherwise go on. `_check_abort` is still called once per step, as NLE does,
+    since NetHackChallenge counts stalled steps in it.
+    """
+    status = env.StepStatus
+    aborted = env._check_abort(observation)
+    if done:  # the game is over: NLE reports that as DEATH (StepStatus(True))
+        return status(True)
+    end = status(env._is_episode_end(observation))
+    if end != status.RUNNING:
+        return end
+    return status.ABORTED if aborted else status.RUNNING
+
+
 def descended_to(message: np.ndarray, blstats: np.ndarray, level: int) -> bool:
     """True when the message reports a descent and the level number is now `level`."""
     return DESCEND_MESSAGE in bytes(message) and int(blstats[LEVEL_INDEX]) == level
@@ -108,7 +128,8 @@ class OniTask(NLE):
     and on the actions taken, as in normal NetHack.
 
     Episode ends: death or success -> terminated; the step cap -> truncated (NLE 1.3.0 itself
-    reports the cap as terminated). info: `caption` and `depth` every step; `success` on the
+    reports the cap as terminated). Death and success rank above the cap: a goal reached on the
+    capped step is a success (`end_status_goal_first`). info: `caption` and `depth` every step; `success` on the
     last step of tasks with a goal. Observations are copies (NLE reuses its arrays).
     """
 
@@ -167,6 +188,9 @@ class OniTask(NLE):
         if done and self.has_goal:
             info["success"] = end_status == self.StepStatus.TASK_SUCCESSFUL
         return result, reward, done and not truncated, truncated, info
+
+    def _get_end_status(self, observation, done):
+        return end_status_goal_first(self, observation, done)
 
     def _get_observation(self, observation):
         return {
