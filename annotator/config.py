@@ -1,9 +1,12 @@
 """The annotator's settings: which LLM, how to ask it, how hard to push it. A typed dataclass,
-one of the sections of the run config (`annotator.*`), documented field by field."""
+one of the sections of the run config (`annotator.*`), documented field by field; each number
+declares its domain in its type (cluster/schema.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from cluster.schema import Count, Fraction, NonNegative, NonNegativeInt, OpenFraction, Positive
 
 
 @dataclass
@@ -24,9 +27,9 @@ class AnnotatorConfig:
     api_key_env: str = "OPENAI_API_KEY"
     """Backend "openai": the environment variable holding the server's API key (sent as a Bearer
     token when set). The key itself never goes into a config file, a log or TensorBoard."""
-    top_logprobs: int = 5
+    top_logprobs: Count = 5
     """Backend "openai": how many of the first answer token's most likely tokens to ask for."""
-    min_choice_mass: float = 0.1
+    min_choice_mass: Fraction = 0.1
     """The answer words (all spellings of yes/no, or of the ranking choices) must carry at least
     this share of the first answer token's probability; below it the answer is invalid, never a
     label (a judge whose likely answer is something else has not answered the question)."""
@@ -37,36 +40,39 @@ class AnnotatorConfig:
     calibration: str = "quantile"
     """"quantile": helpful = P(yes) above a running quantile of recent captions' P(yes) (for
     biased judges such as SmolLM2); "none": the judge's own value is the label."""
-    calibration_quantile: float = 0.8
-    calibration_window: int = 2000
-    batch_size: int = 32
+    calibration_quantile: OpenFraction = 0.8
+    """Calibration "quantile": a caption is helpful when its P(yes) is above this quantile of
+    the recent captions' P(yes) (0.8: the top fifth)."""
+    calibration_window: Count = 2000
+    """Calibration "quantile": how many recent P(yes) values the quantile is taken over."""
+    batch_size: Count = 32
     """Most prompts per LLM request. The annotator starts with small batches and grows them to
     what the backend answers in about `target_batch_s`, so first labels arrive in seconds."""
-    target_batch_s: float = 2.0
+    target_batch_s: Positive = 2.0
     """Wall-clock seconds one batch should take, measured; sets the adaptive batch size."""
-    max_in_flight: int = 2
+    max_in_flight: Count = 2
     """Requests (batches) in flight at once."""
-    max_backlog: int = 10_000
+    max_backlog: Count = 10_000
     """Pending captions kept; beyond it the oldest are dropped (counted) -- newest first, as ONI."""
-    max_retries: int = 2
+    max_retries: NonNegativeInt = 2
     """Re-asks of a caption whose answer did not parse, before giving up on it."""
-    request_timeout_s: float = 60.0
+    request_timeout_s: Positive = 60.0
     """Backend "openai": seconds one HTTP attempt may take. In-process backends (transformers,
     vLLM) have no timeout: work they finish is never thrown away."""
-    request_retries: int = 4
+    request_retries: NonNegativeInt = 4
     """Backend "openai": retries of a request after connection errors, timeouts, 408, 429, 5xx."""
-    backoff_initial_s: float = 0.5
+    backoff_initial_s: NonNegative = 0.5
     """First wait before a retry; it doubles each time (with jitter) up to `max_backoff_s`. A
     server's `Retry-After` on 429/503 is honoured, capped by `max_backoff_s`."""
-    max_backoff_s: float = 10.0
+    max_backoff_s: NonNegative = 10.0
     """Longest wait between attempts while the LLM is down (back-off doubles up to this)."""
-    pairs_per_round: int = 32
+    pairs_per_round: Count = 32
     """Ranking: caption pairs drawn each time the pair backlog runs low."""
-    caption_pool_size: int = 10_000
+    caption_pool_size: Count = 10_000
     """Ranking: the newest distinct captions that pairs are drawn from."""
     label_store: str | None = None
     """SQLite label store; None = <run_dir>/labels.sqlite. Share one path to reuse labels."""
-    num_gpus: float = 0.0
+    num_gpus: NonNegative = 0.0
     """GPUs for the annotator actor (1 for an in-process vLLM on a GPU node)."""
     node_resource: str | None = None
     """A custom Ray resource the annotator asks 0.001 of, so that it runs on a node that

@@ -1,12 +1,14 @@
 """The run configuration: one typed dataclass per concern, composed into `RunConfig`, loaded from
 YAML with dotted `key=value` overrides. Unknown keys and wrong types fail here; values are then
 checked by `cluster.validation`. Both happen before Ray starts, and every error names the key,
-the value and what is allowed."""
+the value and what is allowed. Every key has a docstring (docs/config.md is generated from them
+by `python -m cluster.config_docs`), and every number declares its domain in its type
+(`Positive`, `Count`, ... from cluster/schema.py), which one check enforces for all of them."""
 
 from __future__ import annotations
 
 import dataclasses
-import types
+import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,19 @@ from typing import Any
 import yaml
 
 from annotator.config import AnnotatorConfig
+from cluster.schema import (
+    ConfigKey,
+    Count,
+    Discount,
+    Finite,
+    NonNegative,
+    OddCount,
+    Positive,
+    Seed,
+    config_keys,
+    domain_error,
+    sections,
+)
 from cluster.validation import ConfigError, validate
 
 
@@ -22,9 +37,9 @@ from cluster.validation import ConfigError, validate
 class EnvConfig:
     id: str = "NetHackScoreExtendedActions-v1"
     """Environment id: an ONI NetHack task, an NLE task or any registered gymnasium id."""
-    num_envs_per_worker: int = 8
+    num_envs_per_worker: Count = 8
     """Environments stepped by each rollout worker, with one batched policy call per step."""
-    max_episode_steps: int | None = None
+    max_episode_steps: Count | None = None
     """Cut episodes after this many steps (None keeps the environment's own limit)."""
     normalize_captions: bool = False
     """Fold digits and whitespace in captions ("5 gold" ~ "7 gold"); off matches ONI."""
@@ -32,14 +47,14 @@ class EnvConfig:
 
 @dataclass
 class RolloutConfig:
-    num_workers: int = 2
+    num_workers: Count = 2
     """Rollout workers (one CPU each under Ray)."""
-    unroll_length: int = 32
+    unroll_length: Count = 32
     """Steps per fragment; also the learner's recurrence length."""
-    unrolls_per_sample: int = 1
+    unrolls_per_sample: Count = 1
     """Unrolls a worker returns per call, side by side as one [unroll_length, k * num_envs]
     fragment: fewer, larger objects through Ray, for fast envs and cheap policies."""
-    weights_sync_interval: int = 1
+    weights_sync_interval: Count = 1
     """Send fresh policy weights to workers every this many learner updates."""
     node_resource: str | None = None
     """A custom Ray resource each worker asks 0.001 of, so that workers run only on nodes that
@@ -50,31 +65,40 @@ class RolloutConfig:
 class ModelConfig:
     kind: str = "auto"
     """Policy network: "nethack" (map crop + stats + message + GRU), "mlp", or "auto" by env."""
-    hidden_size: int = 512
+    hidden_size: Count = 512
     """Width of the core (and of the MLP layers)."""
     recurrent: bool = True
     """Use a GRU core; the MLP policy defaults to feed-forward when "auto" picks it."""
-    crop_size: int = 9
+    crop_size: OddCount = 9
     """Side of the glyph crop centred on the hero (NetHack network)."""
 
 
 @dataclass
 class LearnerConfig:
-    batch_size: int = 1024
+    batch_size: Count = 1024
     """Samples (steps x envs) per update; a multiple of the samples in a worker's fragment
     (rollout.unroll_length * env.num_envs_per_worker * rollout.unrolls_per_sample)."""
-    learning_rate: float = 1e-4
-    adam_eps: float = 1e-6
-    gamma: float = 0.99
-    clip_ratio: float = 0.1
+    learning_rate: Positive = 1e-4
+    """Adam step size of the policy and value network."""
+    adam_eps: Positive = 1e-6
+    """Adam's epsilon (added to the denominator of each step)."""
+    gamma: Discount = 0.99
+    """Discount factor of the V-trace returns."""
+    clip_ratio: Positive = 0.1
     """PPO clip: ratios outside [1/(1+c), 1+c] get no gradient."""
-    value_clip: float | None = 1.0
-    value_coef: float = 0.5
-    entropy_coef: float = 0.003
-    max_grad_norm: float = 4.0
-    num_epochs: int = 1
+    value_clip: Positive | None = 1.0
+    """Bound on how far the value may move from the behaviour value in the clipped value loss;
+    None disables value clipping."""
+    value_coef: NonNegative = 0.5
+    """Weight of the value loss."""
+    entropy_coef: NonNegative = 0.003
+    """Weight of the entropy bonus (the loss subtracts entropy_coef * entropy)."""
+    max_grad_norm: Positive = 4.0
+    """Gradients are clipped to this global L2 norm before each step."""
+    num_epochs: Count = 1
     """Passes over each batch (APPO uses 1; more trades policy lag for sample efficiency)."""
     normalize_advantages: bool = True
+    """Standardise advantages over each batch's valid samples."""
     device: str = "auto"
     """"auto" takes the GPU when one is visible, else the CPU; or "cpu", "cuda", "cuda:1"."""
     node_resource: str | None = None
@@ -84,13 +108,15 @@ class LearnerConfig:
 
 @dataclass
 class RewardConfig:
-    extrinsic_coef: float = 0.1
-    reward_scale: float = 1.0
+    extrinsic_coef: NonNegative = 0.1
+    """Weight of the (scaled, clipped) extrinsic reward; 0 trains on intrinsic reward alone."""
+    reward_scale: Positive = 1.0
     """Extrinsic reward is scaled by this, then clipped to +-reward_clip, then weighted."""
-    reward_clip: float = 10.0
-    intrinsic_coef: float = 0.0
+    reward_clip: Positive = 10.0
+    """Bound on the scaled extrinsic reward: it is clipped to [-reward_clip, reward_clip]."""
+    intrinsic_coef: NonNegative = 0.0
     """Weight of the LLM-derived intrinsic reward (0 = extrinsic only)."""
-    count_exponent: float = 3.0
+    count_exponent: NonNegative = 3.0
     """beta: the intrinsic reward of a caption seen N times this episode is scaled by N^-beta."""
 
 
@@ -98,14 +124,15 @@ class RewardConfig:
 class RewardModelConfig:
     name: str = "none"
     """Intrinsic reward model: "none", "hashing" (ONI-retrieval), "classification", "ranking"."""
-    learning_rate: float = 1e-4
-    batch_size: int = 256
+    learning_rate: Positive = 1e-4
+    """Adam step size of the reward model (classification, ranking)."""
+    batch_size: Count = 256
     """Captions (classification) or pairs (ranking) per reward-model gradient step."""
-    steps_per_label_batch: int = 32
+    steps_per_label_batch: Count = 32
     """Gradient steps each time labels arrive, while the data set is below switch_dataset_size."""
-    switch_dataset_size: int = 25_000
+    switch_dataset_size: Count = 25_000
     """From this many labels on, one gradient step per learner update instead (ONI's schedule)."""
-    threshold: float | None = None
+    threshold: Finite | None = None
     """Reward threshold; None keeps the model's own (classification 0.5 on P(helpful), ranking
     -0.5 on the normalised output, hashing none)."""
     normalize: bool = True
@@ -114,31 +141,46 @@ class RewardModelConfig:
     """Text network size: "oni" (ONI's char-CNN, ~470k parameters) or "small" (~4x cheaper per
     step; what a CPU learner can afford while labels stream in)."""
     device: str = "cpu"
+    """Torch device the reward model trains and scores on, e.g. "cpu" or "cuda:0"."""
 
 
 @dataclass
 class RunConfig:
     run_dir: str = "runs/default"
     """Where checkpoints, TensorBoard logs and the resolved config go; reused to resume."""
-    total_env_steps: int = 20_000
-    seed: int = 0
+    total_env_steps: Count = 20_000
+    """Environment steps (summed over all environments) after which training stops; raise it
+    and train or resume again to continue a finished run."""
+    seed: Seed = 0
+    """Seeds torch, numpy and every environment (each gets its own NetHack core and display
+    seeds), so that a run is reproducible."""
     mode: str = "ray"
     """"ray": workers and learner as Ray actors; "serial": everything in this process."""
-    checkpoint_interval_s: float = 300.0
-    keep_checkpoints: int = 3
-    log_interval_s: float = 5.0
+    checkpoint_interval_s: Positive = 300.0
+    """Seconds between checkpoints (one is also written when the run ends)."""
+    keep_checkpoints: Count = 3
+    """Newest checkpoints kept in run_dir; older ones are deleted."""
+    log_interval_s: Positive = 5.0
+    """Seconds between console progress lines."""
     ray_address: str | None = None
     """None starts a local Ray for this run; "auto" or host:port joins an existing cluster."""
-    ray_num_cpus: int | None = None
+    ray_num_cpus: Count | None = None
     """Logical CPUs of the local Ray this command starts; default the machine's cores, or what
     the run needs if that is more. Set it higher to leave room for `rogueray scale`."""
     env: EnvConfig = field(default_factory=EnvConfig)
+    """The environment (section env.*)."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """The rollout workers (section rollout.*)."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy network (section model.*)."""
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    """The APPO / V-trace learner (section learner.*)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
+    """How extrinsic and intrinsic reward combine (section reward.*)."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    """The intrinsic reward model trained on the LLM's labels (section reward_model.*)."""
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
+    """The LLM judge (section annotator.*)."""
 
     @property
     def samples_per_fragment(self) -> int:
@@ -171,6 +213,11 @@ def dump_yaml(config: RunConfig) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir() and (path / "config.yaml").is_file():
+        raise ConfigError(
+            f"{str(path)!r} is a run directory, not a config file; to continue that run: "
+            f"rogueray resume {path}"
+        )
     if not path.is_file():
         raise ConfigError(
             f"config file {str(path)!r} does not exist (give a YAML file, e.g. configs/cartpole.yaml)"
@@ -219,8 +266,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if unknown:
         key = prefix + unknown[0]
         raise ConfigError(
-            f"unknown config key {key!r}; allowed keys here: {', '.join(prefix + f for f in fields)}"
+            f"unknown config key {key!r}{_did_you_mean(key)}; "
+            f"allowed keys here: {', '.join(prefix + f for f in fields)}"
         )
+    keys = {k.name: k for k in config_keys(cls, prefix) if k.owner is cls}
     kwargs = {}
     for name, value in data.items():
         key, hint = prefix + name, hints[name]
@@ -229,25 +278,41 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"config key {key!r} is a section; give a mapping, not {value!r}")
             kwargs[name] = _build(hint, value, key + ".")
         else:
-            kwargs[name] = _coerce(key, value, hint)
+            kwargs[name] = _coerce(keys[name], value)
     return cls(**kwargs)
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint in (int, float) and isinstance(value, str):
-        value = _number(value)  # YAML 1.1 reads "3e-4" and "1e6" as strings
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+def _did_you_mean(key: str) -> str:
+    """The ' (did you mean ...?)' hint for a misspelt key, or an empty string."""
+    known = [k.key for k in config_keys(RunConfig)]
+    known += [s for s in sections(RunConfig) if s and not key.startswith(s + ".")]
+    section, _, leaf = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == section}
+    matches = [siblings[m] for m in difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.7)]
+    if not matches:  # the right name in the wrong section: num_workers -> rollout.num_workers
+        matches = [k for k in known if k.rpartition(".")[2] == leaf]
+    if not matches:
+        matches = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+def _coerce(key: ConfigKey, value: Any) -> Any:
+    if value is None and key.optional:
+        return None
+    hint = key.type
+    if key.numeric:
+        if isinstance(value, str):
+            value = _number(value)  # YAML 1.1 reads "3e-4", "1e6" and "nan" as strings
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if hint is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, hint) and not isinstance(value, bool):
+            return value  # the domain is checked once the whole config is built
+        raise ConfigError(domain_error(key, value))
+    if isinstance(value, hint):
         return value
-    raise ConfigError(f"config key {key!r} must be {_type_name(hint)}, got {value!r}")
+    raise ConfigError(f"config key {key.key!r} must be {_type_name(hint)}, got {value!r}")
 
 
 def _number(text: str) -> Any:
@@ -258,6 +323,4 @@ def _number(text: str) -> Any:
 
 
 def _type_name(hint: Any) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        hint, str(hint)
-    )
+    return {bool: "true or false", str: "a string"}.get(hint, str(hint))

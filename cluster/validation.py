@@ -1,17 +1,16 @@
 """Checks of a loaded run config's values and invariants, before Ray starts: every error names
-the key, the value and what is allowed. The allowed values come from their owners (annotator
-backends, prompts, calibrations, reward models) so a new one needs no second edit here."""
+the key, the value and what is allowed. Numbers are checked against the domains their fields
+declare (cluster/schema.py); this module adds the string choices, whose allowed values come from
+their owners (annotator backends, prompts, calibrations, reward models) so a new one needs no
+second edit here, and the checks that span keys or touch the file system."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from annotator.backends import BACKEND_KINDS
-from annotator.calibration import CALIBRATIONS
-from annotator.prompts import GOALS as PROMPT_GOALS
-from annotator.prompts import STYLES
-from reward_models.registry import REWARD_MODELS as REWARD_MODEL_REGISTRY
+from cluster.schema import check_domains
 
 if TYPE_CHECKING:
     from cluster.config import RunConfig
@@ -22,55 +21,77 @@ class ConfigError(ValueError):
 
 
 MODES = ("ray", "serial")
-REWARD_MODELS = tuple(REWARD_MODEL_REGISTRY)
 REWARD_MODEL_WIDTHS = ("oni", "small")
-GOALS = tuple(PROMPT_GOALS)
 MODEL_KINDS = ("auto", "nethack", "mlp")
 
 
+def _backends() -> tuple[str, ...]:
+    from annotator.backends import BACKEND_KINDS
+
+    return BACKEND_KINDS
+
+
+def _styles() -> tuple[str, ...]:
+    from annotator.prompts import STYLES
+
+    return tuple(STYLES)
+
+
+def _goals() -> tuple[str, ...]:
+    from annotator.prompts import GOALS
+
+    return tuple(GOALS)
+
+
+def _calibrations() -> tuple[str, ...]:
+    from annotator.calibration import CALIBRATIONS
+
+    return CALIBRATIONS
+
+
+def _reward_models() -> tuple[str, ...]:
+    from reward_models.registry import REWARD_MODELS  # imports torch: only when validating
+
+    return tuple(REWARD_MODELS)
+
+
+CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
+    "mode": lambda: MODES,
+    "model.kind": lambda: MODEL_KINDS,
+    "reward_model.name": _reward_models,
+    "reward_model.width": lambda: REWARD_MODEL_WIDTHS,
+    "annotator.backend": _backends,
+    "annotator.style": _styles,
+    "annotator.goal": _goals,
+    "annotator.calibration": _calibrations,
+}
+"""String keys with a fixed set of values -> the values, from their owners (annotator backends,
+prompts, calibrations, reward models), so a new one needs no second edit here."""
+
+
 def validate(config: RunConfig) -> None:
-    """Check values and invariants; raises ConfigError naming the key."""
+    """Check values and invariants; raises ConfigError naming the key. Every number is checked
+    against the domain its field declares (cluster/schema.py); the rest is checked here."""
     from actors.envs import validate_env_id
 
-    _positive(config.total_env_steps, "total_env_steps")
-    _one_of(config.mode, "mode", MODES)
-    _one_of(config.model.kind, "model.kind", MODEL_KINDS)
-    _positive(config.env.num_envs_per_worker, "env.num_envs_per_worker")
-    _positive(config.rollout.num_workers, "rollout.num_workers")
-    _positive(config.rollout.unroll_length, "rollout.unroll_length")
-    _positive(config.rollout.unrolls_per_sample, "rollout.unrolls_per_sample")
-    _positive(config.rollout.weights_sync_interval, "rollout.weights_sync_interval")
-    _positive(config.model.hidden_size, "model.hidden_size")
-    _positive(config.learner.num_epochs, "learner.num_epochs")
-    _positive(config.keep_checkpoints, "keep_checkpoints")
-    if config.ray_num_cpus is not None:
-        _positive(config.ray_num_cpus, "ray_num_cpus")
+    error = check_domains(config)
+    if error:
+        raise ConfigError(error)
+    for key, allowed in CHOICES.items():
+        section, _, name = key.rpartition(".")
+        _one_of(getattr(getattr(config, section) if section else config, name), key, allowed())
     for key, name in (
         ("rollout.node_resource", config.rollout.node_resource),
         ("learner.node_resource", config.learner.node_resource),
         ("annotator.node_resource", config.annotator.node_resource),
     ):
         _check_resource_name(key, name)
-    if config.model.crop_size < 1 or config.model.crop_size % 2 == 0:
-        raise ConfigError(
-            f"config key 'model.crop_size' must be an odd positive integer, got {config.model.crop_size}"
-        )
-    for key in ("learning_rate", "adam_eps", "max_grad_norm"):
-        _positive(getattr(config.learner, key), f"learner.{key}")
-    if not 0.0 < config.learner.gamma <= 1.0:
-        raise ConfigError(
-            f"config key 'learner.gamma' must be in (0, 1], got {config.learner.gamma}"
-        )
     per_fragment = config.samples_per_fragment
-    if config.learner.batch_size < per_fragment or config.learner.batch_size % per_fragment:
+    if config.learner.batch_size % per_fragment:
         raise ConfigError(
             f"config key 'learner.batch_size' ({config.learner.batch_size}) must be a positive "
             "multiple of rollout.unroll_length * env.num_envs_per_worker * "
             f"rollout.unrolls_per_sample = {per_fragment}"
-        )
-    if config.reward.count_exponent < 0:
-        raise ConfigError(
-            f"config key 'reward.count_exponent' must be >= 0, got {config.reward.count_exponent}"
         )
     _check_device(config.learner.device)
     _validate_intrinsic(config)
@@ -83,33 +104,11 @@ def validate(config: RunConfig) -> None:
 
 def _validate_intrinsic(config: RunConfig) -> None:
     rm, ann = config.reward_model, config.annotator
-    _one_of(rm.name, "reward_model.name", REWARD_MODELS)
-    _one_of(rm.width, "reward_model.width", REWARD_MODEL_WIDTHS)
-    for key in ("learning_rate", "batch_size", "steps_per_label_batch", "switch_dataset_size"):
-        _positive(getattr(rm, key), f"reward_model.{key}")
     if rm.name != "none" and config.reward.intrinsic_coef <= 0:
         raise ConfigError(
             f"reward_model.name={rm.name!r} needs reward.intrinsic_coef > 0 (got "
             f"{config.reward.intrinsic_coef}); set it (ONI used 0.4) or reward_model.name=none"
         )
-    _one_of(ann.backend, "annotator.backend", BACKEND_KINDS)
-    _one_of(ann.style, "annotator.style", STYLES)
-    _one_of(ann.goal, "annotator.goal", GOALS)
-    _one_of(ann.calibration, "annotator.calibration", CALIBRATIONS)
-    if not 0.0 < ann.calibration_quantile < 1.0:
-        raise ConfigError(
-            f"config key 'annotator.calibration_quantile' must be in (0, 1), got {ann.calibration_quantile}"
-        )
-    for key in (
-        "calibration_window",
-        "batch_size",
-        "max_in_flight",
-        "max_backlog",
-        "request_timeout_s",
-    ):
-        _positive(getattr(ann, key), f"annotator.{key}")
-    if ann.max_retries < 0:
-        raise ConfigError(f"config key 'annotator.max_retries' must be >= 0, got {ann.max_retries}")
     if ann.backend == "openai":
         _check_url(ann.base_url)
     elif rm.name != "none" and ann.node_resource is None:
@@ -148,11 +147,6 @@ def _check_url(url: str | None) -> None:
             f"config key 'annotator.base_url' must be an http(s) URL of an OpenAI-compatible server, "
             f"e.g. http://127.0.0.1:8000/v1; got {url!r}"
         )
-
-
-def _positive(value: float, key: str) -> None:
-    if value is None or value <= 0:
-        raise ConfigError(f"config key {key!r} must be > 0, got {value}")
 
 
 def _one_of(value: str, key: str, allowed: tuple[str, ...]) -> None:
