@@ -224,11 +224,17 @@ class Annotator:
     async def _start_backend(self, stop: asyncio.Event):
         delay = 1.0
         while not stop.is_set():
+            backend = None
             try:
                 backend = await asyncio.to_thread(self._backend_factory)
+                ready = getattr(backend, "wait_ready", None)  # servers: answering, and which model
+                if ready is not None:
+                    await ready(timeout=self.settings.request_timeout_s)
                 self._backend_up = True
                 return backend
             except Exception as exc:  # noqa: BLE001 - any start failure: report, wait, retry
+                if backend is not None:
+                    await backend.close()
                 self._notice(
                     "start", f"the LLM backend failed to start ({exc}); retrying in {delay:.0f} s"
                 )

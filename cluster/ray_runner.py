@@ -164,6 +164,7 @@ class RayRunner:
         for _ in range(config.rollout.num_workers):
             self._add_worker()
         self._label_refs: list = []
+        self._notices: list[str] = []
         self._restarting: set[int] = set()  # workers that died and have not answered since
         self._samples: dict = {}  # stats ref -> (worker id, fragment ref)
         self._updates: list = []
@@ -189,21 +190,35 @@ class RayRunner:
         if self.annotator is None:
             return []
         metrics, waiting = [], []
-        for pair in self._label_refs:
-            ready, _ = ray.wait(list(pair), num_returns=2, timeout=0)
-            if len(ready) < 2:
-                waiting.append(pair)
+        for refs in self._label_refs:
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+            if len(ready) < len(refs):
+                waiting.append(refs)
                 continue
             try:
-                learner_metrics, stats = ray.get(list(pair))
+                learner_metrics, stats, notices = ray.get(list(refs))
                 metrics.append({**learner_metrics, **stats})
+                self._notices.extend(notices)
             except WORKER_LOST:  # the annotator restarted: start its labelling loop again
+                self._notices.append("annotator: restarted after its process died")
                 self.annotator.start.remote([])
         if len(waiting) < 2:  # at most two exchanges in flight
             labels = self.annotator.poll_labels.remote()
-            waiting.append((self.learner.add_labels.remote(labels), self.annotator.stats.remote()))
+            waiting.append(
+                (
+                    self.learner.add_labels.remote(labels),
+                    self.annotator.stats.remote(),
+                    self.annotator.poll_notices.remote(),
+                )
+            )
         self._label_refs = waiting
         return metrics
+
+    def poll_notices(self) -> list[str]:
+        """Console lines from the annotator since the last call (actor output does not reach
+        the driver's console by itself)."""
+        out, self._notices = self._notices, []
+        return out
 
     def caption_table(self, n: int) -> list[tuple[str, int, float | None, float]]:
         if self.annotator is None:

@@ -86,6 +86,10 @@ class SerialRunner:
         metrics = self.learner.add_labels(self.annotator.poll_labels())
         return [{**metrics, **self.annotator.stats()}]
 
+    def poll_notices(self) -> list[str]:
+        """Console lines from the annotator since the last call."""
+        return self.annotator.poll_notices() if self.annotator else []
+
     def caption_table(self, n: int) -> list[tuple[str, int, float | None, float]]:
         if self.annotator is None:
             return []
