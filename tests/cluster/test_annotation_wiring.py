@@ -1,0 +1,134 @@
+"""From the run config to the annotator: every annotator.* key reaches its backend, the API key
+comes from the environment only, a backend that cannot work stops the run before Ray, and a run
+that ends without labels says why."""
+
+import importlib.util
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from annotator.annotator import BACKEND_UP, INVALID_RATE, LABELS_TOTAL, PENDING
+from cluster.annotation import backend_options, labels_verdict, preflight
+from cluster.config import ConfigError, dump_yaml, load_config
+
+SECRET = "sk-test-not-a-real-key"
+
+
+def _config(tmp_path, *overrides):
+    return load_config(None, [f"run_dir={tmp_path}/run", "reward_model.name=hashing", "reward.intrinsic_coef=0.4", *overrides])
+
+
+def test_openai_keys_reach_the_backend_and_the_key_comes_from_the_environment(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MY_LLM_KEY", SECRET)
+    config = _config(
+        tmp_path,
+        "annotator.backend=openai",
+        "annotator.base_url=http://127.0.0.1:9/v1",
+        "annotator.endpoint=completions",
+        "annotator.api_key_env=MY_LLM_KEY",
+        "annotator.request_retries=7",
+        "annotator.backoff_initial_s=0.25",
+        "annotator.max_backoff_s=3",
+        "annotator.request_timeout_s=12",
+        "annotator.top_logprobs=9",
+    )
+    options = backend_options(config)
+    assert options["api_key"] == SECRET
+    assert options["endpoint"] == "completions"
+    assert options["chat_template_model"] == "smollm2-135m"  # renders the chat for /completions
+    assert (options["max_retries"], options["backoff_initial"], options["backoff_max"]) == (
+        7,
+        0.25,
+        3.0,
+    )
+    assert (options["request_timeout"], options["top_logprobs"]) == (12.0, 9)
+    assert "model" not in options  # the server says which model it serves
+    assert SECRET not in dump_yaml(config)  # never in config.yaml (nor TensorBoard's copy)
+
+
+def test_in_process_backends_get_only_what_they_take(tmp_path):
+    options = backend_options(_config(tmp_path, "annotator.backend=transformers"))
+    assert options["model"] == "smollm2-135m"
+    assert not {"api_key", "base_url", "endpoint"} & set(options)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+def test_vllm_without_vllm_stops_before_ray_with_the_install_hint(tmp_path):
+    with pytest.raises(ConfigError, match=r"vLLM is not installed: pip install vllm==0\.32\.0"):
+        preflight(_config(tmp_path, "annotator.backend=vllm"))
+
+
+class _Server:
+    """A real HTTP server on 127.0.0.1 answering GET /v1/models with `status`."""
+
+    def __init__(self, status: int):
+        body = json.dumps({"object": "list", "data": [{"id": "judge-7b"}]}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body if status == 200 else b'{"error": "no"}')
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_server_that_refuses_the_key_stops_the_run_naming_the_variable(
+    tmp_path, monkeypatch, status
+):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    server = _Server(status)
+    try:
+        config = _config(tmp_path, "annotator.backend=openai", f"annotator.base_url={server.url}")
+        with pytest.raises(ConfigError, match=f"HTTP {status}.*OPENAI_API_KEY is set but refused") as e:
+            preflight(config)
+        assert SECRET not in str(e.value)
+    finally:
+        server.close()
+
+
+def test_a_server_not_answering_yet_is_one_line_and_training_starts(tmp_path):
+    server = _Server(200)
+    url = server.url
+    server.close()  # nothing listens there now
+    lines = preflight(_config(tmp_path, "annotator.backend=openai", f"annotator.base_url={url}"))
+    assert len(lines) == 1 and "no server answers" in lines[0] and "training starts" in lines[0]
+
+
+def test_a_serving_server_is_named_with_its_model(tmp_path):
+    server = _Server(200)
+    try:
+        config = _config(tmp_path, "annotator.backend=openai", f"annotator.base_url={server.url}")
+        assert preflight(config) == [f"annotator: {server.url} serves judge-7b"]
+    finally:
+        server.close()
+
+
+def test_no_labels_or_unreadable_answers_end_the_run_with_why_and_what_to_do(tmp_path):
+    config = _config(tmp_path)
+    never_up = {LABELS_TOTAL: 0.0, BACKEND_UP: 0.0, INVALID_RATE: 0.0, PENDING: 40.0}
+    assert "never answered" in labels_verdict(config, never_up)
+    slow = {**never_up, BACKEND_UP: 1.0}
+    message = labels_verdict(config, slow)
+    assert "too slow" in message and f"rogueray resume {config.run_dir}" in message
+    unreadable = {LABELS_TOTAL: 12.0, BACKEND_UP: 1.0, INVALID_RATE: 0.8, PENDING: 0.0}
+    assert "80% of the annotator's answers could not be read" in labels_verdict(config, unreadable)
+    healthy = {LABELS_TOTAL: 300.0, BACKEND_UP: 1.0, INVALID_RATE: 0.02, PENDING: 3.0}
+    assert labels_verdict(config, healthy) is None
+    assert "never reported" in labels_verdict(config, None)
+    assert labels_verdict(_config(tmp_path, "reward_model.name=none", "reward.intrinsic_coef=0"), None) is None
