@@ -1,23 +1,48 @@
 """Intrinsic reward models of ONI (none, hashing, classification, ranking) behind one interface,
 with episodic count scaling and reward normalisation. Pure torch/numpy."""
 
-from reward_models.base import (
-    ACCURACY,
-    DATASET_SIZE,
-    GRADIENT_STEPS,
-    LOSS,
-    NoRewardModel,
-    RewardModel,
-)
-from reward_models.classification import ClassificationRewardModel
-from reward_models.counts import count_scaling
-from reward_models.hashing import HashingRewardModel
-from reward_models.labels import CaptionLabel, PairLabel
-from reward_models.normalization import RunningMeanStd
-from reward_models.pair_sampling import pair_key, sample_pairs
-from reward_models.ranking import RankingRewardModel
-from reward_models.registry import REWARD_MODELS, make_reward_model, reward_model_options
-from reward_models.text_encoder import CAPTION_LENGTH, decode_caption, encode_captions
+import importlib
+from typing import Any
+
+# Where each public name lives. The package imports its submodules on first use (PEP 562), so
+# that a light user such as reward_models.labels (the label store, `rogueray labels`) does not
+# import torch.
+_SOURCES = {
+    "ACCURACY": "base",
+    "DATASET_SIZE": "base",
+    "GRADIENT_STEPS": "base",
+    "LOSS": "base",
+    "NoRewardModel": "base",
+    "RewardModel": "base",
+    "ClassificationRewardModel": "classification",
+    "count_scaling": "counts",
+    "HashingRewardModel": "hashing",
+    "CaptionLabel": "labels",
+    "PairLabel": "labels",
+    "RunningMeanStd": "normalization",
+    "pair_key": "pair_sampling",
+    "sample_pairs": "pair_sampling",
+    "RankingRewardModel": "ranking",
+    "REWARD_MODELS": "registry",
+    "make_reward_model": "registry",
+    "reward_model_options": "registry",
+    "CAPTION_LENGTH": "text_encoder",
+    "decode_caption": "text_encoder",
+    "encode_captions": "text_encoder",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'reward_models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"reward_models.{_SOURCES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SOURCES])
+
 
 __all__ = [
     "ACCURACY",
