@@ -4,6 +4,7 @@ starts."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from cluster.scaling import ScaleError, request_workers, running_driver
 from cluster.validation import saved_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+FRESH_HELP = (
+    "start from step 0 even if run_dir holds checkpoints (they are kept, renamed "
+    "*.before-fresh, or *.corrupt when unreadable)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,12 +33,14 @@ def _parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="e.g. learner.learning_rate=3e-4"
     )
     train.add_argument("--quiet", action="store_true", help="no console progress lines")
+    train.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     resume = sub.add_parser("resume", help="continue a run from its directory")
     resume.add_argument("run_dir")
     resume.add_argument(
         "overrides", nargs="*", metavar="key=value", help="e.g. total_env_steps=1e6"
     )
     resume.add_argument("--quiet", action="store_true")
+    resume.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     scale = sub.add_parser(
         "scale", help="change a run's rollout workers (running now, or at its next start)"
     )
@@ -61,6 +70,8 @@ def _scale(args) -> int:
     return 0
 
 
+
+
 def _split_config_arg(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
     """`rogueray train key=value` (no file): the first positional is an override, not a file."""
     if config is not None and "=" in config and not Path(config).exists():
@@ -77,7 +88,42 @@ def _load_for_resume(args) -> RunConfig:
     return load_config(saved_config(args.run_dir), [f"run_dir={args.run_dir}", *args.overrides])
 
 
+def _error(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr gone too: the exit code still tells
+        pass
+
+
+class _Terminated(BaseException):
+    pass
+
+
+def _terminated(signum, frame) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; SIGINT and SIGTERM before training's own handler is in place (imports,
+    config checks) end it with one line and exit 130 / 143."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _error("rogueray: interrupted (SIGINT)")
+        return 130
+    except _Terminated:
+        _error("rogueray: stopped by SIGTERM during start-up; nothing was trained")
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "scale":
         return _scale(args)
@@ -92,19 +138,36 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rogueray: error: {exc}", file=sys.stderr)
         return 2
-    from cluster.driver import train
+    from cluster.checkpoint import CheckpointError
+    from cluster.driver import StartupInterrupted, train
 
     try:
-        result = train(config, quiet=args.quiet)
-    except ConfigError as exc:
-        print(f"rogueray: error: {exc}", file=sys.stderr)
+        result = train(config, quiet=args.quiet, fresh=args.fresh)
+    except (ConfigError, CheckpointError) as exc:
+        _error(f"rogueray: error: {exc}")
         return 2
+    except StartupInterrupted as exc:
+        _error(f"rogueray: {exc}")
+        return exc.exit_code
     ret = "n/a" if result.mean_return_last_20 is None else f"{result.mean_return_last_20:.2f}"
-    print(
-        f"[rogueray] done: {result.env_steps:,d} env steps, {result.updates:,d} updates, "
-        f"{result.episodes:,d} episodes, mean return (last 20) {ret}; run dir {result.run_dir}"
-    )
+    try:
+        print(
+            f"[rogueray] done: {result.env_steps:,d} env steps, {result.updates:,d} updates, "
+            f"{result.episodes:,d} episodes, mean return (last 20) {ret}; run dir {result.run_dir}",
+            flush=True,
+        )
+    except (OSError, ValueError):  # the console is gone; the checkpoint is written
+        _quiet_stdout()
     return 0
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush does not fail as well."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":
