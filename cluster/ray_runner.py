@@ -282,6 +282,11 @@ class RayRunner:
         """Workers added by `resize` that no node has had a CPU for yet."""
         return len(self._waiting)
 
+    @property
+    def updates_in_flight(self) -> int:
+        """Learner updates submitted and not yet collected (what the end of a run waits for)."""
+        return len(self._updates)
+
     def _ask_autoscaler(self, num_workers: int) -> None:
         from ray.autoscaler.sdk import request_resources
 

@@ -28,6 +28,7 @@ class SerialRunner:
         return len(self.workers)
 
     workers_waiting = 0  # every serial worker runs in this process
+    updates_in_flight = 0  # updates run synchronously
 
     def start(self, annotator_backlog: list | None = None) -> None:
         if self.annotator is not None:
