@@ -14,6 +14,8 @@ from actors.envs import make_env
 from actors.fragment import EpisodeStats, Fragment, side_by_side
 from actors.sampling import draw_actions, gumbel_noise, log_probs
 
+_ENV_STREAM, _ACTION_STREAM = 0, 1  # spawn-key tags: env resets and action draws never share
+
 
 class _Episode:
     """Running totals of the episode an environment is in."""
@@ -30,9 +32,14 @@ class _Episode:
 class RolloutWorker:
     """Owns `num_envs` environments and a CPU copy of the policy.
 
-    Environment e of worker w is seeded with `seed + 1000 * w + e` on its first reset and
-    `seed + 1000 * w + e + 1_000_000 * k` on its k-th later reset, so every episode differs and a
-    run is reproducible. Actions are drawn from a numpy generator seeded with (seed, worker_id).
+    Seeding (`episode_seed`): episode j of env e is reset with a seed drawn from numpy's
+    `SeedSequence(seed, spawn_key=(worker_id, incarnation, restarts, e, j))`, and actions from one
+    keyed by (worker_id, incarnation, restarts). `incarnation` counts the starts of the run (0
+    for a new run, one more on every resume: the driver keeps it in its checkpointed counters)
+    and `restarts` the restarts of this worker's process within a start (the driver passes it
+    with `set_weights`, since Ray restarts a dead worker with its original constructor
+    arguments). So a run is reproducible from its seed, and neither a resumed run nor a
+    restarted worker replays the dungeons of episodes played before.
     """
 
     def __init__(
@@ -48,6 +55,7 @@ class RolloutWorker:
         normalize_captions: bool = False,
         caption_sink: Callable[[dict[str, int]], None] | None = None,
         unrolls_per_sample: int = 1,
+        incarnation: int = 0,
     ):
         torch.set_num_threads(1)  # one core per worker; batched inference is small
         self.worker_id = worker_id
@@ -57,13 +65,12 @@ class RolloutWorker:
         self.policy_version = 0
         self.normalize_captions = normalize_captions
         self.caption_sink = caption_sink  # e.g. the annotator: {caption: sightings} per fragment
-        self._seed_base = seed + 1000 * worker_id
+        self._seed, self._incarnation, self._restarts = seed, incarnation, 0
         self.envs = [
-            make_env(env_id, seed=self._seed_base + i, max_episode_steps=max_episode_steps)
+            make_env(env_id, seed=self.episode_seed(i, 0), max_episode_steps=max_episode_steps)
             for i in range(num_envs)
         ]
-        self._resets = [0] * num_envs
-        first = [env.reset(seed=self._seed_base + i)[0] for i, env in enumerate(self.envs)]
+        first = self._start_streams()
         self._obs_buffers = {
             key: np.zeros(
                 (unroll_length + 1, num_envs, *np.shape(value)), dtype=np.asarray(value).dtype
@@ -78,7 +85,6 @@ class RolloutWorker:
             {k: torch.from_numpy(buf[t : t + 1]) for k, buf in self._obs_buffers.items()}
             for t in range(unroll_length)
         ]
-        self._rng = np.random.default_rng([seed, worker_id])
         self._num_actions = int(self.envs[0].action_space.n)
         self._state = policy.initial_state(num_envs)
         self._episodes = [_Episode() for _ in range(num_envs)]
@@ -87,12 +93,43 @@ class RolloutWorker:
     def num_envs(self) -> int:
         return len(self.envs)
 
-    def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
-        """Load learner weights (numpy arrays, as shipped through the object store)."""
+    def set_weights(
+        self, weights: dict[str, np.ndarray], version: int, restarts: int | None = None
+    ) -> None:
+        """Load learner weights (numpy arrays, as shipped through the object store).
+
+        `restarts`: how often this worker's process has been restarted in this run start, as the
+        driver counts it. A new value (a fresh process, which began on the streams of restart 0)
+        moves every env and the action draws onto the streams of that restart and starts new
+        episodes there, before the next `sample`.
+        """
         self.policy.load_state_dict(
             {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
         )
         self.policy_version = version
+        if restarts is not None and restarts != self._restarts:
+            self._restarts = restarts
+            for i, obs in enumerate(self._start_streams()):
+                self._write_obs(self.unroll_length, i, obs)
+            self._state = self.policy.initial_state(self.num_envs)
+            self._episodes = [_Episode() for _ in range(self.num_envs)]
+
+    def episode_seed(self, env_index: int, episode: int) -> int:
+        """The reset seed of episode `episode` (0, 1, ...) of env `env_index` on this worker's
+        current streams: a pure function of (seed, worker id, incarnation, restarts, env, episode)."""
+        key = (self.worker_id, self._incarnation, self._restarts, _ENV_STREAM, env_index, episode)
+        return int(self._sequence(key).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+    def _sequence(self, spawn_key: tuple[int, ...]) -> np.random.SeedSequence:
+        # SeedSequence takes entropy >= 0; the modulus keeps negative seeds distinct.
+        return np.random.SeedSequence(self._seed % 2**128, spawn_key=spawn_key)
+
+    def _start_streams(self) -> list[dict[str, np.ndarray]]:
+        """Reset every env onto episode 0 of the current streams; returns the observations."""
+        self._resets = [0] * self.num_envs
+        key = (self.worker_id, self._incarnation, self._restarts, _ACTION_STREAM)
+        self._rng = np.random.default_rng(self._sequence(key))
+        return [env.reset(seed=self.episode_seed(i, 0))[0] for i, env in enumerate(self.envs)]
 
     def sample(self) -> tuple[Fragment, tuple[EpisodeStats, ...]]:
         """Step every env `unroll_length * unrolls_per_sample` times; return the fragment, shaped
@@ -195,7 +232,7 @@ class RolloutWorker:
     def _reset_env(self, i: int) -> dict[str, np.ndarray]:
         self._resets[i] += 1
         self._episodes[i] = _Episode()
-        return self.envs[i].reset(seed=self._seed_base + i + 1_000_000 * self._resets[i])[0]
+        return self.envs[i].reset(seed=self.episode_seed(i, self._resets[i]))[0]
 
     def _finish_episode(self, i: int, info: dict, truncated: bool) -> EpisodeStats:
         episode = self._episodes[i]

@@ -18,6 +18,9 @@ from learner.models import build_policy
 class EnvSpec:
     obs_spec: dict
     num_actions: int
+    # Which start of the run this is (0 new, +1 per resume; the driver's checkpointed counter):
+    # workers key their env seed streams by it, so a resumed run plays no episode again.
+    run_incarnation: int = 0
 
 
 def env_spec(config: RunConfig) -> EnvSpec:
@@ -54,6 +57,7 @@ def make_worker(
         max_episode_steps=config.env.max_episode_steps,
         normalize_captions=config.env.normalize_captions,
         caption_sink=caption_sink,
+        incarnation=spec.run_incarnation,
     )
 
 

@@ -166,6 +166,9 @@ class RayRunner:
         self._label_refs: list = []
         self._notices: list[str] = []
         self._restarting: set[int] = set()  # workers that died and have not answered since
+        # Per worker: lost samples so far, sent with set_weights so that each new process of a
+        # worker (Ray restarts it with the same arguments) seeds envs it has never played.
+        self._lives: dict[int, int] = {}
         self._samples: dict = {}  # stats ref -> (worker id, fragment ref)
         self._updates: list = []
         self._weights_ref = None
@@ -232,8 +235,8 @@ class RayRunner:
 
     def sync_weights(self) -> None:
         self._weights_ref = self.learner.get_weights.remote()
-        for worker in self.workers.values():
-            worker.set_weights.remote(self._weights_ref)
+        for worker_id, worker in self.workers.items():
+            worker.set_weights.remote(self._weights_ref, self._lives.get(worker_id, 0))
         if not self._samples:
             for worker_id in self.workers:
                 self._submit(worker_id)
@@ -326,8 +329,12 @@ class RayRunner:
                     self.restarts += 1
                 else:
                     time.sleep(0.05)  # still starting up
+                # Every loss counts, not only the first: whichever process answers next seeds
+                # streams no earlier process of this worker used.
+                self._lives[worker_id] = self._lives.get(worker_id, 0) + 1
                 if self._weights_ref is not None:
-                    self.workers[worker_id].set_weights.remote(self._weights_ref)
+                    lives = self._lives[worker_id]
+                    self.workers[worker_id].set_weights.remote(self._weights_ref, lives)
                 self._submit(worker_id)
                 continue
             self._restarting.discard(worker_id)
@@ -379,9 +386,11 @@ class _WorkerActor:
             sink = ray.get_actor(annotator_name).submit.remote  # fire and forget
         self.worker = make_worker(config, spec, worker_id, sink)
 
-    def set_weights(self, payload) -> None:
+    def set_weights(self, payload, restarts: int = 0) -> None:
+        """`restarts`: the driver's count of this worker's lost samples; a restarted process
+        (constructed with the original arguments) moves onto fresh seed streams with it."""
         weights, version = payload
-        self.worker.set_weights(weights, version)
+        self.worker.set_weights(weights, version, restarts)
 
     @ray.method(num_returns=2)
     def sample(self):
