@@ -17,10 +17,11 @@ import numpy as np
 
 from annotator.calibration import Calibrator
 from annotator.config import AnnotatorConfig
+from annotator.kinds import annotation_kind
 from annotator.label_store import LabelStore
 from annotator.pacing import BatchSizer, Notices
 from annotator.parsing import parse_answer
-from annotator.prompts import Prompt, classification_prompt, ranking_prompt
+from annotator.prompts import Prompt
 from reward_models import CaptionLabel, PairLabel, pair_key, sample_pairs
 
 LABELS_TOTAL = "annotator/labels_total"
@@ -50,15 +51,14 @@ class Annotator:
         backend_factory: Callable[[], object],
         store: LabelStore,
         config: AnnotatorConfig,
-        kind: str = "classification",
+        kind: str = "caption",
         seed: int = 0,
         keyed_by_backend: bool = False,
     ):
         """`keyed_by_backend`: labels are keyed by the model the backend says it serves
         (``backend.model_id``, known once it has started, and followed when it changes), not by
         the store's configured model id. For servers, whose model is theirs to choose."""
-        if kind not in ("classification", "ranking"):
-            raise ValueError(f"annotation kind must be classification or ranking; got {kind!r}")
+        self.kind = annotation_kind(kind)  # "caption" (classification) or "pair" (ranking)
         self.settings = config
         self.store = store
         self._backend_factory = backend_factory
@@ -68,7 +68,7 @@ class Annotator:
         )
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
-        self._ranking = kind == "ranking"
+        self._pairs = self.kind.name == "pair"
         self._keyed_by_backend = keyed_by_backend
         self._outbox: list[CaptionLabel | PairLabel] = []
         self._known: set = set()
@@ -94,15 +94,11 @@ class Annotator:
     def _load_known(self) -> None:
         """Labels already in the store (this model + prompt version) are known and handed out
         first, so a resumed or shared-store run asks nothing twice."""
+        stored = self.kind.stored(self.store)
         with self._lock:
-            if self._ranking:
-                stored = self.store.pair_labels()
-                self._known = {pair_key(p.first, p.second) for p in stored}
-                self._outbox.extend(stored)
-            else:
-                known = self.store.caption_labels()
-                self._known = set(known)
-                self._outbox.extend(CaptionLabel(c, v) for c, v in known.items())
+            self._known = {self.kind.key_of(label) for label in stored}
+            self._outbox.extend(stored)
+            if not self._pairs:
                 for caption in self._sightings:  # seen before the key was known: ask now
                     self._enqueue(caption)
 
@@ -115,7 +111,7 @@ class Annotator:
             self._sightings.update(caption_counts)
             self._unflushed.update(caption_counts)
             for caption in caption_counts:
-                if self._ranking:
+                if self._pairs:
                     self._pool[caption] = None
                     self._pool.move_to_end(caption)
                     if len(self._pool) > self.settings.caption_pool_size:
@@ -168,7 +164,7 @@ class Annotator:
         """The captions agents saw most this run: (caption, sightings, LLM label or None)."""
         with self._lock:
             top = self._sightings.most_common(n)
-        labels = {} if self._ranking else self.store.caption_labels()
+        labels = {} if self._pairs else self.store.caption_labels()
         return [(caption, seen, labels.get(caption)) for caption, seen in top]
 
     def backlog(self) -> list:
@@ -196,7 +192,7 @@ class Annotator:
                 if time.monotonic() - last_flush > 2.0:  # one small transaction every 2 s
                     self._flush_sightings()
                     last_flush = time.monotonic()
-                if self._ranking:
+                if self._pairs:
                     self._refill_pairs()
                 while len(tasks) < self.settings.max_in_flight and (batch := self._take_batch()):
                     tasks.add(asyncio.create_task(self._label(batch)))
@@ -273,7 +269,8 @@ class Annotator:
         """Ask about one batch; returns False when the LLM could not be reached. No wall-clock
         limit here: in-process backends finish what they start, and the HTTP backend bounds
         each attempt itself (`request_timeout_s`)."""
-        prompts = [self._prompt(item) for item in batch]
+        s = self.settings
+        prompts = [self.kind.prompt(item, goal=s.goal, style=s.style) for item in batch]
         key = self.store.model_id
         sent = time.monotonic()
         try:
@@ -298,13 +295,10 @@ class Annotator:
             self._sizer.measured(len(batch), sent, time.monotonic())
         valid = [(item, out) for item, out in answered if out is not INVALID]
         values = self.calibrator([value for _, value in valid]) if valid else []
-        labels = [self._make_label(item, v) for (item, _), v in zip(valid, values, strict=True)]
+        labels = [self.kind.label(item, v) for (item, _), v in zip(valid, values, strict=True)]
         raw = [f"{value:.6g}" for _, value in valid]
         if labels:
-            if self._ranking:
-                self.store.put_pairs(labels, raw_answers=raw)
-            else:
-                self.store.put_captions(labels, raw_answers=raw)
+            self.kind.put(self.store, labels, raw)
         invalid = [item for item, out in answered if out is INVALID]
         if invalid:
             self.store.record_invalid(len(invalid))
@@ -315,11 +309,11 @@ class Annotator:
             self.counts["invalid"] += len(invalid)
             self.counts["failed"] += len(failed)
             self.counts["labelled"] += len(labels)
-            self.counts["positive"] += sum(self._is_positive(label) for label in labels)
+            self.counts["positive"] += sum(self.kind.positive(label) for label in labels)
             for item in batch:
                 self._in_flight.discard(item)
             for (item, _), label in zip(valid, labels, strict=True):
-                self._known.add(self._key(item))
+                self._known.add(self.kind.key(item))
                 self._outbox.append(label)
             for item in invalid:
                 attempts = self._attempts.pop(item, 0) + 1
@@ -380,27 +374,8 @@ class Annotator:
         return out
 
     # -- helpers ----------------------------------------------------------------------------
-    def _prompt(self, item) -> Prompt:
-        s = self.settings
-        if self._ranking:
-            return ranking_prompt(item[0], item[1], goal=s.goal, style=s.style)
-        return classification_prompt(item, goal=s.goal, style=s.style)
-
-    def _make_label(self, item, value: float):
-        if self._ranking:
-            return PairLabel(item[0], item[1], value)
-        return CaptionLabel(item, value)
-
-    @staticmethod
-    def _is_positive(label) -> bool:
-        return (label.preference if isinstance(label, PairLabel) else label.value) > 0.5
-
-    def _key(self, item):
-        """Identity of an item: the caption, or the order-free pair."""
-        return pair_key(*item) if self._ranking else item
-
     def _enqueue(self, item) -> None:
-        key = self._key(item)
+        key = self.kind.key(item)
         if item in self._backlog:  # seen again: recent again, so frequent captions go first
             self._backlog.move_to_end(item)
             return

@@ -49,11 +49,8 @@ def build_reward_model(config: RunConfig) -> RewardModel:
 
 
 def annotation_kind(config: RunConfig) -> str:
-    return (
-        "ranking"
-        if REWARD_MODELS[config.reward_model.name].label_kind == "pair"
-        else "classification"
-    )
+    """What the reward model learns from, in the annotator's words too: "caption" or "pair"."""
+    return REWARD_MODELS[config.reward_model.name].label_kind
 
 
 def model_id(config: RunConfig) -> str:
@@ -216,7 +213,7 @@ def build_annotator(config: RunConfig) -> Annotator:
     kind = annotation_kind(config)
     probe = (
         ranking_prompt("a", "b", goal=ann.goal, style=ann.style)
-        if kind == "ranking"
+        if kind == "pair"
         else classification_prompt("a", goal=ann.goal, style=ann.style)
     )
     store = LabelStore(

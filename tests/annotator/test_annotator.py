@@ -161,7 +161,7 @@ def test_ranking_asks_pairs_of_distinct_captions(tmp_path):
         model_id="scripted-double",
         prompt_version=ranking_prompt("a", "b").version,
     )
-    annotator = Annotator(lambda: backend, store, _settings(pairs_per_round=3), kind="ranking")
+    annotator = Annotator(lambda: backend, store, _settings(pairs_per_round=3), kind="pair")
     annotator.submit({"gold": 1, "door": 1, "newt": 1})
     asyncio.run(_run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 3))
     labels = annotator.poll_labels()
