@@ -19,6 +19,7 @@ from cluster import metrics as m
 from cluster import checkpoint as ckpt
 from cluster.checkpoint import restore_rng_states, rng_states
 from cluster.components import env_spec
+from cluster.console import startup_banner
 from cluster.config import ConfigError, RunConfig, dump_yaml, to_dict
 from cluster.scaling import DriverPid, ScaleError, ScaleWatcher, requested_workers
 
@@ -32,7 +33,8 @@ class TrainResult:
     env_steps: int
     updates: int
     episodes: int
-    mean_return_last_20: float | None
+    mean_return: float | None  # over the console's episode window (the last `return_window`)
+    return_window: int
     resumed_from: int | None
     run_dir: str
 
@@ -265,6 +267,9 @@ def _start(config: RunConfig, flag: _StopFlag, *, quiet: bool, fresh: bool) -> T
         restore_rng_states(checkpoint["rng"])
         if not quiet:
             print(f"[rogueray] resuming {run_dir} from step {counters['env_steps']:,d}")
+    if not quiet:  # before Ray and the LLM start: the first minute is not silent
+        resume_step = counters["env_steps"] if checkpoint is not None else None
+        print("\n".join(startup_banner(config, resume_step)), flush=True)
     flag.check_startup()
     spec = env_spec(config)  # before Ray: a bad env fails fast with a ConfigError
     spec = replace(spec, run_incarnation=counters["incarnation"])
@@ -425,7 +430,13 @@ def _loop(
         start_step,
         quiet,
     )
-    window = m.EpisodeWindow(100)
+    window = m.EpisodeWindow(m.WINDOW_SIZE)
+    window.load_state_dict(counters.get("recent_episodes"))  # saved among the counters
+    counters["recent_episodes"] = window.state_dict()  # live: every checkpoint carries it
+    logger.message(
+        f"[rogueray] training; a status line every {config.log_interval_s:g} s"
+        + (f", the episode window continues ({len(window)} episodes)" if len(window) else "")
+    )
     fragments_per_batch = config.learner.batch_size // config.samples_per_fragment
     pending: list = []
     last_checkpoint = last_labels = last_table = time.monotonic()
@@ -455,22 +466,18 @@ def _loop(
             counters["episodes"] += len(episodes)
             window.extend(episodes)
             step = counters["env_steps"]
-            for episode in episodes:
-                logger.scalars(
-                    {m.EPISODE_RETURN: episode.return_extrinsic, m.EPISODE_LENGTH: episode.length},
-                    step,
-                )
+            logger.episodes(episodes, step)
             while len(pending) >= fragments_per_batch:
                 if not runner.can_train():
                     absorb(runner.finished_updates(wait=True))
                 runner.train(pending[:fragments_per_batch])
                 pending = pending[fragments_per_batch:]
             absorb(runner.finished_updates())
-            rate = logger.maybe_print(step, window)
+            rate = logger.maybe_print(step, window, counters["episodes"])
             if rate is not None:
                 logger.scalars(
                     {
-                        **window.scalars(),
+                        **logger.window_scalars(window),
                         m.ENV_STEPS_PER_S: rate,
                         m.WORKERS_ALIVE: runner.workers_alive,
                         m.WORKERS_WAITING: runner.workers_waiting,
@@ -489,19 +496,26 @@ def _loop(
             if time.monotonic() - last_checkpoint >= config.checkpoint_interval_s:
                 checkpoint()
                 last_checkpoint = last_labels = last_table = time.monotonic()
+        logger.message(
+            f"[rogueray] finishing: waiting for {runner.updates_in_flight} learner updates in "
+            "flight, the last labels, then writing the final checkpoint"
+        )
         while updates := runner.finished_updates(wait=True):
             absorb(updates)
         for values in runner.exchange_labels():
             logger.scalars(values, counters["env_steps"])
         _log_caption_table(logger, runner, counters["env_steps"])
         checkpoint(final=True)
-    logger.maybe_print(counters["env_steps"], window, force=True)
+    logger.maybe_print(counters["env_steps"], window, counters["episodes"], force=True)
     logger.close()
+    if not quiet:
+        print("[rogueray] checkpoint written; stopping the workers and the annotator", flush=True)
     return TrainResult(
         env_steps=counters["env_steps"],
         updates=counters["updates"],
         episodes=counters["episodes"],
-        mean_return_last_20=window.mean_return(last=20),
+        mean_return=window.mean_return(),
+        return_window=len(window),
         resumed_from=start_step if resumed else None,
         run_dir=str(run_dir),
     )
