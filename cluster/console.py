@@ -1,0 +1,188 @@
+"""The console: a start-up banner, then one status line every few seconds (a tqdm progress bar on a
+terminal, plain lines when stdout is a file or a pipe), and messages that do not break the bar."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from cluster.config import RunConfig
+    from cluster.metrics import EpisodeWindow
+
+PREFIX = "[rogueray]"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def startup_banner(config: RunConfig, resume_step: int | None) -> list[str]:
+    """What is about to start, printed before Ray so the first minute is not silent."""
+    from cluster.annotation import wants_annotator
+
+    env, rollout = config.env, config.rollout
+    start = f"resuming from step {resume_step:,d}" if resume_step is not None else "new run"
+    lines = [
+        f"{PREFIX} run dir {config.run_dir} ({start}) | {env.id} | {config.total_env_steps:,d} env steps",
+        f"{PREFIX} {rollout.num_workers} rollout workers x {env.num_envs_per_worker} envs, "
+        f"unroll {rollout.unroll_length}, batch {config.learner.batch_size}, "
+        f"learner on {config.learner.device}, mode {config.mode}",
+    ]
+    if wants_annotator(config):
+        ann = config.annotator
+        where = ann.base_url if ann.backend == "openai" else "in process"
+        lines.append(
+            f"{PREFIX} reward model {config.reward_model.name}, intrinsic coef "
+            f"{config.reward.intrinsic_coef:g}; annotator backend {ann.backend} ({where}), "
+            f"model {ann.model}: loads in the background (the first run also fetches and "
+            "converts the embedded model, about a minute); training does not wait for it"
+        )
+    else:
+        lines.append(f"{PREFIX} reward model {config.reward_model.name} (extrinsic reward only)")
+    if config.mode == "ray":
+        where = "a local Ray" if config.ray_address is None else f"Ray at {config.ray_address}"
+        lines.append(f"{PREFIX} starting {where}, then the workers, the learner and the annotator")
+    lines.append(f"{PREFIX} TensorBoard: tensorboard --logdir {config.run_dir}")
+    return lines
+
+
+class Console:
+    """Status lines every `interval_s`; `update` returns the env steps/s since the last line
+    when it printed one (the driver logs that rate), else None."""
+
+    def __init__(
+        self,
+        total: int,
+        start_step: int,
+        interval_s: float,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+    ):
+        self.total = total
+        self.start_step = start_step
+        self.interval_s = interval_s
+        self.quiet = quiet
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self._started = self._last_print = time.monotonic()
+        self._last_steps = start_step
+        self._bar = None
+        self.last_line = ""
+
+    # -- status ---------------------------------------------------------------------------
+    def update(
+        self,
+        step: int,
+        window: EpisodeWindow,
+        *,
+        episodes: int,
+        intrinsic: float | None = None,
+        annotator: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> float | None:
+        now = time.monotonic()
+        since = now - self._last_print
+        if self._bar is not None and step > self._bar.n:
+            self._bar.update(step - self._bar.n)  # tqdm limits its own redraws
+        if step == self._last_steps and (not force or self.last_line):
+            return None  # nothing new (a forced final line repeats no line)
+        if not force and since < self.interval_s:
+            return None
+        rate = (step - self._last_steps) / max(since, 1e-9)
+        self._last_print, self._last_steps = now, step
+        fields = self.fields(
+            step, rate, now - self._started, window, episodes, intrinsic, annotator
+        )
+        self.last_line = f"{PREFIX} " + " | ".join(fields)
+        if not self.quiet:
+            if self.tty:
+                self._show_bar(step, fields[1:])
+            else:
+                print(self.last_line, file=self.stream, flush=True)
+        return rate
+
+    def fields(
+        self,
+        step: int,
+        rate: float,
+        elapsed: float,
+        window: EpisodeWindow,
+        episodes: int,
+        intrinsic: float | None,
+        annotator: dict[str, Any] | None,
+    ) -> list[str]:
+        done = step - self.start_step
+        session_rate = done / elapsed if elapsed > 0 and done > 0 else None
+        eta = max(self.total - step, 0) / session_rate if session_rate else None
+        fields = [
+            f"steps {step:,d}/{self.total:,d} ({100 * min(step / max(self.total, 1), 1):.0f}%)",
+            f"{rate:,.0f} steps/s",
+            f"elapsed {format_duration(elapsed)}, ETA {format_duration(eta)}",
+        ]
+        mean = window.mean_return()
+        if mean is None:
+            fields.append(f"episodes {episodes:,d} | return n/a (no episode finished yet)")
+        else:
+            fields.append(f"episodes {episodes:,d} | return (last {len(window)}) {mean:.2f}")
+        if (success := window.success_rate()) is not None:
+            fields.append(f"success {100 * success:.1f}%")
+        if (depth := window.mean_max_depth()) is not None:
+            fields.append(f"depth {depth:.2f}")
+        if annotator:  # the annotator is on: what the LLM-derived reward is doing
+            fields.append("r_int n/a" if intrinsic is None else f"r_int {intrinsic:.3f}")
+            fields.append(annotator_field(annotator))
+        return fields
+
+    def _show_bar(self, step: int, postfix: list[str]) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.total,
+                initial=min(step, self.total),
+                file=self.stream,
+                desc=PREFIX,
+                dynamic_ncols=True,
+                bar_format="{desc} {percentage:3.0f}%|{bar:20}| {postfix}",
+            )
+        self._bar.set_postfix_str(" | ".join(postfix), refresh=True)
+
+    # -- messages -------------------------------------------------------------------------
+    def message(self, text: str) -> None:
+        """A line of its own (above the bar on a terminal); nothing when quiet."""
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def annotator_field(stats: dict[str, Any]) -> str:
+    """labels so far, pending, and what the annotator is doing, from its stats dict."""
+    parts = []
+    if "annotator/pending" in stats:
+        parts.append(f"pending {stats['annotator/pending']:,.0f}")
+    state = stats.get("annotator/state")
+    if isinstance(state, str) and state:
+        parts.append(f"LLM {state}")
+    elif "annotator/backend_up" in stats:
+        parts.append("LLM up" if stats["annotator/backend_up"] else "LLM down")
+    if stats.get("annotator/invalid_answer_rate"):
+        parts.append(f"invalid {100 * stats['annotator/invalid_answer_rate']:.1f}%")
+    labels = stats.get("annotator/labels_total")
+    head = "labels n/a" if labels is None else f"labels {labels:,.0f}"
+    return f"{head} ({', '.join(parts)})" if parts else head
