@@ -399,6 +399,18 @@ def _apply_scale_request(watcher: ScaleWatcher, runner, quiet: bool) -> None:
             print(f"[rogueray] {done}")
 
 
+def _finishing_message(runner) -> str:
+    """What the end of a run waits for, so that the time after 100 % is not silent."""
+    steps = []
+    if runner.updates_in_flight:
+        n = runner.updates_in_flight
+        steps.append(f"waiting for {n} learner update{'s' if n != 1 else ''} in flight")
+    if getattr(runner, "annotator", None) is not None:
+        steps.append("collecting the last labels")
+    steps.append("writing the final checkpoint")
+    return "[rogueray] finishing: " + ", ".join(steps)
+
+
 def _log_caption_table(logger: m.MetricsLogger, runner, step: int) -> None:
     """What the LLM rewards: the most frequent captions, their label and current r_int."""
     rows = runner.caption_table(CAPTION_TABLE_ROWS)
@@ -496,10 +508,7 @@ def _loop(
             if time.monotonic() - last_checkpoint >= config.checkpoint_interval_s:
                 checkpoint()
                 last_checkpoint = last_labels = last_table = time.monotonic()
-        logger.message(
-            f"[rogueray] finishing: waiting for {runner.updates_in_flight} learner updates in "
-            "flight, the last labels, then writing the final checkpoint"
-        )
+        logger.message(_finishing_message(runner))
         while updates := runner.finished_updates(wait=True):
             absorb(updates)
         for values in runner.exchange_labels():
@@ -509,7 +518,7 @@ def _loop(
     logger.maybe_print(counters["env_steps"], window, counters["episodes"], force=True)
     logger.close()
     if not quiet:
-        print("[rogueray] checkpoint written; stopping the workers and the annotator", flush=True)
+        print("[rogueray] final checkpoint written; shutting down", flush=True)
     return TrainResult(
         env_steps=counters["env_steps"],
         updates=counters["updates"],
