@@ -5,9 +5,10 @@ of each choice. A choice's probability is the summed probability of the first to
 spellings "yes", " yes", "Yes", " Yes", "YES", " YES" (see ``base.choice_variants``: a chat model
 answers "Yes"/"No" right after the assistant header, a completion prompt ending in "Answer:"
 continues with " yes"), renormalised over the choices. A token that starts spellings of two choices
-counts for neither. The whole vocabulary is seen, so the answer is never None for lack of a choice
-in the top-k; it is None only when the prompt is too long (``max_prompt_tokens``) or its batch
-failed. The output layer runs in float32 whatever the model's dtype.
+counts for neither. The whole vocabulary is seen; when the choices carry less than
+``min_choice_mass`` of the first token's probability the answer is invalid (``{}``). It is None
+only when the prompt is too long (``max_prompt_tokens``) or its batch failed. The output layer
+runs in float32 whatever the model's dtype.
 
 Shared-prefix KV cache (``prefix_cache=True``, the default). The annotator's prompts are a long
 system message (~300 tokens, the same for every prompt of one kind/style/goal) followed by a short
@@ -73,6 +74,8 @@ class TransformersBackend(LLMBackend):
     cache_dir: model cache for resolve_model.
     prefix_cache: compute the prompts' shared token prefix once and run only the suffixes
         (default True; see the module docstring). False: every prompt runs whole.
+    min_choice_mass: least share of the first token's probability the choices' spellings must
+        carry, else the answer is invalid ({}, counted in ``stats.invalid``; default 0.1).
     """
 
     #: prefixes whose keys/values are kept (LRU)
@@ -92,8 +95,12 @@ class TransformersBackend(LLMBackend):
         model_id: str | None = None,
         cache_dir: str | Path | None = None,
         prefix_cache: bool = True,
+        min_choice_mass: float = 0.1,
     ) -> None:
         super().__init__()
+        if not 0.0 <= min_choice_mass < 1.0:
+            raise ValueError(f"min_choice_mass must be in [0, 1), got {min_choice_mass!r}")
+        self.min_choice_mass = float(min_choice_mass)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype {dtype!r} is not supported; allowed: {', '.join(_DTYPES)}")
         if batch_size < 1:
@@ -181,10 +188,14 @@ class TransformersBackend(LLMBackend):
         ids_t = [self._torch.tensor(i, dtype=self._torch.long) for i in ids]
 
         def score(logprobs: Any) -> list[dict[str, float] | None]:
-            out = []
+            out: list[dict[str, float]] = []
             for row in logprobs:
                 per_choice = [float(row[i].logsumexp(0)) for i in ids_t]
-                out.append(renormalise(choices, per_choice))
+                result = renormalise(choices, per_choice, min_mass=self.min_choice_mass)
+                if result is None:  # the model's likely answer is something else: invalid
+                    self.stats.invalid += 1
+                    result = {}
+                out.append(result)
             return out
 
         return self._run_last_logprobs(texts, score)

