@@ -1,19 +1,34 @@
 """The openai backend against a real HTTP server on 127.0.0.1 (tests/doubles/openai_server.py):
-readiness, numbers equal to the transformers backend's, outages, slowness, garbage."""
+readiness, numbers equal to the transformers backend's, outages, slowness, garbage; answers in
+every shape real servers send (tests/annotator/recorded/shapes/), servers without logprobs, the
+minimum choice mass, Retry-After and which errors are retried, the served model, the API key."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import math
 import threading
 import time
+from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 
 from annotator.backends import BackendUnavailable, make_backend
+from annotator.backends.openai_retry import retry_after_s, retryable
+from annotator.backends.openai_wire import (
+    InvalidAnswer,
+    first_token_logprobs,
+    pick_listed_model,
+    text_choice,
+)
 from tests.doubles.openai_server import OpenAICompatServer, ScriptedAnswers, TransformersScorer
 from tests.doubles.shared_models import smollm2_transformers_backend
 
 YES_NO = ["yes", "no"]
+SHAPES = Path(__file__).parent / "recorded" / "shapes"
 
 
 def _chat(text: str) -> list[dict[str, str]]:
@@ -47,7 +62,8 @@ def test_wait_ready_discovers_the_model(scripted):
     backend = _fast(scripted)
     names = asyncio.run(backend.wait_ready(timeout=5))
     assert names == ["scripted"]
-    assert backend.model == "scripted" and backend.model_id == "scripted"
+    assert backend.model == "scripted"
+    assert backend.model_id == f"scripted@{scripted.base_url}"
 
 
 def test_wait_ready_times_out_with_a_clear_error_and_succeeds_once_the_server_is_up():
@@ -74,6 +90,37 @@ def test_wrong_model_name_is_reported(scripted):
     backend = _fast(scripted, model="other")
     with pytest.raises(BackendUnavailable, match="'other'"):
         asyncio.run(backend.wait_ready(timeout=2))
+    # through a request: no answer, and the user is told once what to change
+    assert asyncio.run(backend.choice_probs([_chat("a"), _chat("b")], YES_NO)) == [None, None]
+    asyncio.run(backend.choice_probs([_chat("c")], YES_NO))
+    notices = backend.drain_notices()
+    assert [k for k, _ in notices] == ["model_not_served"]
+    assert "annotator.model" in notices[0][1] and "'other'" in notices[0][1]
+    assert scripted.requests == []
+
+
+def test_llama_server_listing_its_gguf_path_serves_the_configured_model(scripted):
+    # llama-server lists the .gguf it loaded as the model id and answers whatever name it gets
+    path = "/models/SmolLM2-135M-Instruct-Q4_1.gguf"
+    scripted.listed_models, scripted.any_model = [path], True
+    for configured in ("smollm2", "SmolLM2-135M-Instruct-Q4_1"):
+        backend = _fast(scripted, model=configured)
+        (r,) = asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))
+        assert r["yes"] == pytest.approx(0.7 / 0.9)
+        assert scripted.requests[-1]["model"] == path  # the name the server listed
+        assert backend.model_id == f"{path}@{scripted.base_url}"
+        assert backend.drain_notices() == []
+
+
+def test_pick_listed_model():
+    gguf = "/m/Llama-3.1-8B-Instruct-Q4_K_M.gguf"
+    assert pick_listed_model(None, ["a", "b"]) == "a"
+    assert pick_listed_model("b", ["a", "b"]) == "b"
+    assert pick_listed_model("Llama-3.1-8B-Instruct-Q4_K_M", [gguf, "other"]) == gguf
+    assert pick_listed_model("Llama-3.1-8B-Instruct-Q4_K_M.gguf", [gguf, "x.gguf"]) == gguf
+    assert pick_listed_model("anything", [gguf]) == gguf  # one file served: llama.cpp
+    assert pick_listed_model("other", ["served-name"]) is None  # vLLM would answer 404
+    assert pick_listed_model("other", [gguf, "/m/x.gguf"]) is None  # which one? refuse
 
 
 # ---- answers ------------------------------------------------------------------------------
@@ -173,9 +220,9 @@ def test_server_stopped_mid_run_gives_none_after_bounded_retries_then_recovers(s
 
 
 def test_request_succeeds_when_the_server_returns_during_the_retries(scripted):
-    scripted.stop()
     backend = _fast(scripted, max_retries=8, backoff_initial=0.1, backoff_max=0.3)
-    backend._served_model = "scripted"  # known model: no discovery round-trip needed
+    asyncio.run(backend.wait_ready(timeout=5))  # the model is known; then the server goes
+    scripted.stop()
     timer = threading.Timer(0.5, scripted.start)
     timer.start()
     try:
@@ -189,7 +236,7 @@ def test_unreachable_server_never_raises():
     server = OpenAICompatServer(ScriptedAnswers())
     server.start()
     server.stop()
-    backend = _fast(server, model="scripted-model")
+    backend = _fast(server, model="scripted-model", request_timeout=0.5)
     t0 = time.monotonic()
     assert asyncio.run(backend.choice_probs([_chat("a"), _chat("b")], YES_NO)) == [None, None]
     assert asyncio.run(backend.generate([_chat("a")], max_tokens=3)) == [None]
@@ -235,6 +282,298 @@ def test_server_errors_are_retried_then_none(scripted):
     assert backend.stats.retries == 2
     scripted.fail_status = None
     assert asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))[0] is not None
+
+
+# ---- answer shapes of real servers ----------------------------------------------------------
+
+
+def _shape(name: str) -> dict:
+    return json.loads((SHAPES / f"{name}.json").read_text())
+
+
+SHAPE_NAMES = sorted(p.stem for p in SHAPES.glob("*.json"))
+
+
+def test_every_server_shape_has_a_fixture():
+    assert {
+        "openai_chat", "legacy_shape_on_chat", "legacy_completions", "llamacpp_chat",
+        "llamacpp_completions_legacy", "llamacpp_native_logprob", "llamacpp_native_post_sampling",
+        "llamacpp_native_pre2025", "llamacpp_bytes_only", "llama_cpp_python_chat", "vllm_chat",
+        "vllm_completions", "token_markers", "non_finite_entries", "low_mass", "logprobs_null",
+    } <= set(SHAPE_NAMES)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SHAPE_NAMES)
+def test_recorded_shapes_give_the_right_probabilities(scripted, name):
+    shape = _shape(name)
+    answer = shape["answer"]
+    scripted.canned = answer  # the server replays this answer to every request
+    scripted.listed_models = [answer["model"]]
+    backend = _fast(scripted, endpoint=shape["endpoint"])
+    prompt = _chat("Is fire hot?") if shape["endpoint"] == "chat" else "Is fire hot?\nAnswer:"
+    (got,) = asyncio.run(backend.choice_probs([prompt], YES_NO))
+    assert got == pytest.approx(shape["expect"], abs=1e-9)
+    assert backend.stats.invalid == (0 if shape["expect"] else 1)
+    assert backend.stats.failed == 0
+    assert backend.model_id == f"{answer['model']}@{scripted.base_url}"
+    notices = [k for k, _ in backend.drain_notices()]
+    assert notices == (["no_logprobs"] if name == "logprobs_null" else [])
+
+
+def test_the_measured_fault_legacy_shape_on_chat_is_read():
+    # a chat endpoint answering in the completions shape gave Yes -0.4, No -1.1
+    top = first_token_logprobs(_shape("legacy_shape_on_chat")["answer"])
+    assert top == [("Yes", -0.4), ("No", -1.1), ("I", -2.3)]
+
+
+def test_non_finite_entries_are_skipped_and_markers_cleaned():
+    top = first_token_logprobs(_shape("non_finite_entries")["answer"])
+    assert top == [("Yes", -0.4), ("No", -1.1)]
+    markers = first_token_logprobs(_shape("token_markers")["answer"])
+    assert [t for t, _ in markers] == [" Yes", " No", " yes"]
+    probs = first_token_logprobs(_shape("llamacpp_native_post_sampling")["answer"])
+    assert probs == [(" Yes", pytest.approx(math.log(0.6))), (" No", pytest.approx(math.log(0.3)))]
+    # nothing finite at all: readable, but empty (an invalid answer, not a crash)
+    answer = {"choices": [{"logprobs": {"content": [{"token": "Yes", "logprob": None}]}}]}
+    assert first_token_logprobs(answer) == []
+
+
+def test_logprobs_absent_and_unreadable():
+    assert first_token_logprobs({"choices": [{"text": "Yes", "logprobs": None}]}) is None
+    assert first_token_logprobs({"choices": [{"message": {"content": "No"}}]}) is None
+    assert first_token_logprobs({"choices": [{"logprobs": {"content": None}}]}) is None
+    for bad in ({"choices": []}, {"choices": [{"logprobs": 7}]},
+                {"choices": [{"logprobs": {"content": "nonsense", "top_logprobs": 7}}]},
+                {"choices": [{"logprobs": {"something": "else"}}]}, {"unexpected": "shape"}):  # fmt: skip
+        with pytest.raises(InvalidAnswer):
+            first_token_logprobs(bad)
+
+
+def test_text_choice_reads_the_first_word():
+    assert text_choice("Yes, because it burns.", YES_NO) == 0
+    assert text_choice("  no.", YES_NO) == 1
+    assert text_choice("**Yes**", YES_NO) == 0
+    assert text_choice("y", YES_NO) == 0  # a prefix of exactly one choice
+    assert text_choice("The answer is yes", YES_NO) is None
+    assert text_choice("", YES_NO) is None and text_choice(None, YES_NO) is None
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_legacy_shape_from_the_server_on_either_endpoint(scripted, endpoint):
+    scripted.logprob_shape = "legacy"
+    backend = _fast(scripted, endpoint=endpoint)
+    prompt = _chat("Is fire hot?") if endpoint == "chat" else "Is fire hot?\nAnswer:"
+    (fire,) = asyncio.run(backend.choice_probs([prompt], YES_NO))
+    assert fire == pytest.approx({"yes": 0.7 / 0.9, "no": 0.2 / 0.9})
+    assert backend.stats.invalid == 0
+
+
+def test_server_without_logprobs_switches_to_the_answer_text_and_says_so_once(scripted):
+    scripted.logprob_shape = "null"
+    backend = _fast(scripted)
+    first = asyncio.run(backend.choice_probs([_chat("fire"), _chat("ice")], YES_NO))
+    assert first == [{"yes": 1.0, "no": 0.0}, {"yes": 0.0, "no": 1.0}]
+    assert backend.text_mode
+    second = asyncio.run(backend.choice_probs([_chat("fire again")], YES_NO))
+    assert second == [{"yes": 1.0, "no": 0.0}]
+    body = scripted.requests[-1]
+    assert body["max_tokens"] == backend.TEXT_MODE_MAX_TOKENS > 1
+    assert "logprobs" not in body and "top_logprobs" not in body
+    notices = backend.drain_notices()
+    assert [k for k, _ in notices] == ["no_logprobs"]
+    assert scripted.base_url in notices[0][1] and "answer text" in notices[0][1]
+    assert backend.stats.invalid == 0
+
+
+def test_text_mode_answer_naming_no_choice_is_invalid(scripted):
+    scripted.logprob_shape = "null"
+    scripted.scorer.rules["odd"] = {"Perhaps": 0.9}
+    backend = _fast(scripted)
+    assert asyncio.run(backend.choice_probs([_chat("odd")], YES_NO)) == [{}]
+    assert backend.stats.invalid == 1
+
+
+# ---- minimum choice mass -------------------------------------------------------------------
+
+
+def test_choices_with_too_little_mass_are_invalid(scripted):
+    # top 5 with "Yes" fifth at 0.7 % and "No" absent: no answer, not P(yes) = 1
+    scripted.scorer.rules["essay"] = {
+        "The": 0.6,
+        "I": 0.2,
+        "This": 0.1,
+        "Based": 0.093,
+        "Yes": 0.007,
+    }
+    default = _fast(scripted)
+    assert asyncio.run(default.choice_probs([_chat("essay")], YES_NO)) == [{}]
+    assert default.stats.invalid == 1 and default.stats.failed == 0
+    lenient = _fast(scripted, min_choice_mass=0.0)
+    assert asyncio.run(lenient.choice_probs([_chat("essay")], YES_NO)) == [{"yes": 1.0, "no": 0.0}]
+    strict = _fast(scripted, min_choice_mass=0.95)  # fire: 0.9 on the choices
+    assert asyncio.run(strict.choice_probs([_chat("fire")], YES_NO)) == [{}]
+    with pytest.raises(ValueError, match="min_choice_mass"):
+        _fast(scripted, min_choice_mass=1.5)
+
+
+@pytest.mark.llm
+def test_transformers_backend_applies_min_choice_mass():
+    tf = smollm2_transformers_backend()  # SmolLM2 puts 0.2-0.35 on yes/no for these prompts
+    chat = _chat("Is fire hot? Answer yes or no.")
+    before = tf.stats.invalid
+    tf.min_choice_mass = 0.99
+    try:
+        assert asyncio.run(tf.choice_probs([chat], YES_NO)) == [{}]
+    finally:
+        tf.min_choice_mass = 0.1
+    assert tf.stats.invalid == before + 1
+    (ok,) = asyncio.run(tf.choice_probs([chat], YES_NO))
+    assert ok and sum(ok.values()) == pytest.approx(1.0)
+
+
+# ---- server etiquette: what is retried, and how long to wait --------------------------------
+
+
+class FakeClock:
+    """Records the waits the backend asks for instead of sleeping (no timed assertions)."""
+
+    def __init__(self, now: float = 1_764_480_000.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    def install(self, backend) -> None:
+        backend._sleep, backend._now = self.sleep, lambda: self.now
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_seconds_is_honoured(scripted, status):
+    scripted.fail_status, scripted.fail_count, scripted.retry_after = status, 2, "4"
+    backend = _fast(scripted, max_retries=4, backoff_initial=0.3, backoff_max=10)
+    clock = FakeClock()
+    clock.install(backend)
+    (r,) = asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))
+    assert r["yes"] == pytest.approx(0.7 / 0.9)
+    assert clock.sleeps == [4.0, 4.0]  # not 0.3, 0.6 (the back-off)
+    assert backend.stats.retries == 2 and scripted.failed_posts == 2
+
+
+def test_retry_after_http_date_and_the_cap(scripted):
+    clock = FakeClock()
+    scripted.fail_status, scripted.fail_count = 503, 1
+    scripted.retry_after = formatdate(clock.now + 3, usegmt=True)
+    backend = _fast(scripted, backoff_max=10)
+    clock.install(backend)
+    assert asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))[0]
+    assert clock.sleeps == [pytest.approx(3.0)]
+    scripted.fail_count, scripted.retry_after = 1, "120"  # capped by backoff_max
+    clock.sleeps.clear()
+    assert asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))[0]
+    assert clock.sleeps == [10.0]
+
+
+def test_without_retry_after_the_back_off_doubles_with_jitter(scripted):
+    scripted.fail_status = 502
+    backend = _fast(scripted, max_retries=3, backoff_initial=0.5, backoff_max=1.5)
+    clock = FakeClock()
+    clock.install(backend)
+    assert asyncio.run(backend.choice_probs([_chat("fire")], YES_NO)) == [None]
+    assert len(clock.sleeps) == 3
+    for wait, full in zip(clock.sleeps, [0.5, 1.0, 1.5], strict=True):
+        assert 0.5 * full <= wait < full
+
+
+def test_retry_after_parsing_and_retryable_statuses():
+    now = 1_764_480_000.0
+    assert retry_after_s("4", now) == 4.0
+    assert retry_after_s(" 2.5 ", now) == 2.5
+    assert retry_after_s(formatdate(now + 7, usegmt=True), now) == pytest.approx(7.0)
+    assert retry_after_s(formatdate(now - 60, usegmt=True), now) == 0.0  # already past
+    for bad in (None, "", "soon", "-3", "nan", "inf"):
+        assert retry_after_s(bad, now) is None
+    assert [s for s in (400, 401, 403, 404, 408, 409, 413, 422, 429) if retryable(s)] == [408, 429]
+    assert [s for s in (500, 501, 502, 503, 504, 505) if retryable(s)] == [500, 502, 503, 504]
+
+
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [(400, "top_logprobs"), (401, "api_key_env"), (404, "annotator.model"), (422, "server's log")],
+)
+def test_client_errors_are_not_retried_and_told_once(scripted, status, advice):
+    scripted.fail_status = status
+    backend = _fast(scripted, model="scripted")
+    clock = FakeClock()
+    clock.install(backend)
+    chats = [_chat("fire"), _chat("ice")]
+    assert asyncio.run(backend.choice_probs(chats, YES_NO)) == [{}, {}]
+    assert asyncio.run(backend.choice_probs(chats, YES_NO)) == [{}, {}]
+    assert backend.stats.retries == 0 and clock.sleeps == [] and scripted.failed_posts == 4
+    notices = backend.drain_notices()
+    assert [k for k, _ in notices] == [f"http_{status}"]
+    assert advice in notices[0][1] and f"HTTP {status}" in notices[0][1]
+
+
+def test_408_is_retried(scripted):
+    scripted.fail_status, scripted.fail_count = 408, 1
+    backend = _fast(scripted, model="scripted")
+    clock = FakeClock()
+    clock.install(backend)
+    (r,) = asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))
+    assert r and backend.stats.retries == 1 and len(clock.sleeps) == 1
+    assert backend.drain_notices() == []
+
+
+# ---- the served model ------------------------------------------------------------------------
+
+
+def test_model_id_follows_the_model_the_answers_name(scripted):
+    backend = _fast(scripted)
+    asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))
+    assert backend.model_id == f"scripted@{scripted.base_url}"
+    assert backend.model_changes == 0 and backend.drain_notices() == []
+
+    scripted.answer_model = "scripted-v2"  # the server now serves other weights
+    asyncio.run(backend.choice_probs([_chat("fire"), _chat("ice")], YES_NO))
+    assert backend.model_id == f"scripted-v2@{scripted.base_url}"
+    assert backend.model_changes == 1
+    notices = backend.drain_notices()
+    assert [k for k, _ in notices] == ["model_changed"]
+    assert "'scripted-v2'" in notices[0][1] and "'scripted'" in notices[0][1]
+    assert scripted.requests[-1]["model"] == "scripted"  # still asks by the listed name
+
+    asyncio.run(backend.generate([_chat("fire")], max_tokens=2))
+    assert backend.model_changes == 1  # same model again: no change
+
+
+def test_explicit_model_id_is_kept_but_changes_are_still_told(scripted):
+    backend = _fast(scripted, model_id="my-judge")
+    scripted.answer_model = "other"
+    asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))
+    assert backend.model_id == "my-judge"
+    assert backend.model == "other" and backend.model_changes == 1
+
+
+# ---- the API key -----------------------------------------------------------------------------
+
+
+def test_api_key_is_sent_but_never_shown(scripted, caplog):
+    key = "sk-secret-abcdefgh12345678"
+    backend = _fast(scripted, api_key=key)
+    assert asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))[0]
+    assert scripted.authorization == f"Bearer {key}"
+
+    scripted.fail_status = 401  # and the server echoes the key, as some do
+    scripted.fail_message = f"Incorrect API key provided: {key}. Also ...{key[-8:]}"
+    caplog.set_level(logging.DEBUG)
+    assert asyncio.run(backend.choice_probs([_chat("fire")], YES_NO)) == [{}]
+    scripted.fail_status = 503
+    assert asyncio.run(backend.choice_probs([_chat("fire")], YES_NO)) == [None]
+    shown = [repr(backend), str(vars(backend)), caplog.text]
+    shown += [m for _, m in backend.drain_notices()]
+    assert all(key not in text and key[-8:] not in text for text in shown)
+    assert "***" in caplog.text  # what the server said is still shown, without the key
 
 
 # ---- the real model behind the server --------------------------------------------------------

@@ -10,7 +10,17 @@ Answers come from a *scorer*:
 
 Switches for fault tests: ``stop()`` / ``start()`` (same port), ``delay_s`` (slow answers),
 ``garbage`` ("text": a 200 that is not JSON, "json": JSON without choices, "logprobs": choices
-without logprobs), ``fail_status`` (e.g. 503 for every POST).
+with unreadable logprobs), ``fail_status`` (e.g. 503 for every POST; ``fail_count``: only the
+next n POSTs) with ``retry_after`` (the ``Retry-After`` header sent with it) and
+``fail_message`` (the error text, e.g. one echoing the API key as some servers do).
+
+Switches for server variety: ``logprob_shape`` ("openai": the chat ``content`` list / legacy on
+completions, as vLLM; "legacy": the legacy completions shape on both endpoints, as older
+llama-cpp-python; "null": ``"logprobs": null``, a server without logprobs), ``listed_models``
+(what ``GET /v1/models`` lists, e.g. a .gguf path as llama.cpp), ``any_model`` (answer whatever
+model a request names, as llama.cpp), ``answer_model`` (the ``model`` field of answers: a
+swapped served model), ``canned`` (an answer replayed as is for every POST: a recorded answer
+of another server).
 """
 
 from __future__ import annotations
@@ -105,8 +115,18 @@ class OpenAICompatServer:
         self.delay_s = 0.0
         self.garbage: str | None = None
         self.fail_status: int | None = None
+        self.fail_count: int | None = None  # None: every POST fails while fail_status is set
+        self.retry_after: str | None = None
+        self.fail_message = "injected failure"
+        self.authorization: str | None = None  # the Authorization header of the last POST
+        self.logprob_shape = "openai"
+        self.listed_models: list[str] | None = None
+        self.any_model = False
+        self.answer_model: str | None = None
+        self.canned: dict[str, Any] | None = None
         self.max_logprobs = 20
         self.requests: list[dict[str, Any]] = []  # bodies of the POSTs answered, in order
+        self.failed_posts = 0  # POSTs answered with fail_status
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -163,11 +183,12 @@ class OpenAICompatServer:
     # ---- answers --------------------------------------------------------------------------
 
     def models(self) -> dict[str, Any]:
-        name = self.scorer.model_name
-        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "tests"}]}
+        names = self.listed_models or [self.scorer.model_name]
+        data = [{"id": n, "object": "model", "owned_by": "tests"} for n in names]
+        return {"object": "list", "data": data}
 
     def answer(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        if body.get("model") != self.scorer.model_name:
+        if not self.any_model and body.get("model") != self.scorer.model_name:
             raise _HTTPError(404, f"The model `{body.get('model')}` does not exist.")
         chat = path.endswith("/chat/completions")
         prompt = body.get("messages") if chat else body.get("prompt")
@@ -199,33 +220,37 @@ class OpenAICompatServer:
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": "length" if max_tokens == 1 else "stop",
             }
-            if k:
+            if k and self.logprob_shape == "openai":
                 entries = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
                 chosen = next((e for e in entries if e["token"] == text), entries[0])
                 choice["logprobs"] = {"content": [{**chosen, "top_logprobs": entries}]}
             else:
-                choice["logprobs"] = None
+                choice["logprobs"] = _legacy(text, top) if k else None
             obj = "chat.completion"
         else:
             choice = {"index": 0, "text": text, "finish_reason": "length"}
-            if k:
-                choice["logprobs"] = {
-                    "tokens": [text],
-                    "token_logprobs": [dict(top).get(text, top[0][1])],
-                    "top_logprobs": [dict(top)],
-                    "text_offset": [0],
-                }
-            else:
-                choice["logprobs"] = None
+            choice["logprobs"] = _legacy(text, top) if k else None
             obj = "text_completion"
+        if self.logprob_shape == "null":
+            choice["logprobs"] = None
         return {
             "id": f"cmpl-{created}-{len(self.requests)}",
             "object": obj,
             "created": created,
-            "model": self.scorer.model_name,
+            "model": self.answer_model or body.get("model") or self.scorer.model_name,
             "choices": [choice],
             "usage": {"prompt_tokens": 0, "completion_tokens": 1, "total_tokens": 1},
         }
+
+
+def _legacy(text: str, top: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    """The legacy completions logprobs shape for a one-token answer."""
+    return {
+        "tokens": [text],
+        "token_logprobs": [dict(top).get(text, top[0][1])],
+        "top_logprobs": [dict(top)],
+        "text_offset": [0],
+    }
 
 
 def _constrain(top: Sequence[tuple[str, float]], choices: Sequence[str]) -> list:
@@ -270,8 +295,18 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
             pass
 
-    def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj).encode())
+    def _json(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
+        payload = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        try:
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+            pass
 
     def do_GET(self) -> None:
         srv = self.server_double
@@ -286,8 +321,13 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         if srv.delay_s:
             time.sleep(srv.delay_s)
-        if srv.fail_status:
-            self._json(srv.fail_status, {"error": {"message": "injected failure"}})
+        srv.authorization = self.headers.get("Authorization")
+        if srv.fail_status and srv.fail_count != 0:
+            if srv.fail_count is not None:
+                srv.fail_count -= 1
+            srv.failed_posts += 1
+            headers = {"Retry-After": srv.retry_after} if srv.retry_after is not None else None
+            self._json(srv.fail_status, {"error": {"message": srv.fail_message}}, headers)
             return
         if self.path not in ("/v1/chat/completions", "/v1/completions"):
             self._json(404, {"error": {"message": f"no route {self.path}"}})
@@ -297,7 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = json.loads(raw)
-            answer = srv.answer(self.path, body)
+            answer = srv.canned if srv.canned is not None else srv.answer(self.path, body)
         except _HTTPError as e:
             self._json(e.status, {"error": {"message": str(e)}})
             return
