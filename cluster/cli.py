@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 
 from cluster import labels_cli
-from cluster.config import ConfigError, RunConfig, load_config
+from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
 from cluster.scaling import ScaleError, request_workers, running_driver
 from cluster.validation import saved_config
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-
-
+PRINT_CONFIG_HELP = "print the resolved config as YAML and exit, starting nothing"
 FRESH_HELP = (
     "start from step 0 even if run_dir holds checkpoints (they are kept, renamed "
     "*.before-fresh, or *.corrupt when unreadable)"
@@ -24,15 +22,21 @@ FRESH_HELP = (
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rogueray", description=__doc__)
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="train (resumes when run_dir already holds a checkpoint)")
     train.add_argument(
         "config", nargs="?", help="YAML run config (default: the embedded NetHack run)"
     )
     train.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="e.g. learner.learning_rate=3e-4"
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="e.g. learner.learning_rate=3e-4 (or --learner.learning_rate 3e-4); every key: "
+        "docs/config.md",
     )
     train.add_argument("--quiet", action="store_true", help="no console progress lines")
+    train.add_argument("--print-config", action="store_true", help=PRINT_CONFIG_HELP)
     train.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     resume = sub.add_parser("resume", help="continue a run from its directory")
     resume.add_argument("run_dir")
@@ -40,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="e.g. total_env_steps=1e6"
     )
     resume.add_argument("--quiet", action="store_true")
+    resume.add_argument("--print-config", action="store_true", help=PRINT_CONFIG_HELP)
     resume.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     scale = sub.add_parser(
         "scale", help="change a run's rollout workers (running now, or at its next start)"
@@ -70,6 +75,55 @@ def _scale(args) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """--version, reading the installed version only when asked."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("rogueray")
+        except PackageNotFoundError:
+            text = "(not installed)"
+        print(f"rogueray {text}")
+        parser.exit()
+
+
+def _flags_as_overrides(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`train`/`resume` with config keys given as flags, `--total_env_steps 1000` or
+    `--learner.learning_rate=3e-4`: the same as the overrides `total_env_steps=1000`, ...
+    (dashes in a flag's name read as underscores). The command's own switches (--quiet, ...)
+    move in front, so that argparse sees the positionals in one piece wherever they were typed."""
+    if not argv or argv[0] not in ("train", "resume"):
+        return argv
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {s: a for a in subparsers.choices[argv[0]]._actions for s in a.option_strings}
+    kept, overrides, switches = [], [], []
+    rest = iter(argv[1:])
+    for token in rest:
+        if token == "--":
+            kept += [token, *rest]
+            break
+        flag, eq, value = token.partition("=")
+        if flag in actions:
+            (switches if actions[flag].nargs == 0 else kept).append(token)
+        elif not token.startswith("--"):
+            kept.append(token)
+        else:
+            key = flag[2:].replace("-", "_")
+            if not eq:
+                value = next(rest, None)
+                if value is None or value.startswith("--"):
+                    raise ConfigError(
+                        f"flag {flag} needs a value: write {key}=VALUE or {flag} VALUE"
+                    )
+            overrides.append(f"{key}={value}")
+    return [argv[0], *switches, *kept, *overrides]
+
+
 def _split_config_arg(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
     """`rogueray train key=value` (no file): the first positional is an override, not a file."""
     if config is not None and "=" in config and not Path(config).exists():
@@ -79,7 +133,7 @@ def _split_config_arg(config: str | None, overrides: list[str]) -> tuple[str | N
 
 def _load_for_train(args) -> RunConfig:
     config_path, overrides = _split_config_arg(args.config, args.overrides)
-    return load_config(config_path or DEFAULT_CONFIG, overrides)
+    return load_config(config_path or shipped_config("default.yaml"), overrides)
 
 
 def _load_for_resume(args) -> RunConfig:
@@ -122,7 +176,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    try:
+        argv = _flags_as_overrides(sys.argv[1:] if argv is None else list(argv), parser)
+    except ConfigError as exc:
+        print(f"rogueray: error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     if args.command == "scale":
         return _scale(args)
     if args.command == "labels":
@@ -136,6 +196,9 @@ def _main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rogueray: error: {exc}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(dump_yaml(config), end="")
+        return 0
     from cluster.checkpoint import CheckpointError
     from cluster.driver import StartupInterrupted, train
 

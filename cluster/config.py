@@ -195,13 +195,36 @@ def load_config(
     """Build a RunConfig from defaults, then a YAML file, then `a.b=value` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        data = _read_yaml(Path(path))
+        data = _read_yaml(_shipped_if_missing(Path(path)))
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(data, key, value)
     config = _build(RunConfig, data, prefix="")
     validate(config)
     return config
+
+
+def configs_dir() -> Path:
+    """The configs that ship with rogueray: the `rogueray_configs` package a wheel installs them
+    as, or configs/ of a clone (and of an editable install made before that package existed)."""
+    try:
+        import rogueray_configs
+    except ImportError:
+        return Path(__file__).resolve().parent.parent / "configs"
+    return Path(rogueray_configs.__file__).parent
+
+
+def shipped_config(name: str) -> Path:
+    """A shipped config by its path below configs/, e.g. "default.yaml", "oni/oracle-ranking.yaml"."""
+    return configs_dir() / name
+
+
+def _shipped_if_missing(path: Path) -> Path:
+    """`configs/oni/x.yaml` outside a clone (pip install rogueray) means the shipped one."""
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("configs",):
+        return path
+    shipped = shipped_config(str(Path(*path.parts[1:]))) if len(path.parts) > 1 else path
+    return shipped if shipped.is_file() else path
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:

@@ -1,15 +1,21 @@
 """The real entry point with tiny budgets: learning on CartPole through Ray and in serial mode,
 and a NetHack run that checkpoints and resumes with its step counter continuing."""
 
+import subprocess
+import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cluster.checkpoint import list_checkpoints, load_latest
 from cluster.cli import main
+from cluster.config import dump_yaml, load_config, shipped_config
 
-CARTPOLE = str(Path(__file__).resolve().parents[2] / "configs" / "cartpole.yaml")
+ROOT = Path(__file__).resolve().parents[2]
+CARTPOLE = str(ROOT / "configs" / "cartpole.yaml")
 
 
 def _scalar_tags(run_dir: Path) -> set[str]:
@@ -109,3 +115,102 @@ def test_bad_cli_input_fails_before_ray(tmp_path, capsys):
     assert "rollout.num_workers" in capsys.readouterr().err
     assert main(["resume", str(tmp_path / "missing")]) == 2
     assert "not a rogueray run directory" in capsys.readouterr().err
+
+
+def test_nan_is_refused_with_exit_2_before_ray(tmp_path, capsys):
+    assert main(["train", CARTPOLE, f"run_dir={tmp_path}/run", "learner.learning_rate=nan"]) == 2
+    assert capsys.readouterr().err == (
+        "rogueray: error: config key 'learner.learning_rate' is nan; allowed: a finite number > 0\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_print_config_prints_the_resolved_yaml_and_starts_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["train", CARTPOLE, f"run_dir={run_dir}", "learner.gamma=0.9", "--print-config"]
+    assert main(args) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["env"]["id"] == "CartPole-v1"
+    assert printed["learner"]["gamma"] == 0.9
+    assert printed["run_dir"] == str(run_dir)
+    assert not run_dir.exists()
+
+
+def test_print_config_of_a_resumed_run(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(dump_yaml(load_config(CARTPOLE, [f"run_dir={run_dir}"])))
+    assert main(["resume", str(run_dir), "total_env_steps=5000", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["total_env_steps"] == 5000 and printed["env"]["id"] == "CartPole-v1"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--total_env_steps", "1000", "--learner.learning_rate=3e-4"],
+        ["--total-env-steps=1000", "--learner.learning-rate", "3e-4"],
+    ],
+)
+def test_config_keys_given_as_flags_are_overrides(tmp_path, capsys, flags):
+    args = ["train", *flags, CARTPOLE, f"--run_dir={tmp_path}/run", "--print-config"]
+    assert main(args) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["total_env_steps"] == 1000
+    assert printed["learner"]["learning_rate"] == 3e-4
+    assert printed["env"]["id"] == "CartPole-v1"
+
+
+def test_flags_that_are_not_config_keys_are_named(tmp_path, capsys):
+    assert main(["train", CARTPOLE, f"run_dir={tmp_path}", "--total_env_step", "5"]) == 2
+    assert (
+        "unknown config key 'total_env_step' (did you mean 'total_env_steps'?)"
+        in capsys.readouterr().err
+    )
+    assert main(["train", CARTPOLE, f"run_dir={tmp_path}", "--total_env_steps"]) == 2
+    assert (
+        "flag --total_env_steps needs a value: write total_env_steps=VALUE"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_run_directory_given_to_train_suggests_resume(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("total_env_steps: 10\n")
+    assert main(["train", str(run_dir)]) == 2
+    assert f"to continue that run: rogueray resume {run_dir}" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"rogueray {version('rogueray')}\n"
+
+
+def test_the_default_config_is_found():
+    assert shipped_config("default.yaml").is_file()
+    assert len(list(shipped_config("oni").glob("*.yaml"))) == 19
+
+
+def test_help_version_scale_and_labels_do_not_import_torch(tmp_path):
+    # What made `rogueray --help` take seconds: torch imported before argparse ran.
+    script = f"""
+import contextlib, io, sys
+from cluster.cli import main
+for argv in (["--help"], ["--version"], ["scale", {str(tmp_path)!r}, "2"],
+             ["labels", {str(tmp_path)!r}], ["train", "--help"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            main(argv)
+        except SystemExit:
+            pass
+heavy = sorted(m for m in ("torch", "ray", "nle", "transformers") if m in sys.modules)
+print(heavy)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.strip() == "[]"
