@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cluster import metrics as m
 from cluster import checkpoint as ckpt
+from cluster import metrics as m
+from cluster.annotation import labels_verdict, preflight
 from cluster.checkpoint import restore_rng_states, rng_states
 from cluster.components import env_spec
-from cluster.console import startup_banner
 from cluster.config import ConfigError, RunConfig, dump_yaml, to_dict
+from cluster.run_files import check_run_files
+from cluster.console import startup_banner
 from cluster.scaling import DriverPid, ScaleError, ScaleWatcher, requested_workers
 
 LABEL_EXCHANGE_INTERVAL_S = 1.0
@@ -254,6 +256,9 @@ def _start(config: RunConfig, flag: _StopFlag, *, quiet: bool, fresh: bool) -> T
     run_dir.mkdir(parents=True, exist_ok=True)
     watcher = ScaleWatcher(run_dir)  # before reading: a request made during start-up counts
     config = _with_scale_request(config, quiet)
+    # Label store, checkpoints, model cache: an unusable file is exit 2 here, not an actor's
+    # death inside Ray.
+    check_run_files(config, checkpoints=not fresh)
     checkpoint = _resume_point(config, fresh=fresh, quiet=quiet)  # reads only
     (run_dir / "config.yaml").write_text(dump_yaml(config))
     np.random.seed(config.seed)
@@ -273,6 +278,8 @@ def _start(config: RunConfig, flag: _StopFlag, *, quiet: bool, fresh: bool) -> T
     flag.check_startup()
     spec = env_spec(config)  # before Ray: a bad env fails fast with a ConfigError
     spec = replace(spec, run_incarnation=counters["incarnation"])
+    for line in preflight(config):  # an LLM backend that cannot work fails here, not in Ray
+        _notify(line, quiet)
     flag.check_startup()
     started_ray = False
     if config.mode == "ray":
@@ -411,6 +418,12 @@ def _finishing_message(runner) -> str:
     return "[rogueray] finishing: " + ", ".join(steps)
 
 
+def _notify(line: str, quiet: bool) -> None:
+    """A line the user must see (annotator trouble, a restarted worker), unless quiet."""
+    if not quiet:
+        _say(f"[rogueray] {line}")
+
+
 def _log_caption_table(logger: m.MetricsLogger, runner, step: int) -> None:
     """What the LLM rewards: the most frequent captions, their label and current r_int."""
     rows = runner.caption_table(CAPTION_TABLE_ROWS)
@@ -468,6 +481,8 @@ def _loop(
             if counters["updates"] % config.rollout.weights_sync_interval == 0:
                 runner.sync_weights()
 
+    annotator_stats: dict[str, float] | None = None
+    restarts_said = 0
     runner.sync_weights()
     with _StopFlag() as flag:
         while counters["env_steps"] < config.total_env_steps and not flag.stop:
@@ -501,7 +516,13 @@ def _loop(
             if now - last_labels >= LABEL_EXCHANGE_INTERVAL_S:
                 for values in runner.exchange_labels():
                     logger.scalars(values, step)
+                    annotator_stats = values
+                for line in runner.poll_notices():
+                    _notify(line, quiet)
                 last_labels = now
+            if runner.restarts > restarts_said:
+                _notify(f"rollout worker restarted ({runner.restarts} so far); training goes on", quiet)
+                restarts_said = runner.restarts
             if now - last_table >= CAPTION_TABLE_INTERVAL_S:
                 _log_caption_table(logger, runner, step)
                 last_table = now
@@ -513,12 +534,19 @@ def _loop(
             absorb(updates)
         for values in runner.exchange_labels():
             logger.scalars(values, counters["env_steps"])
+            annotator_stats = values
+        for line in runner.poll_notices():
+            _notify(line, quiet)
         _log_caption_table(logger, runner, counters["env_steps"])
         checkpoint(final=True)
     logger.maybe_print(counters["env_steps"], window, counters["episodes"], force=True)
+    logger.final_window(window, counters["env_steps"])
     logger.close()
     if not quiet:
         print("[rogueray] final checkpoint written; shutting down", flush=True)
+    verdict = labels_verdict(config, annotator_stats)
+    if verdict is not None:
+        _notify(verdict, quiet=False)
     return TrainResult(
         env_steps=counters["env_steps"],
         updates=counters["updates"],
