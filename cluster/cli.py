@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cluster import labels_cli
+from cluster import compare_cli, evaluate_cli, labels_cli
 from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
 from cluster.scaling import ScaleError, request_workers, running_driver
 from cluster.validation import saved_config
@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("run_dir")
     scale.add_argument("num_workers", type=int, help="rollout workers wanted (>= 1)")
     labels_cli.add_parser(sub)
+    evaluate_cli.add_parser(sub)
+    compare_cli.add_parser(sub)
     return parser
 
 
@@ -124,6 +126,21 @@ def _flags_as_overrides(argv: list[str], parser: argparse.ArgumentParser) -> lis
     return [argv[0], *switches, *kept, *overrides]
 
 
+def _run_tool(args) -> int:
+    """evaluate and compare: their errors are the user's to fix, printed in one line."""
+    module = evaluate_cli if args.command == "evaluate" else compare_cli
+    try:
+        return module.run(args)
+    except Exception as exc:
+        from cluster.compare import CompareError
+        from cluster.evaluate import EvaluationError
+
+        if isinstance(exc, EvaluationError | CompareError | ConfigError | FileNotFoundError):
+            print(f"rogueray: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
 def _split_config_arg(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
     """`rogueray train key=value` (no file): the first positional is an override, not a file."""
     if config is not None and "=" in config and not Path(config).exists():
@@ -191,6 +208,8 @@ def _main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError, labels_cli.LabelStoreError) as exc:
             print(f"rogueray: error: {exc}", file=sys.stderr)
             return 2
+    if args.command in ("evaluate", "compare"):
+        return _run_tool(args)
     try:
         config = _load_for_train(args) if args.command == "train" else _load_for_resume(args)
     except ConfigError as exc:

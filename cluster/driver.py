@@ -21,8 +21,8 @@ from cluster.annotation import labels_verdict, preflight
 from cluster.checkpoint import restore_rng_states, rng_states
 from cluster.components import env_spec
 from cluster.config import ConfigError, RunConfig, dump_yaml, to_dict
-from cluster.run_files import check_run_files
 from cluster.console import startup_banner
+from cluster.run_files import check_run_files
 from cluster.scaling import DriverPid, ScaleError, ScaleWatcher, requested_workers
 
 LABEL_EXCHANGE_INTERVAL_S = 1.0
@@ -540,6 +540,7 @@ def _loop(
         _log_caption_table(logger, runner, counters["env_steps"])
         checkpoint(final=True)
     logger.maybe_print(counters["env_steps"], window, counters["episodes"], force=True)
+    logger.final_window(window, counters["env_steps"])
     logger.final_window(window, counters["env_steps"])
     logger.close()
     if not quiet:

@@ -201,12 +201,15 @@ class MetricsLogger:
         self.console = console or Console(total_env_steps, start_step, interval_s, quiet=quiet)
         self.latest: dict[str, Any] = {}
         self.intrinsic_returns: deque[float] = deque(maxlen=WINDOW_SIZE)
+        self._window_step: int | None = None  # step of the last episode_window/* point
 
     def _write_layout_and_hparams(self, config_text: str) -> None:
         from torch.utils.tensorboard.summary import hparams
 
         self.writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
         config = yaml.safe_load(config_text) or {}
+        rm = config.get("reward_model") if isinstance(config, dict) else None
+        self.has_reward_model = not isinstance(rm, dict) or rm.get("name", "none") != "none"
         if isinstance(config, dict):
             experiment, start, end = hparams(
                 flat_hparams(config), {name: 0.0 for name in HPARAM_METRICS}
@@ -215,6 +218,8 @@ class MetricsLogger:
                 self.writer.file_writer.add_summary(summary)
 
     def scalars(self, values: dict[str, Any], step: int) -> None:
+        if WINDOW_RETURN in values:
+            self._window_step = step
         for name, value in values.items():
             self.latest[name] = value
             if name == EPISODE_RETURN_INTRINSIC:
@@ -227,9 +232,15 @@ class MetricsLogger:
         """The `episode_window/*` means, the learner's intrinsic return included (the mean of its
         last per-update means)."""
         out = window.scalars()
-        if self.intrinsic_returns:
+        if self.intrinsic_returns and self.has_reward_model:
             out[WINDOW_RETURN_INTRINSIC] = float(np.mean(self.intrinsic_returns))
         return out
+
+    def final_window(self, window: EpisodeWindow, step: int) -> None:
+        """The window's means at the run's last step (unless logged there already), so that the
+        last `episode_window/*` point is the window the final console line shows."""
+        if self._window_step != step:
+            self.scalars(self.window_scalars(window), step)
 
     def episodes(self, episodes: Iterable[EpisodeStats], step: int) -> None:
         """One point per finished episode under `episode/*`."""

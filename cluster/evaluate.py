@@ -1,0 +1,390 @@
+"""`rogueray evaluate`: run a checkpoint's policy greedily (argmax) and sampled over N episodes,
+in this process and on the CPU (no Ray), and report per-task metrics with 95 % confidence
+intervals: extrinsic return, success rate (tasks with a goal), max depth (NetHack), episode
+length, and the intrinsic return the checkpoint's reward model gives now (the training rule:
+c_int * r_int(caption) * N_ep(caption)^-beta, summed over the episode).
+
+Both modes play the same episode seeds (`seed + i` for episode i), so they are compared on the
+same dungeons. Writes episodes.csv (one row per episode), summary.json and summary.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from cluster.config import ConfigError, RunConfig, load_config
+from cluster.evaluate_stats import mean_ci
+
+MODES = ("greedy", "sampled")
+METRICS = ("return_extrinsic", "success", "max_depth", "length", "return_intrinsic")
+SUMMARY_NAME = {"success": "success_rate"}  # the mean of 0/1 successes
+EPISODE_FIELDS = ("mode", "episode", "seed", *METRICS, "truncated")
+
+
+class EvaluationError(Exception):
+    """Something the user must fix (the CLI prints it and exits 2)."""
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    mode: str
+    episode: int
+    seed: int
+    return_extrinsic: float
+    success: float | None  # 1.0 / 0.0 where the task has a goal
+    max_depth: int | None
+    length: int
+    return_intrinsic: float | None  # None without a reward model
+    truncated: bool
+
+
+@dataclass
+class Loaded:
+    config: RunConfig
+    state: dict[str, Any]
+    checkpoint: Path
+    run_dir: Path
+
+
+def load_for_evaluation(target: str | Path, env_id: str | None = None) -> Loaded:
+    """The checkpoint (newest of a run directory, or the file given), read through
+    cluster/checkpoint.py onto the CPU, and the run's config (config.yaml beside it, else the
+    copy inside the checkpoint) set up for a CPU evaluation."""
+    from cluster.checkpoint import find_checkpoint, read_checkpoint
+
+    path = Path(target)
+    if path.is_dir():
+        run_dir = path
+        found = find_checkpoint(path)
+        if found.state is None:
+            why = "; ".join(f"{p.name}: {reason}" for p, reason in found.unreadable)
+            raise EvaluationError(
+                f"no loadable checkpoint in {path / 'checkpoints'}" + (f" ({why})" if why else "")
+            )
+        state, checkpoint = found.state, found.path
+    elif path.is_file():
+        run_dir = path.parent.parent  # <run_dir>/checkpoints/checkpoint_*.pt
+        try:
+            state = read_checkpoint(path)
+        except Exception as exc:  # noqa: BLE001 - the reason goes to the user
+            raise EvaluationError(f"cannot read checkpoint {path}: {exc}") from None
+        checkpoint = path
+    else:
+        raise EvaluationError(f"{str(path)!r} is neither a run directory nor a checkpoint file")
+    config = _config_for(run_dir, state, env_id)
+    return Loaded(config, state, checkpoint, run_dir)
+
+
+def _config_for(run_dir: Path, state: dict[str, Any], env_id: str | None) -> RunConfig:
+    import torch
+
+    overrides = [
+        f"run_dir={tempfile.gettempdir()}",  # the run's own may be another machine's path
+        "learner.device=cpu",
+        "reward_model.device=cpu" if not torch.cuda.is_available() else "",
+    ]
+    if env_id:
+        overrides.append(f"env.id={env_id}")
+    overrides = [o for o in overrides if o]
+    saved = run_dir / "config.yaml"
+    try:
+        if saved.is_file():
+            return load_config(saved, overrides)
+        if isinstance(state.get("config"), dict):
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+                yaml.safe_dump(state["config"], handle)
+            try:
+                return load_config(handle.name, overrides)
+            finally:
+                os.unlink(handle.name)
+    except ConfigError as exc:
+        raise EvaluationError(f"the run's config does not load here: {exc}") from None
+    raise EvaluationError(
+        f"no config for this checkpoint: neither {saved} nor a config inside the checkpoint"
+    )
+
+
+def build_policy_and_reward(loaded: Loaded):
+    """The policy (eval mode, CPU) and the reward model (None without one) of the checkpoint."""
+    from cluster.annotation import build_reward_model, wants_annotator
+    from cluster.components import env_spec, make_policy
+
+    config = loaded.config
+    try:
+        spec = env_spec(config)
+    except ConfigError as exc:
+        raise EvaluationError(str(exc)) from None
+    policy = make_policy(config, spec)
+    learner_state = loaded.state["learner"]
+    try:
+        policy.load_state_dict(learner_state["policy"])
+    except RuntimeError as exc:
+        raise EvaluationError(
+            f"the checkpoint's policy does not fit {config.env.id} (observations or actions "
+            f"differ from the env it was trained on): {str(exc).splitlines()[0]}"
+        ) from None
+    policy.eval()
+    reward_model = None
+    if wants_annotator(config):
+        reward_model = build_reward_model(config)
+        reward_model.load_state_dict(learner_state["reward_model"])
+    return policy, reward_model
+
+
+def play(
+    config: RunConfig,
+    policy,
+    reward_model,
+    *,
+    mode: str,
+    episodes: int,
+    seed: int,
+    num_envs: int,
+    max_episode_steps: int | None,
+    on_episode: Callable[[EpisodeResult], None] | None = None,
+) -> list[EpisodeResult]:
+    """Play `episodes` episodes (seeds seed..seed+episodes-1) with `num_envs` envs at once."""
+    import torch
+
+    from actors.captions import normalize_caption
+    from actors.envs import make_env
+    from learner.reward import training_reward
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    rng = np.random.default_rng([seed, MODES.index(mode)])
+    num_envs = max(1, min(num_envs, episodes))
+    envs = [make_env(config.env.id, max_episode_steps=max_episode_steps) for _ in range(num_envs)]
+    reward_cfg = config.reward
+    results: dict[int, EpisodeResult] = {}
+    next_episode = 0
+    slots: list[dict | None] = [None] * num_envs
+    obs_rows: list[dict | None] = [None] * num_envs
+
+    def start(i: int) -> None:
+        nonlocal next_episode
+        if next_episode >= episodes:
+            slots[i] = None
+            return
+        index, next_episode = next_episode, next_episode + 1
+        obs_rows[i] = envs[i].reset(seed=seed + index)[0]
+        slots[i] = {"index": index, "rewards": [], "captions": [], "depth": 0}
+
+    def finish(i: int, info: dict, truncated: bool) -> EpisodeResult:
+        slot = slots[i]
+        intrinsic = None
+        if reward_model is not None:
+            captions: dict[str, int] = {}
+            ids, counts, seen = [], [], {}
+            for caption in slot["captions"]:
+                if caption is None:
+                    ids.append(-1)
+                    counts.append(0)
+                    continue
+                seen[caption] = seen.get(caption, 0) + 1
+                ids.append(captions.setdefault(caption, len(captions)))
+                counts.append(seen[caption])
+            reward = training_reward(
+                rewards=np.asarray(slot["rewards"], np.float32)[:, None],
+                caption_ids=np.asarray(ids, np.int32)[:, None],
+                caption_counts=np.asarray(counts, np.int32)[:, None],
+                captions=list(captions),
+                extrinsic_coef=reward_cfg.extrinsic_coef,
+                reward_scale=reward_cfg.reward_scale,
+                reward_clip=reward_cfg.reward_clip,
+                intrinsic_coef=reward_cfg.intrinsic_coef,
+                count_exponent=reward_cfg.count_exponent,
+                intrinsic_fn=reward_model.rewards,
+            )
+            intrinsic = float(reward.intrinsic.sum())
+        success = info.get("success")
+        return EpisodeResult(
+            mode=mode,
+            episode=slot["index"],
+            seed=seed + slot["index"],
+            return_extrinsic=float(np.sum(slot["rewards"])),
+            success=None if success is None else float(bool(success)),
+            max_depth=slot["depth"] or None,
+            length=len(slot["rewards"]),
+            return_intrinsic=intrinsic,
+            truncated=truncated,
+        )
+
+    try:
+        for i in range(num_envs):
+            start(i)
+        state = policy.initial_state(num_envs)
+        starts = torch.zeros(1, num_envs, dtype=torch.bool)
+        keys = list(obs_rows[0])
+        with torch.no_grad():
+            while any(slot is not None for slot in slots):
+                # finished envs keep stepping their last observation's row; their actions unused
+                batch = {
+                    k: torch.from_numpy(np.stack([obs_rows[i][k] for i in range(num_envs)])[None])
+                    for k in keys
+                }
+                logits, _, state = policy(batch, state, starts)
+                logits = logits[0].numpy()
+                if mode == "greedy":
+                    actions = np.argmax(logits, axis=-1)
+                else:
+                    actions = np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1)
+                for i, env in enumerate(envs):
+                    slot = slots[i]
+                    if slot is None:
+                        continue
+                    obs, reward, term, trunc, info = env.step(int(actions[i]))
+                    slot["rewards"].append(float(reward))
+                    slot["depth"] = max(slot["depth"], int(info.get("depth", 0)))
+                    caption = info.get("caption")
+                    if caption is not None and config.env.normalize_captions:
+                        caption = normalize_caption(caption)
+                    slot["captions"].append(caption)
+                    obs_rows[i] = obs
+                    if term or trunc:
+                        result = finish(i, info, trunc and not term)
+                        results[result.episode] = result
+                        if on_episode is not None:
+                            on_episode(result)
+                        start(i)
+                        if state.shape[1]:
+                            state[i] = 0.0
+    finally:
+        for env in envs:
+            env.close()
+    return [results[k] for k in sorted(results)]
+
+
+def summarize(results: list[EpisodeResult]) -> dict[str, dict[str, dict]]:
+    """{mode: {metric: Estimate as dict}} for the metrics that apply (None values left out)."""
+    out: dict[str, dict[str, dict]] = {}
+    for mode in MODES:
+        rows = [r for r in results if r.mode == mode]
+        if not rows:
+            continue
+        out[mode] = {}
+        for metric in METRICS:
+            estimate = mean_ci([getattr(r, metric) for r in rows])
+            if estimate is not None:
+                out[mode][SUMMARY_NAME.get(metric, metric)] = estimate.as_dict()
+    return out
+
+
+def default_out_dir(loaded: Loaded) -> Path:
+    name = loaded.checkpoint.stem
+    trained_on = loaded.state.get("config", {}).get("env", {}).get("id")
+    if trained_on and trained_on != loaded.config.env.id:
+        name += f"-{loaded.config.env.id}"
+    return loaded.run_dir / "evaluation" / name
+
+
+def write_outputs(
+    out_dir: Path, results: list[EpisodeResult], summary: dict, meta: dict[str, Any]
+) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "episodes": out_dir / "episodes.csv",
+        "json": out_dir / "summary.json",
+        "csv": out_dir / "summary.csv",
+    }
+    with open(paths["episodes"], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=EPISODE_FIELDS)
+        writer.writeheader()
+        for result in results:
+            row = asdict(result)
+            writer.writerow({k: "" if row[k] is None else row[k] for k in EPISODE_FIELDS})
+    paths["json"].write_text(json.dumps({**meta, "modes": summary}, indent=2) + "\n")
+    with open(paths["csv"], "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["mode", "metric", "n", "mean", "std", "ci95_low", "ci95_high"])
+        for mode, metrics in summary.items():
+            for metric, e in metrics.items():
+                writer.writerow(
+                    [mode, metric, e["n"], e["mean"], e["std"], e["ci_low"], e["ci_high"]]
+                )
+    return paths
+
+
+def evaluate(
+    target: str | Path,
+    *,
+    episodes: int = 20,
+    env_id: str | None = None,
+    seed: int = 1_000_000_007,
+    num_envs: int = 8,
+    max_episode_steps: int | None = None,
+    modes: tuple[str, ...] = MODES,
+    out_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Evaluate; returns the summary JSON's content and the paths written."""
+    import torch
+
+    if episodes < 1:
+        raise EvaluationError(f"--episodes must be >= 1, got {episodes}")
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    loaded = load_for_evaluation(target, env_id)
+    policy, reward_model = build_policy_and_reward(loaded)
+    config = loaded.config
+    cap = max_episode_steps if max_episode_steps is not None else config.env.max_episode_steps
+    config = replace(config, env=replace(config.env, max_episode_steps=cap))
+    from tqdm import tqdm
+
+    results: list[EpisodeResult] = []
+    with tqdm(
+        total=episodes * len(modes),
+        desc="[rogueray] evaluating",
+        unit="episode",
+        disable=(not sys.stderr.isatty()) if progress is None else not progress,
+    ) as bar:
+        for mode in modes:
+            bar.set_postfix_str(mode)
+            results += play(
+                config,
+                policy,
+                reward_model,
+                mode=mode,
+                episodes=episodes,
+                seed=seed,
+                num_envs=num_envs,
+                max_episode_steps=cap,
+                on_episode=lambda _: bar.update(1),
+            )
+    summary = summarize(results)
+    counters = loaded.state.get("counters", {})
+    meta = {
+        "checkpoint": str(loaded.checkpoint),
+        "env_steps": int(counters.get("env_steps", 0)),
+        "env": config.env.id,
+        "max_episode_steps": cap,
+        "reward_model": config.reward_model.name,
+        "episodes_per_mode": episodes,
+        "first_seed": seed,
+        "confidence_interval": "95 % Student t interval of the mean over episodes",
+    }
+    out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
+    paths = write_outputs(out, results, summary, meta)
+    return {**meta, "modes": summary}, paths
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['checkpoint']} ({report['env_steps']:,d} env steps) on {report['env']}: "
+        f"{report['episodes_per_mode']} episodes per mode, mean [95 % CI]"
+    ]
+    for mode, metrics in report["modes"].items():
+        parts = []
+        for metric, e in metrics.items():
+            parts.append(f"{metric} {e['mean']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]")
+        lines.append(f"  {mode:<8} " + " | ".join(parts))
+    return "\n".join(lines)
