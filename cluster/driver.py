@@ -541,7 +541,6 @@ def _loop(
         checkpoint(final=True)
     logger.maybe_print(counters["env_steps"], window, counters["episodes"], force=True)
     logger.final_window(window, counters["env_steps"])
-    logger.final_window(window, counters["env_steps"])
     logger.close()
     if not quiet:
         print("[rogueray] final checkpoint written; shutting down", flush=True)
