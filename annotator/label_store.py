@@ -294,6 +294,46 @@ class LabelStore(StoreInspector):
         return self.export_group(self._key, path, fmt, what)
 
 
+def verify_store(path: str | Path) -> None:
+    """Check, writing nothing, that a run can open `path` as its label store: a file that is
+    missing (it is created, so its folder must be creatable and writable) or a rogueray label
+    store this user can read and write, that SQLite's quick_check finds intact. Raises
+    LabelStoreError naming the file and what to do."""
+    path = Path(path)
+    other = "or configure another label store path (annotator.label_store)"
+    if not path.exists():
+        probe = path.parent
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise LabelStoreError(
+                f"label store {path} cannot be created: {probe} is not a writable folder; fix "
+                f"its permissions, {other}"
+            )
+        return
+    if path.is_dir():
+        raise LabelStoreError(f"label store {path} is a folder, not a file; move it aside, {other}")
+    if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+        raise LabelStoreError(
+            f"label store {path} cannot be read and written by this user (it and its folder "
+            f"need read and write permission, for {path.name}-wal/-shm too); fix the "
+            f"permissions (e.g. `chmod u+rw {path}`), {other}"
+        )
+    if path.stat().st_size == 0:
+        return  # an empty file: the run writes the schema into it
+    with StoreInspector(path) as store, store._tx() as c:
+        try:
+            verdict = [row[0] for row in c.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            raise _error(path, exc) from exc
+    if verdict != ["ok"]:
+        raise LabelStoreError(
+            f"{path} is not a readable rogueray label store (SQLite quick_check: "
+            f"{'; '.join(verdict[:3])}). Move it aside with any {path.name}-wal/-shm beside it "
+            f"(e.g. `mv {path} {path}.bad`) to start a new store there, {other}."
+        )
+
+
 def open_readonly(path: str | Path) -> StoreInspector:
     """Inspect a label store (e.g. for `rogueray labels RUN_DIR`) without writing to it."""
     return StoreInspector(path)

