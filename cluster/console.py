@@ -104,7 +104,7 @@ class Console:
         self.last_line = f"{PREFIX} " + " | ".join(fields)
         if not self.quiet:
             if self.tty:
-                self._show_bar(step, fields[1:])
+                self._show_bar(step, fields)
             else:
                 print(self.last_line, file=self.stream, flush=True)
         return rate
@@ -141,7 +141,7 @@ class Console:
             fields.append(annotator_field(annotator))
         return fields
 
-    def _show_bar(self, step: int, postfix: list[str]) -> None:
+    def _show_bar(self, step: int, fields: list[str]) -> None:
         if self._bar is None:
             from tqdm import tqdm
 
@@ -149,11 +149,10 @@ class Console:
                 total=self.total,
                 initial=min(step, self.total),
                 file=self.stream,
-                desc=PREFIX,
                 dynamic_ncols=True,
-                bar_format="{desc} {percentage:3.0f}%|{bar:20}| {postfix}",
+                bar_format=PREFIX + " {percentage:3.0f}%|{bar:20}| {desc}",
             )
-        self._bar.set_postfix_str(" | ".join(postfix), refresh=True)
+        self._bar.set_description_str(" | ".join(fields), refresh=True)
 
     # -- messages -------------------------------------------------------------------------
     def message(self, text: str) -> None:
