@@ -32,6 +32,8 @@ POSITIVE_FRACTION = "annotator/positive_fraction"
 DROPPED = "annotator/dropped_total"
 FAILED_REQUESTS = "annotator/failed_requests"
 BACKEND_UP = "annotator/backend_up"
+BACKEND_STATE = "annotator/backend_state"  # STARTING, ANSWERING or NOT_ANSWERING
+STARTING, ANSWERING, NOT_ANSWERING = 0.0, 1.0, -1.0
 BATCH_SIZE = "annotator/batch_size"
 FIRST_LABEL_DELAY = "annotator/first_label_delay_s"
 
@@ -138,6 +140,7 @@ class Annotator:
                 DROPPED: float(self.counts["dropped"]),
                 FAILED_REQUESTS: float(self.counts["failed"]),
                 BACKEND_UP: float(self._backend_up),
+                BACKEND_STATE: self._state(),
                 BATCH_SIZE: float(self._sizer.size),
                 **(
                     {}
@@ -145,6 +148,11 @@ class Annotator:
                     else {FIRST_LABEL_DELAY: self._first_label_delay}
                 ),
             }
+
+    def _state(self) -> float:
+        if self.backend is None:
+            return STARTING
+        return ANSWERING if self._backend_up else NOT_ANSWERING
 
     def poll_notices(self) -> list[str]:
         """What the user must know since the last poll, one console line each (a backend that

@@ -50,8 +50,9 @@ class AnnotatorConfig:
     batch_size: Count = 32
     """Most prompts per LLM request. The annotator starts with small batches and grows them to
     what the backend answers in about `target_batch_s`, so first labels arrive in seconds."""
-    target_batch_s: Positive = 2.0
-    """Wall-clock seconds one batch should take, measured; sets the adaptive batch size."""
+    target_batch_s: Positive = 5.0
+    """Wall-clock seconds one batch should take, measured; sets the adaptive batch size (never
+    below the first batch's 4 prompts: on a slow machine, larger batches cost less per prompt)."""
     max_in_flight: Count = 2
     """Requests (batches) in flight at once."""
     max_backlog: Count = 10_000

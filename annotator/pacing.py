@@ -9,9 +9,10 @@ class BatchSizer:
     """Prompts per request, sized so that one request takes about `target_s` of backend time.
 
     Starts at `first` (small, so the first labels arrive within seconds even on a loaded
-    machine), then follows an exponential moving average of the measured rate (prompts/s). The
-    time a batch spent queued behind the previous one is not counted: its busy time starts when
-    it was sent or when the previous batch finished, whichever is later.
+    machine), then follows an exponential moving average of the measured rate (prompts/s), never
+    below `first`: smaller batches would only make a slow machine slower per prompt. The time a
+    batch spent queued behind the previous one is not counted: its busy time starts when it was
+    sent or when the previous batch finished, whichever is later.
     """
 
     def __init__(self, first: int, largest: int, target_s: float, smoothing: float = 0.3):
@@ -21,7 +22,7 @@ class BatchSizer:
                 f"{first}, {largest}, {target_s}, {smoothing}"
             )
         self.largest, self.target_s, self.smoothing = largest, target_s, smoothing
-        self.size = min(first, largest)
+        self.smallest = self.size = min(first, largest)
         self.rate: float | None = None  # prompts/s
         self._last_done: float | None = None
 
@@ -35,7 +36,7 @@ class BatchSizer:
         rate = prompts / busy
         a = self.smoothing
         self.rate = rate if self.rate is None else (1 - a) * self.rate + a * rate
-        self.size = int(min(self.largest, max(1, round(self.rate * self.target_s))))
+        self.size = int(min(self.largest, max(self.smallest, round(self.rate * self.target_s))))
 
 
 class Notices:

@@ -8,13 +8,17 @@ import re
 import pytest
 
 from annotator.annotator import (
+    ANSWERING,
+    BACKEND_STATE,
     DROPPED,
     FAILED_REQUESTS,
     FIRST_BATCH,
     FIRST_LABEL_DELAY,
     INVALID_RATE,
     LABELS_TOTAL,
+    NOT_ANSWERING,
     PENDING,
+    STARTING,
     Annotator,
 )
 from annotator.config import AnnotatorConfig
@@ -215,6 +219,8 @@ def test_batch_sizer_targets_the_wanted_busy_time():
     assert sizer.rate == 8 / 2.0 and sizer.size == 8
     sizer.measured(8, sent=3.0, done=3.1)  # 80 prompts/s, capped by largest
     assert sizer.size == 64
+    sizer.measured(64, sent=4.0, done=204.0)  # 0.32 prompts/s: never below the first size
+    assert sizer.size == 4
 
 
 def test_notices_are_rate_limited_per_kind():
@@ -231,7 +237,9 @@ def test_outage_and_unreadable_answers_reach_the_user_as_one_line_each(tmp_path)
     backend.down = True
     annotator = Annotator(lambda: backend, _store(tmp_path), _settings(max_backoff_s=0.05))
     annotator.submit({"gold": 1, "door": 1})
+    assert annotator.stats()[BACKEND_STATE] == STARTING  # loading, not "down"
     asyncio.run(_run_until(annotator, lambda: annotator.stats()[FAILED_REQUESTS] >= 6))
+    assert annotator.stats()[BACKEND_STATE] == NOT_ANSWERING
     lines = annotator.poll_notices()
     assert len(lines) == 1 and "did not answer" in lines[0]  # repeats within a minute: one line
 
@@ -240,6 +248,7 @@ def test_outage_and_unreadable_answers_reach_the_user_as_one_line_each(tmp_path)
     other = Annotator(lambda: garbage, _store(tmp_path / "g"), _settings(max_retries=2))
     other.submit({f"caption {i}": 1 for i in range(10)})
     asyncio.run(_run_until(other, lambda: other.stats()[PENDING] == 0))
+    assert other.stats()[BACKEND_STATE] == ANSWERING  # it answers, just not usably
     lines = other.poll_notices()
     assert len(lines) == 1  # said once, when 20 or more answers had come back unreadable
     bad, asked = map(int, re.search(r"(\d+) of (\d+) answers could not be read", lines[0]).groups())
