@@ -7,6 +7,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from annotator.annotator import ANSWERING, BACKEND_STATE, NOT_ANSWERING, STARTING
+
 if TYPE_CHECKING:
     from cluster.config import RunConfig
     from cluster.metrics import EpisodeWindow
@@ -170,14 +172,17 @@ class Console:
             self._bar = None
 
 
+_LLM_STATES = {STARTING: "LLM loading", ANSWERING: "LLM up", NOT_ANSWERING: "LLM not answering"}
+
+
 def annotator_field(stats: dict[str, Any]) -> str:
     """labels so far, pending, and what the annotator is doing, from its stats dict."""
     parts = []
     if "annotator/pending" in stats:
         parts.append(f"pending {stats['annotator/pending']:,.0f}")
-    state = stats.get("annotator/state")
-    if isinstance(state, str) and state:
-        parts.append(f"LLM {state}")
+    state = stats.get(BACKEND_STATE)
+    if state is not None:
+        parts.append(_LLM_STATES.get(state, "LLM ?"))
     elif "annotator/backend_up" in stats:
         parts.append("LLM up" if stats["annotator/backend_up"] else "LLM down")
     if stats.get("annotator/invalid_answer_rate"):
