@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-import time
 
 import pytest
 
@@ -230,7 +229,9 @@ def test_transformers_keeps_the_event_loop_free(tf_backend):
 
 
 @pytest.mark.llm
-def test_transformers_throughput_64_prompts(tf_backend, record_property):
+def test_transformers_answers_every_one_of_64_prompts(tf_backend):
+    # One request of 64 prompts, more than one internal batch: every prompt gets its answer, in
+    # order. How fast is measured by benchmarks/labels.py (labels_per_s.transformers), not here.
     captions = [
         "You kill the newt!", "You find a hidden passage.", "The door opens.", "You feel hungry.",
         "Welcome to experience level 2.", "You hear a door open.", "It's a wall.",
@@ -244,14 +245,12 @@ def test_transformers_throughput_64_prompts(tf_backend, record_property):
         )
         for i in range(64)
     ]
-    asyncio.run(tf_backend.choice_probs(chats[:4], ["yes", "no"]))  # warm-up
-    t0 = time.perf_counter()
     r = asyncio.run(tf_backend.choice_probs(chats, ["yes", "no"]))
-    rate = 64 / (time.perf_counter() - t0)
-    record_property("labels_per_s", rate)
-    print(f"transformers backend: {rate:.1f} labels/s (64 prompts, batch 32)")
+    assert len(r) == 64
     assert all(x is not None for x in r)
-    assert rate > 1.0  # 20-23/s on an idle 2-core machine; shared cores make it noisy
+    assert all(sum(x.values()) == pytest.approx(1.0, abs=1e-6) for x in r)
+    alone = asyncio.run(tf_backend.choice_probs([chats[63]], ["yes", "no"]))[0]
+    assert r[63]["yes"] == pytest.approx(alone["yes"], abs=0.05)  # bf16 batching noise only
 
 
 @pytest.mark.llm

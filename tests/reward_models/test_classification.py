@@ -21,17 +21,28 @@ def tiny_labels(n: int, start: int = 0) -> list[CaptionLabel]:
 
 @pytest.fixture(scope="module")
 def trained():
-    """A small classifier trained on 1000 captions in 10 label batches (200 steps of 32)."""
-    torch.manual_seed(0)  # dropout draws from the global generator
-    rng = np.random.default_rng(0)
-    train = keyword_captions(rng, KEYWORDS, 1000)
-    held_out = keyword_captions(rng, KEYWORDS, 300, exclude=train)
-    model = ClassificationRewardModel(
-        lr=2e-3, batch_size=32, steps_per_label_batch=20, seed=0, **SMALL
-    )
-    labels = [CaptionLabel(c, float(k >= 2)) for c, k in train.items()]
-    for start in range(0, len(labels), 100):
-        metrics = model.add_labels(labels[start : start + 100])
+    """A small classifier trained on 1000 captions in 10 label batches (200 steps of 32).
+
+    Deterministic on a given machine: seeded data, weights, batch order and dropout, one torch
+    thread (the thread count changes float sums, and with them the trained probabilities), and
+    deterministic algorithms only."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.manual_seed(0)  # dropout draws from the global generator
+        rng = np.random.default_rng(0)
+        train = keyword_captions(rng, KEYWORDS, 1000)
+        held_out = keyword_captions(rng, KEYWORDS, 300, exclude=train)
+        model = ClassificationRewardModel(
+            lr=2e-3, batch_size=32, steps_per_label_batch=20, seed=0, **SMALL
+        )
+        labels = [CaptionLabel(c, float(k >= 2)) for c, k in train.items()]
+        for start in range(0, len(labels), 100):
+            metrics = model.add_labels(labels[start : start + 100])
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
     return model, metrics, held_out
 
 
@@ -54,9 +65,15 @@ def test_binary_reward_is_thresholded_probability(trained):
     np.testing.assert_allclose(soft.rewards(captions), p_helpful, rtol=1e-6)
     np.testing.assert_array_equal(model.rewards(captions), (p_helpful > 0.5).astype(np.float32))
     assert 0 < p_helpful.min() < 0.5 < p_helpful.max() < 1
-    strict = ClassificationRewardModel(threshold=0.99, seed=0, **SMALL)
+    # A stricter threshold taken from the probabilities themselves: the median P(helpful) of the
+    # captions above 0.5. A fixed one (0.99 before) sits in the saturated tail of this confident
+    # model (held-out loss ~1e-3), where whether any caption falls between 0.5 and it depends on
+    # the last bits of training: one caption of 36 at 0.986 on one machine, none on another.
+    above = np.sort(p_helpful[p_helpful > 0.5])
+    threshold = float(above[len(above) // 2])
+    strict = ClassificationRewardModel(threshold=threshold, seed=0, **SMALL)
     strict.load_state_dict(model.state_dict())
-    expected = (p_helpful > 0.99).astype(np.float32)
+    expected = (p_helpful > threshold).astype(np.float32)
     np.testing.assert_array_equal(strict.rewards(captions), expected)
     assert 0 < expected.sum() < (p_helpful > 0.5).sum()
 
