@@ -36,9 +36,9 @@ class RolloutWorker:
     `SeedSequence(seed, spawn_key=(worker_id, incarnation, restarts, e, j))`, and actions from one
     keyed by (worker_id, incarnation, restarts). `incarnation` counts the starts of the run (0
     for a new run, one more on every resume: the driver keeps it in its checkpointed counters)
-    and `restarts` the restarts of this worker's process within a start (the driver passes it
-    with `set_weights`, since Ray restarts a dead worker with its original constructor
-    arguments). So a run is reproducible from its seed, and neither a resumed run nor a
+    and `restarts` the restarts of this worker's process within a start (the driver sends it
+    with every sample request, `use_restart_streams`, since Ray restarts a dead worker with its
+    original constructor arguments). So a run is reproducible from its seed, and neither a resumed run nor a
     restarted worker replays the dungeons of episodes played before.
     """
 
@@ -93,26 +93,25 @@ class RolloutWorker:
     def num_envs(self) -> int:
         return len(self.envs)
 
-    def set_weights(
-        self, weights: dict[str, np.ndarray], version: int, restarts: int | None = None
-    ) -> None:
-        """Load learner weights (numpy arrays, as shipped through the object store).
-
-        `restarts`: how often this worker's process has been restarted in this run start, as the
-        driver counts it. A new value (a fresh process, which began on the streams of restart 0)
-        moves every env and the action draws onto the streams of that restart and starts new
-        episodes there, before the next `sample`.
-        """
+    def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
+        """Load learner weights (numpy arrays, as shipped through the object store)."""
         self.policy.load_state_dict(
             {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
         )
         self.policy_version = version
-        if restarts is not None and restarts != self._restarts:
-            self._restarts = restarts
-            for i, obs in enumerate(self._start_streams()):
-                self._write_obs(self.unroll_length, i, obs)
-            self._state = self.policy.initial_state(self.num_envs)
-            self._episodes = [_Episode() for _ in range(self.num_envs)]
+
+    def use_restart_streams(self, restarts: int) -> None:
+        """`restarts`: how often this worker's process was lost in this run start, as the driver
+        counts it (Ray constructs a restarted process with the original arguments, so it begins
+        on the streams of restart 0). A new value moves every env and the action draws onto
+        that restart's streams and starts new episodes there; the same value changes nothing."""
+        if restarts == self._restarts:
+            return
+        self._restarts = restarts
+        for i, obs in enumerate(self._start_streams()):
+            self._write_obs(self.unroll_length, i, obs)
+        self._state = self.policy.initial_state(self.num_envs)
+        self._episodes = [_Episode() for _ in range(self.num_envs)]
 
     def episode_seed(self, env_index: int, episode: int) -> int:
         """The reset seed of episode `episode` (0, 1, ...) of env `env_index` on this worker's

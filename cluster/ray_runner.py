@@ -166,8 +166,9 @@ class RayRunner:
         self._label_refs: list = []
         self._notices: list[str] = []
         self._restarting: set[int] = set()  # workers that died and have not answered since
-        # Per worker: lost samples so far, sent with set_weights so that each new process of a
-        # worker (Ray restarts it with the same arguments) seeds envs it has never played.
+        # Per worker: lost samples so far, sent with each sample request so that every new
+        # process of a worker (Ray restarts it with the same arguments) seeds envs it has never
+        # played. With the request itself: a message sent before it may be lost in the restart.
         self._lives: dict[int, int] = {}
         self._samples: dict = {}  # stats ref -> (worker id, fragment ref)
         self._updates: list = []
@@ -235,8 +236,8 @@ class RayRunner:
 
     def sync_weights(self) -> None:
         self._weights_ref = self.learner.get_weights.remote()
-        for worker_id, worker in self.workers.items():
-            worker.set_weights.remote(self._weights_ref, self._lives.get(worker_id, 0))
+        for worker in self.workers.values():
+            worker.set_weights.remote(self._weights_ref)
         if not self._samples:
             for worker_id in self.workers:
                 self._submit(worker_id)
@@ -305,7 +306,8 @@ class RayRunner:
         return worker_id
 
     def _submit(self, worker_id: int) -> None:
-        fragment_ref, stats_ref = self.workers[worker_id].sample.remote()
+        lives = self._lives.get(worker_id, 0)
+        fragment_ref, stats_ref = self.workers[worker_id].sample.remote(lives)
         self._samples[stats_ref] = (worker_id, fragment_ref)
 
     def collect(self) -> tuple[list, list[EpisodeStats], int]:
@@ -333,8 +335,7 @@ class RayRunner:
                 # streams no earlier process of this worker used.
                 self._lives[worker_id] = self._lives.get(worker_id, 0) + 1
                 if self._weights_ref is not None:
-                    lives = self._lives[worker_id]
-                    self.workers[worker_id].set_weights.remote(self._weights_ref, lives)
+                    self.workers[worker_id].set_weights.remote(self._weights_ref)
                 self._submit(worker_id)
                 continue
             self._restarting.discard(worker_id)
@@ -386,14 +387,15 @@ class _WorkerActor:
             sink = ray.get_actor(annotator_name).submit.remote  # fire and forget
         self.worker = make_worker(config, spec, worker_id, sink)
 
-    def set_weights(self, payload, restarts: int = 0) -> None:
-        """`restarts`: the driver's count of this worker's lost samples; a restarted process
-        (constructed with the original arguments) moves onto fresh seed streams with it."""
+    def set_weights(self, payload) -> None:
         weights, version = payload
-        self.worker.set_weights(weights, version, restarts)
+        self.worker.set_weights(weights, version)
 
     @ray.method(num_returns=2)
-    def sample(self):
+    def sample(self, restarts: int = 0):
+        """`restarts`: the driver's count of this worker's lost samples; a restarted process
+        (constructed with the original arguments) moves onto fresh seed streams with it."""
+        self.worker.use_restart_streams(restarts)
         fragment, episodes = self.worker.sample()
         return fragment, (episodes, fragment.num_steps)
 

@@ -38,13 +38,12 @@ def _worker(**kwargs):
 
 def _episodes(make, seen, samples=2, restarts=None):
     """Seeds of every episode the worker `make()` builds starts, from its construction (the
-    first episodes) through `samples` samples; with `restarts`, weights are sent first with that
-    restart count, as the driver does to a restarted worker."""
+    first episodes) through `samples` samples; with `restarts`, the worker is told that restart
+    count first, as every sample request from the driver does."""
     start = len(seen)
     worker = make()
     if restarts is not None:
-        policy = UniformPolicy(28)
-        worker.set_weights({k: v.numpy() for k, v in policy.state_dict().items()}, 3, restarts)
+        worker.use_restart_streams(restarts)
     fragments = [worker.sample()[0] for _ in range(samples)]
     worker.close()
     return seen[start:], fragments
@@ -79,7 +78,7 @@ def test_a_restarted_worker_process_plays_new_dungeons(nethack_seeds):
     before, _ = _episodes(_worker, nethack_seeds)
     # Ray restarts a dead worker with its original constructor arguments: its constructor
     # starts on the streams of restart 0 (those resets are abandoned before any step), then the
-    # driver sends weights with the worker's restart count.
+    # driver's sample request carries the worker's restart count.
     restarted, fragments = _episodes(_worker, nethack_seeds, restarts=1)
     first_resets = restarted[:2]
     assert first_resets == before[:2]  # the constructor's resets, never stepped
@@ -87,5 +86,5 @@ def test_a_restarted_worker_process_plays_new_dungeons(nethack_seeds):
     assert len(played) >= 8 and not set(before) & set(played)
     assert all(e.length <= 4 for f in fragments for e in f.episodes)
     assert _episodes(_worker, nethack_seeds, restarts=1)[0] == restarted  # reproducible
-    # An ordinary weight sync (the same count) leaves the streams alone.
+    # The same count (every ordinary sample request) leaves the streams alone.
     assert _episodes(_worker, nethack_seeds, restarts=0)[0] == before
