@@ -221,7 +221,10 @@ def plot(groups: list[Group], png: Path, svg: Path) -> list[str]:
             marker = "o" if grid.size < 20 else None  # a run with few points still shows
             ax.plot(grid, mean, color=color, label=label, linewidth=1.6, marker=marker, ms=3)
             if seeds > 1:
-                ax.fill_between(grid, mean - half, mean + half, color=color, alpha=0.2, linewidth=0)
+                low, high = mean - half, mean + half
+                if metric == "success":  # a rate's band stays within [0, 1]
+                    low, high = np.clip(low, 0, 1), np.clip(high, 0, 1)
+                ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
         ax.set_title(METRICS[metric][0])
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
