@@ -4,6 +4,7 @@ starts."""
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from pathlib import Path
@@ -157,6 +158,14 @@ def _load_for_resume(args) -> RunConfig:
     return load_config(saved_config(args.run_dir), [f"run_dir={args.run_dir}", *args.overrides])
 
 
+_DISK_ERRORS = {
+    errno.ENOSPC: "free space on that file system (`df -h`), then run the command again",
+    errno.EDQUOT: "free space within your quota, then run the command again",
+    errno.EROFS: "the file system is read-only; give a writable run_dir",
+    errno.EIO: "the disk reported an I/O error; check it, or give a run_dir on another disk",
+}
+
+
 def _error(text: str) -> None:
     try:
         print(text, file=sys.stderr, flush=True)
@@ -229,6 +238,12 @@ def _main(argv: list[str] | None = None) -> int:
     except StartupInterrupted as exc:
         _error(f"rogueray: {exc}")
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        where = exc.filename or config.run_dir
+        _error(f"rogueray: error: {where}: {exc.strerror}; {_DISK_ERRORS[exc.errno]}")
+        return 2
     ret = "n/a" if result.mean_return is None else f"{result.mean_return:.2f}"
     try:
         print(

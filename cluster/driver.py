@@ -211,7 +211,7 @@ class _Checkpointer:
             if final or self.failures >= MAX_FAILED_CHECKPOINTS:
                 which = "the final checkpoint" if final else f"{self.failures} checkpoints in a row"
                 raise ckpt.CheckpointWriteError(
-                    f"could not write {which} ({exc}); {kept_text}. {_how_to_fix(exc, run_dir)}, "
+                    f"{which} failed ({exc}); {kept_text}. {_how_to_fix(exc, run_dir)}, "
                     f"then `rogueray resume {run_dir}`",
                     exc.errno,
                 ) from None
@@ -248,7 +248,14 @@ def train(config: RunConfig, *, quiet: bool = False, fresh: bool = False) -> Tra
     *.corrupt when unreadable).
     """
     with _StopFlag() as flag, _SafeConsole():
-        return _start(config, flag, quiet=quiet, fresh=fresh)
+        try:
+            return _start(config, flag, quiet=quiet, fresh=fresh)
+        except Exception as exc:
+            # A Ctrl-C reaches the whole process group: what it broke while starting (Ray's
+            # processes, a download) is the interruption, reported as one.
+            if flag.stop and not flag.training and not isinstance(exc, StartupInterrupted):
+                raise StartupInterrupted(flag.signum or signal.SIGINT) from None
+            raise
 
 
 def _start(config: RunConfig, flag: _StopFlag, *, quiet: bool, fresh: bool) -> TrainResult:

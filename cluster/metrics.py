@@ -194,7 +194,11 @@ class MetricsLogger:
     ):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir, purge_step=start_step or None)
+        from cluster.safe_output import GuardedWriter
+
+        self.writer = GuardedWriter(  # a full disk pauses TensorBoard, never training
+            lambda: SummaryWriter(log_dir, purge_step=start_step or None), self.message
+        )
         self.writer.add_text("config", "```\n" + config_text + "\n```", global_step=start_step)
         self._write_layout_and_hparams(config_text)
         self.total = total_env_steps

@@ -1,16 +1,23 @@
 """Real faults: a rollout worker process killed mid-run is restarted and sampling goes on; SIGTERM
-stops a run cleanly with a checkpoint that the next invocation resumes from."""
+stops a run cleanly with a checkpoint that the next invocation resumes from; a full disk (a
+small tmpfs, really filled) costs checkpoints, never the run or its older checkpoints; the reader
+of a piped console going away never costs the final checkpoint."""
 
+import errno
 import os
+import queue
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from cluster.checkpoint import load_latest
+from cluster.checkpoint import list_checkpoints, load_latest, read_checkpoint
 from cluster.components import env_spec
 from cluster.config import load_config
 
@@ -83,3 +90,147 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path):
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resuming {run_dir} from step {saved['counters']['env_steps']:,d}" in resumed.stdout
+
+
+class _Run:
+    """`rogueray train` in a subprocess of its own session; its stdout read line by line by a
+    thread, so the test waits for what the run says (with a generous deadline only against a
+    hang, never as an assertion about speed)."""
+
+    def __init__(self, *args: str, stderr_path: Path, env: dict | None = None):
+        cmd = [sys.executable, "-m", "cluster.cli", "train", CARTPOLE, *args]
+        self.err = open(stderr_path, "w")  # noqa: SIM115 - closed in finish()
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.err, text=True,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        self.lines: queue.Queue = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.proc.stdout:
+                self.lines.put(line)
+        except ValueError:  # the test closed the pipe: the reader is gone
+            pass
+        self.lines.put(None)
+
+    def wait_for(self, text: str, deadline_s: float = 300) -> str:
+        end = time.monotonic() + deadline_s
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.1, end - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None or time.monotonic() > end:
+                self.proc.kill()
+                raise AssertionError(f"never saw {text!r}; output:\n{''.join(self.seen)}")
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def finish(self, deadline_s: float = 300) -> tuple[int, str, str]:
+        code = self.proc.wait(timeout=deadline_s)
+        while (line := self.lines.get(timeout=deadline_s)) is not None:
+            self.seen.append(line)
+        self.err.close()
+        return code, "".join(self.seen), Path(self.err.name).read_text()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs: a real file system that really fills up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Write a file until the disk is full (ENOSPC); returns it."""
+    filler = disk / f"filler-{uuid.uuid4().hex}"
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def _no_temp_files(run_dir: Path) -> bool:
+    return not [p for p in (run_dir / "checkpoints").iterdir() if ".tmp-" in p.name]
+
+
+def _first_checkpoint(run_dir: Path, run: "_Run") -> None:
+    while not list_checkpoints(run_dir):
+        assert run.proc.poll() is None, run.finish()
+        time.sleep(0.2)
+
+
+FAST = ["mode=serial", "rollout.num_workers=1", "total_env_steps=100000000", "log_interval_s=1"]
+
+
+@pytest.mark.slow
+def test_disk_full_costs_checkpoints_not_the_run(small_disk, tmp_path):
+    run_dir = small_disk / "run"
+    run = _Run(f"run_dir={run_dir}", *FAST, "checkpoint_interval_s=0.5",
+               stderr_path=tmp_path / "stderr")  # fmt: skip
+    _first_checkpoint(run_dir, run)
+    filler = _fill(small_disk)
+    failed = run.wait_for("not written")
+    assert "No space left on device" in failed and "training goes on" in failed
+    kept_while_full = list_checkpoints(run_dir)
+    assert kept_while_full and _no_temp_files(run_dir)  # the partial file is gone
+    filler.unlink()  # space is freed: the next try succeeds without a restart
+    recovered = run.wait_for("checkpoint written again")
+    run.proc.send_signal(signal.SIGTERM)
+    code, out, err = run.finish()
+    assert code == 0, out + err
+    assert "Traceback" not in err and "rogueray: error" not in err
+    newest = list_checkpoints(run_dir)[-1]
+    assert newest.name in recovered or newest > kept_while_full[-1]
+    assert read_checkpoint(newest)["counters"]["env_steps"] > 0
+    assert _no_temp_files(run_dir)
+    print(f"while full: {failed.strip()}\nafter freeing: {recovered.strip()}")
+
+
+@pytest.mark.slow
+def test_disk_that_stays_full_stops_with_a_way_out(small_disk, tmp_path):
+    run_dir = small_disk / "run"
+    run = _Run(f"run_dir={run_dir}", *FAST, "checkpoint_interval_s=0.2",
+               stderr_path=tmp_path / "stderr")  # fmt: skip
+    _first_checkpoint(run_dir, run)
+    _fill(small_disk)
+    code, out, err = run.finish()
+    assert code == 2, out + err
+    assert err.count("rogueray: error:") == 1 and "Traceback" not in err, err
+    assert "checkpoints in a row failed" in err and "Free space on the file system" in err
+    assert f"rogueray resume {run_dir}" in err
+    kept = list_checkpoints(run_dir)
+    assert kept and all(read_checkpoint(p) for p in kept) and _no_temp_files(run_dir)
+    assert f"the newest kept is {kept[-1].name}" in err
+
+
+@pytest.mark.slow
+def test_console_reader_gone_still_saves_the_final_checkpoint(tmp_path):
+    """`rogueray train ... | tee out` and Ctrl-C: tee dies first, the console is a broken pipe."""
+    run_dir = tmp_path / "run"
+    run = _Run(f"run_dir={run_dir}", *FAST, "checkpoint_interval_s=3600",
+               stderr_path=tmp_path / "stderr")  # fmt: skip
+    run.wait_for("steps/s")
+    run.wait_for("steps/s")  # training for real
+    run.proc.stdout.close()  # the reader of the pipe is gone, as tee killed by the same Ctrl-C
+    os.killpg(run.proc.pid, signal.SIGINT)
+    code = run.proc.wait(timeout=300)
+    run.err.close()
+    err = (tmp_path / "stderr").read_text()
+    assert code == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    saved = load_latest(run_dir)
+    assert saved is not None and saved["counters"]["env_steps"] > 0
