@@ -129,8 +129,9 @@ class OniTask(NLE):
 
     Episode ends: death or success -> terminated; the step cap -> truncated (NLE 1.3.0 itself
     reports the cap as terminated). Death and success rank above the cap: a goal reached on the
-    capped step is a success (`end_status_goal_first`). info: `caption` and `depth` every step; `success` on the
-    last step of tasks with a goal. Observations are copies (NLE reuses its arrays).
+    capped step is a success (`end_status_goal_first`). info: `caption` and `depth` every step;
+    `success` on the last step of tasks with a goal. Observations are copies (NLE reuses its
+    arrays).
     """
 
     class StepStatus(enum.IntEnum):

@@ -33,13 +33,13 @@ class RolloutWorker:
     """Owns `num_envs` environments and a CPU copy of the policy.
 
     Seeding (`episode_seed`): episode j of env e is reset with a seed drawn from numpy's
-    `SeedSequence(seed, spawn_key=(worker_id, incarnation, restarts, e, j))`, and actions from one
-    keyed by (worker_id, incarnation, restarts). `incarnation` counts the starts of the run (0
-    for a new run, one more on every resume: the driver keeps it in its checkpointed counters)
-    and `restarts` the restarts of this worker's process within a start (the driver sends it
-    with every sample request, `use_restart_streams`, since Ray restarts a dead worker with its
-    original constructor arguments). So a run is reproducible from its seed, and neither a resumed run nor a
-    restarted worker replays the dungeons of episodes played before.
+    `SeedSequence(seed)` spawned by (worker_id, incarnation, restarts, e, j), and actions are
+    drawn from one spawned by (worker_id, incarnation, restarts). `incarnation` counts the
+    starts of the run (0 for a new run, one more on every resume: the driver keeps it in its
+    checkpointed counters) and `restarts` the losses of this worker's process within a start
+    (the driver sends it with every sample request, `use_restart_streams`, since Ray restarts a
+    dead worker with its original constructor arguments). So a run is reproducible from its
+    seed, and neither a resumed run nor a restarted worker replays a dungeon played before.
     """
 
     def __init__(
@@ -115,7 +115,7 @@ class RolloutWorker:
 
     def episode_seed(self, env_index: int, episode: int) -> int:
         """The reset seed of episode `episode` (0, 1, ...) of env `env_index` on this worker's
-        current streams: a pure function of (seed, worker id, incarnation, restarts, env, episode)."""
+        current streams: a function of (seed, worker id, incarnation, restarts, env, episode)."""
         key = (self.worker_id, self._incarnation, self._restarts, _ENV_STREAM, env_index, episode)
         return int(self._sequence(key).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
