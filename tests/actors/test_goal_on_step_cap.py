@@ -3,6 +3,7 @@ rules (terminated, success, the goal's reward), not as a time-limit cut; on ever
 NLE's own, through `make_env` as the workers build them. Real NetHack; the goal situation is
 scripted into the observation of the chosen step by a test double."""
 
+import numpy as np
 import pytest
 from nle import nethack
 
@@ -89,3 +90,24 @@ def test_death_on_the_capped_step_terminates(env_id):
         env.reset()  # the env is usable afterwards
     finally:
         env.close()
+
+
+def test_rollout_records_a_capped_step_goal_as_an_ended_episode():
+    """What the learner gets: terminated (no bootstrap value), not truncated, +50, success."""
+    from actors.rollout import RolloutWorker
+    from learner.models import UniformPolicy
+
+    worker = RolloutWorker(
+        env_id="NetHackStaircaseLvl2ExtendedActions-v1", num_envs=2, unroll_length=CAP,
+        policy=UniformPolicy(28), max_episode_steps=CAP,
+    )  # fmt: skip
+    try:
+        for env in worker.envs:  # every episode reaches the goal on its capped step
+            ScriptedSituationDouble(env, on_step=CAP, situation=descended(2))
+        fragment, episodes = worker.sample()
+        assert fragment.terminated[-1].all() and not fragment.truncated.any()
+        assert (fragment.final_values == 0).all()
+        np.testing.assert_array_equal(fragment.rewards[-1], [SUCCESS_REWARD] * 2)
+        assert [(e.success, e.truncated, e.length) for e in episodes] == [(True, False, CAP)] * 2
+    finally:
+        worker.close()
