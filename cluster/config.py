@@ -241,6 +241,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"{str(path)!r} is a run directory, not a config file; to continue that run: "
             f"rogueray resume {path}"
         )
+    if path.is_dir():
+        raise ConfigError(
+            f"config {str(path)!r} is a directory, not a YAML file (e.g. configs/cartpole.yaml)"
+        )
     if not path.is_file():
         raise ConfigError(
             f"config file {str(path)!r} does not exist (give a YAML file, e.g. configs/cartpole.yaml)"

@@ -132,6 +132,8 @@ def test_unknown_env_id_suggests_close_match(tmp_path):
 def test_missing_and_invalid_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a directory, not a YAML file"):
+        load_config(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("env: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
