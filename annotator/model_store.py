@@ -174,7 +174,10 @@ def _try_lock(path: Path, stack: contextlib.ExitStack) -> bool:
         import fcntl
     except ImportError:
         return False  # no way to know: leave every work folder alone
-    fh = stack.enter_context(open(path, "a"))
+    try:
+        fh = stack.enter_context(open(path, "a"))
+    except OSError:  # e.g. a read-only cache: not ours to clean
+        return False
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
