@@ -214,7 +214,10 @@ class Annotator:
                     ok = task.result()
                     failures = 0 if ok else failures + 1
                 if failures:  # the LLM is down or failing: back off, keep everything pending
-                    delay = min(self.settings.max_backoff_s, self.settings.backoff_initial_s * 2 ** min(failures - 1, 10))
+                    delay = min(
+                        self.settings.max_backoff_s,
+                        self.settings.backoff_initial_s * 2 ** min(failures - 1, 10),
+                    )
                     await _sleep_or_stop(stop, delay * (0.5 + random.random()))
         finally:
             for task in tasks:
