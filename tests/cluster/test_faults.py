@@ -234,3 +234,55 @@ def test_console_reader_gone_still_saves_the_final_checkpoint(tmp_path):
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     saved = load_latest(run_dir)
     assert saved is not None and saved["counters"]["env_steps"] > 0
+
+
+@pytest.mark.slow
+def test_driver_killed_9_resumes_from_the_newest_complete_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    run = _Run(f"run_dir={run_dir}", *FAST, "checkpoint_interval_s=0.3",
+               stderr_path=tmp_path / "stderr")  # fmt: skip
+    while len(list_checkpoints(run_dir)) < 2:
+        assert run.proc.poll() is None, run.finish()
+        time.sleep(0.2)
+    os.killpg(run.proc.pid, signal.SIGKILL)  # no handler, no final checkpoint, maybe mid-write
+    run.proc.wait(timeout=60)
+    newest = list_checkpoints(run_dir)[-1]  # temp files of a write cut short are not listed
+    step = read_checkpoint(newest)["counters"]["env_steps"]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "resume", str(run_dir), f"total_env_steps={step + 1}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming {run_dir} from step {step:,d}" in resumed.stdout
+    assert read_checkpoint(list_checkpoints(run_dir)[-1])["counters"]["env_steps"] > step
+
+
+def _mount(path: Path, options: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+
+
+@pytest.mark.parametrize("kind", ["read-only", "full"])
+def test_unwritable_run_dir_fails_before_ray(tmp_path, capsys, kind):
+    """A read-only file system (EROFS: root cannot write either) or a full one at start."""
+    from cluster.cli import main
+
+    disk = tmp_path / "disk"
+    _mount(disk, "ro,size=1m" if kind == "read-only" else "size=64k")
+    try:
+        if kind == "full":
+            (disk / "run").mkdir()
+            _fill(disk)
+        code = main(["train", CARTPOLE, f"run_dir={disk / 'run'}", "mode=ray"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert err.startswith("rogueray: error:") and err.count("\n") == 1, err
+        assert "Traceback" not in err
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    import ray
+
+    assert not ray.is_initialized()
