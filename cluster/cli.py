@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cluster import compare_cli, evaluate_cli, labels_cli
+from cluster import compare_cli, evaluate_cli, judge_cli, labels_cli
 from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
 from cluster.scaling import ScaleError, request_workers, running_driver
 from cluster.validation import saved_config
@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     labels_cli.add_parser(sub)
     evaluate_cli.add_parser(sub)
     compare_cli.add_parser(sub)
+    judge_cli.add_parser(sub)
     return parser
 
 
@@ -219,6 +220,12 @@ def _main(argv: list[str] | None = None) -> int:
             return 2
     if args.command in ("evaluate", "compare"):
         return _run_tool(args)
+    if args.command == "judge":
+        try:
+            return judge_cli.run(args)
+        except (ConfigError, ValueError, FileNotFoundError) as exc:
+            print(f"rogueray: error: {exc}", file=sys.stderr)
+            return 2
     try:
         config = _load_for_train(args) if args.command == "train" else _load_for_resume(args)
     except ConfigError as exc:

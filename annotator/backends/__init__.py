@@ -6,6 +6,7 @@ kind            runs                                          module
 transformers    a local model in process (PyTorch)            ``annotator.backends.local``
 vllm            an in-process vLLM engine (GPU or CPU build)  ``annotator.backends.vllm_engine``
 openai          any OpenAI-compatible server (``vllm serve``) ``annotator.backends.openai_compat``
+rules           regex rules from a YAML, no model (a control) ``annotator.backends.rules``
 auto            vllm if ``import vllm`` works and its engine starts, else transformers
 ==============  ============================================  ===================================
 
@@ -32,7 +33,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BACKEND_KINDS = ("auto", "transformers", "vllm", "openai")
+BACKEND_KINDS = ("auto", "transformers", "vllm", "openai", "rules")
 
 
 def _backend_class(kind: str) -> type[LLMBackend]:
@@ -48,6 +49,10 @@ def _backend_class(kind: str) -> type[LLMBackend]:
         from annotator.backends.openai_compat import OpenAIBackend
 
         return OpenAIBackend
+    if kind == "rules":
+        from annotator.backends.rules import RulesBackend
+
+        return RulesBackend
     raise ValueError(f"unknown LLM backend kind {kind!r}; allowed: {', '.join(BACKEND_KINDS)}")
 
 

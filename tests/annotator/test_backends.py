@@ -53,7 +53,7 @@ def test_make_backend_rejects_unknown_option_naming_allowed_ones(kind):
 
 
 def test_backend_options_per_kind():
-    assert set(BACKEND_KINDS) == {"auto", "transformers", "vllm", "openai"}
+    assert set(BACKEND_KINDS) == {"auto", "transformers", "vllm", "openai", "rules"}
     assert {"base_url", "max_concurrency", "request_timeout", "max_retries"} <= set(
         backend_options("openai")
     )

@@ -1,0 +1,143 @@
+"""`rogueray judge [key=value ...]`: how good is this judge? Asks the configured annotator backend
+(`annotator.*` keys, the same as for training) about the team-labelled caption set in
+benchmarks/judge_set/ and reports AUC of P(helpful) against the team's labels per goal and
+overall, accuracy and positive rate at the configured calibration, agreement on the caption
+pairs, the invalid-answer rate and labels/s, as a table and as JSON. The metrics are in
+annotator/judge_bench.py; the labelling guide is docs/judge-labelling.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from annotator.calibration import CALIBRATIONS
+
+
+def add_parser(sub) -> None:
+    judge = sub.add_parser(
+        "judge",
+        help="measure a judge (annotator config) on the team-labelled caption set",
+        description=__doc__,
+    )
+    judge.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="annotator settings, e.g. annotator.backend=rules annotator.style=reasoned "
+        "(the 'annotator.' prefix may be left out)",
+    )
+    judge.add_argument(
+        "--set",
+        dest="set_dir",
+        help="folder with captions.csv and pairs.csv "
+        "(default: benchmarks/judge_set of this source tree)",
+    )
+    judge.add_argument("--goals", help="comma-separated goals to ask about (default: all labelled)")
+    judge.add_argument(
+        "--limit", type=int, help="N captions drawn at random (seed 0: the same for every judge)"
+    )
+    judge.add_argument(
+        "--pairs",
+        choices=("scores", "ranking", "none"),
+        default="scores",
+        help="pair agreement from the two captions' scores (default, no extra questions), from "
+        "the ranking prompt (asked), or not at all",
+    )
+    judge.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    judge.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _overrides(items: list[str]) -> list[str]:
+    out = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"{item!r} is not key=value")
+        key = key.lstrip("-").replace("-", "_")
+        out.append(f"{key if key.startswith('annotator.') else 'annotator.' + key}={value}")
+    return out
+
+
+def _describe(ann) -> str:
+    where = ann.base_url if ann.backend == "openai" else ann.model
+    return f"{ann.backend} ({where}), style {ann.style}"
+
+
+async def _measure(config, data, pairs: str, show_progress: bool):
+    from tqdm import tqdm
+
+    from annotator.backends import make_backend
+    from annotator.judge_bench import run_benchmark, total_questions
+    from cluster.annotation import backend_options
+
+    ann = config.annotator
+    backend = await asyncio.to_thread(make_backend, ann.backend, **backend_options(config))
+    try:
+        ready = getattr(backend, "wait_ready", None)
+        if ready is not None:
+            await ready(timeout=ann.request_timeout_s)
+        bar = tqdm(
+            total=total_questions(data, pairs),
+            unit="q",
+            disable=not show_progress,
+            desc="judge",
+            file=sys.stderr,
+        )
+        with bar:
+            answers = await run_benchmark(
+                backend,
+                data,
+                style=ann.style,
+                batch_size=ann.batch_size,
+                max_retries=ann.max_retries,
+                pairs=pairs,
+                progress=bar.update,
+            )
+        return answers, getattr(backend, "model_id", ann.model)
+    finally:
+        await backend.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from annotator.judge_bench import SET_DIR, format_table, load_judge_set, summarise
+    from cluster.config import load_config
+
+    config = load_config(None, _overrides(args.overrides))
+    ann = config.annotator
+    # the team's set must be complete; a folder of one's own (e.g. heldout/) may be small
+    data = load_judge_set(args.set_dir or SET_DIR, min_captions=300 if args.set_dir is None else 1)
+    goals = args.goals.split(",") if args.goals else None
+    data = data.subset(goals, args.limit)
+    answers, model_id = asyncio.run(
+        _measure(config, data, args.pairs, not args.no_progress and sys.stderr.isatty())
+    )
+    kw = {"quantile": ann.calibration_quantile, "window": ann.calibration_window}
+    report = summarise(data, answers, calibration=ann.calibration, **kw)
+    report["judge"] = {
+        "backend": ann.backend,
+        "model": ann.model,
+        "model_id": model_id,
+        "base_url": ann.base_url,
+        "style": ann.style,
+        "pairs": args.pairs,
+    }
+    others = {}
+    for mode in CALIBRATIONS:
+        if mode != ann.calibration:
+            other = summarise(data, answers, calibration=mode, **kw)
+            others[mode] = {"per_goal": other["per_goal"], "overall": other["overall"]}
+    report["other_calibrations"] = others
+    print(format_table(report, f"judge: {_describe(ann)}; model id {model_id}"))
+    for mode, other in others.items():
+        o = other["overall"]
+        print(
+            f"  with calibration {mode}: accuracy {o['accuracy']:.3f}, positive rate "
+            f"{o['positive_rate']:.3f}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"report written to {args.json}")
+    return 0
