@@ -127,3 +127,26 @@ def test_config_changes_split_compatible_from_incompatible():
     assert [k for k, _, _ in changes] == ["learner.learning_rate", "model.hidden_size"]
     assert [k for k, _, _ in ckpt.incompatible(changes)] == ["model.hidden_size"]
     assert ckpt.describe(changes[:1]) == "learner.learning_rate 0.0003 -> 0.0001"
+
+
+@pytest.mark.parametrize("name", ["hashing", "classification", "ranking"])
+def test_reward_model_state_is_plain_data(tmp_path, name):
+    """The learner's state holds the reward model's: it must load with the strict loader and
+    restore a model that gives the same rewards."""
+    from cluster.annotation import build_reward_model
+    from cluster.config import load_config
+    from reward_models import CaptionLabel, PairLabel
+
+    config = load_config(None, [f"reward_model.name={name}", "reward.intrinsic_coef=0.1",
+                                "reward_model.width=small", "reward_model.steps_per_label_batch=2",
+                                "reward_model.batch_size=4"])  # fmt: skip
+    model = build_reward_model(config)
+    if name == "ranking":
+        model.add_labels([PairLabel("a b", "c d", 1.0), PairLabel("e", "f", 0.5)])
+    else:
+        model.add_labels([CaptionLabel("You see a door", 1.0), CaptionLabel("It's dark", 0.0)])
+    path = save_checkpoint(tmp_path, _state(1, reward_model=model.state_dict()), 1, keep=1)
+    again = build_reward_model(config)
+    again.load_state_dict(torch.load(path, weights_only=True)["reward_model"])
+    captions = ["You see a door", "It's dark", "a b"]
+    assert list(again.rewards(captions)) == list(model.rewards(captions))
