@@ -92,8 +92,6 @@ class Console:
     ) -> float | None:
         now = time.monotonic()
         since = now - self._last_print
-        if self._bar is not None and step > self._bar.n:
-            self._bar.update(step - self._bar.n)  # tqdm limits its own redraws
         if step == self._last_steps and (not force or self.last_line):
             return None  # nothing new (a forced final line repeats no line)
         if not force and since < self.interval_s:
@@ -149,11 +147,12 @@ class Console:
 
             self._bar = tqdm(
                 total=self.total,
-                initial=min(step, self.total),
+                initial=0,
                 file=self.stream,
                 dynamic_ncols=True,
                 bar_format=PREFIX + " {percentage:3.0f}%|{bar:20}| {desc}",
             )
+        self._bar.n = min(step, self.total)  # beyond total tqdm would show 0 %
         self._bar.set_description_str(" | ".join(fields), refresh=True)
 
     # -- messages -------------------------------------------------------------------------
