@@ -135,7 +135,9 @@ def test_console_line_shows_progress_task_figures_and_the_annotator():
         assert part in line, part
     for state, shown in ((STARTING, "LLM loading"), (NOT_ANSWERING, "LLM not answering")):
         stats[BACKEND_STATE] = state  # the annotator's own state wins over backend_up
-        console.update(3_000 + 1_000 * int(state + 2), window, episodes=7, intrinsic=0.25, annotator=stats)
+        console.update(
+            3_000 + 1_000 * int(state + 2), window, episodes=7, intrinsic=0.25, annotator=stats
+        )
         assert f"(pending 40, {shown}, invalid" in out.getvalue().splitlines()[-1]
 
 
