@@ -114,7 +114,7 @@ def record(kind: str) -> None:
             }
             print(f"{kind} {name}: HTTP {r.status_code}, {len(r.content)} bytes -> {out.name}")
     index["prompts"] = {
-        "messages": "annotator.prompts.classification_prompt(%r, style=direct|reasoned)" % CAPTION,
+        "messages": f"annotator.prompts.classification_prompt({CAPTION!r}, style=direct|reasoned)",
         "prompt": "the same messages rendered with the SmolLM2 tokenizer's chat template",
     }
     (HERE / f"{kind}_index.json").write_text(json.dumps(index, indent=2) + "\n")
