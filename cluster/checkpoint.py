@@ -122,6 +122,7 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], env_steps: int, 
     except BaseException:
         _remove_quietly(tmp)
         raise
+    _remove_stale_temp_files(folder)
     others = [p for p in list_checkpoints(run_dir) if p != path]
     # The file just written was read back, so it is always one of the K kept; rotation deletes
     # only what is beyond it and the newest keep-1 others.
@@ -131,6 +132,25 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], env_steps: int, 
         except OSError:
             pass  # left for the next rotation
     return path
+
+
+_TEMP = re.compile(r"^\.checkpoint_\d{12}\.pt\.tmp-(\d+)$")
+
+
+def _remove_stale_temp_files(folder: Path) -> None:
+    """Temp files of writes cut short (a driver killed mid-write) whose process is gone: they
+    would hold disk space forever."""
+    for candidate in folder.iterdir():
+        match = _TEMP.match(candidate.name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # that process still runs: maybe writing right now
+        except ProcessLookupError:
+            _remove_quietly(candidate)
+        except (PermissionError, OverflowError):
+            continue
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -150,3 +150,21 @@ def test_reward_model_state_is_plain_data(tmp_path, name):
     again.load_state_dict(torch.load(path, weights_only=True)["reward_model"])
     captions = ["You see a door", "It's dark", "a b"]
     assert list(again.rewards(captions)) == list(model.rewards(captions))
+
+
+def test_temp_files_of_dead_writers_are_removed(tmp_path):
+    """A driver killed mid-write leaves a temp file; the next write removes it, but never the
+    temp file of a process that still runs."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    save_checkpoint(tmp_path, _state(1), 1, keep=3)
+    folder = tmp_path / "checkpoints"
+    stale = folder / f".checkpoint_000000000002.pt.tmp-{dead}"
+    live = folder / f".checkpoint_000000000002.pt.tmp-{os.getppid()}"
+    stale.write_bytes(b"x" * 1000)
+    live.write_bytes(b"y")
+    save_checkpoint(tmp_path, _state(3), 3, keep=3)
+    assert not stale.exists() and live.exists()
