@@ -309,6 +309,10 @@ def _start(config: RunConfig, flag: _StopFlag, *, quiet: bool, fresh: bool) -> T
     try:
         if checkpoint is not None:
             runner.load_learner_state(checkpoint["learner"])
+            # Hook, the other half of _Checkpointer.state's: the annotator's own state back.
+            load_annotator_state = getattr(runner, "load_annotator_state", None)
+            if load_annotator_state is not None and "annotator" in checkpoint:
+                load_annotator_state(checkpoint["annotator"])
         runner.start(checkpoint.get("annotator_backlog", []) if checkpoint else [])
         flag.check_startup()
         with DriverPid(run_dir):
