@@ -18,7 +18,12 @@ log = logging.getLogger(__name__)
 
 
 class ModelNotServed(BackendUnavailable):
-    """The server is up but does not serve the configured model."""
+    """The server is up but will not serve the configured model (not listed, or not to us);
+    ``key`` names the notice that tells the user."""
+
+    def __init__(self, message: str, key: str = "model_not_served") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class RefusedRequest(InvalidAnswer):
@@ -71,9 +76,11 @@ class OpenAIHTTP(LLMBackend):
         listed names. Settles which model to ask for (``openai_wire.pick_listed_model``): the
         configured ``model`` when listed; else a listed ``.gguf`` path with the same file name,
         or the only listed model when it is a file path (llama.cpp lists the path it loaded
-        and answers any name); the first listed when none was configured. Raises
-        ModelNotServed (a BackendUnavailable) when the configured model is not served, and
-        BackendUnavailable when no server answers within ``timeout`` seconds."""
+        and answers any name); the first listed when none was configured. A server without
+        the route (404) is asked for the configured model as is. Raises ModelNotServed (a
+        BackendUnavailable) when the configured model is not served or the server refuses the
+        API key (401/403), and BackendUnavailable when no server answers within ``timeout``
+        seconds."""
         deadline = time.monotonic() + timeout
         last = "no attempt"
         client = self._ensure_client()
@@ -90,7 +97,8 @@ class OpenAIHTTP(LLMBackend):
                     if picked is None:
                         raise ModelNotServed(
                             f"server {self.base_url} serves {names}, not the model "
-                            f"{self._configured_model!r} this backend was configured with"
+                            f"{self._configured_model!r} this backend was configured with; set "
+                            "annotator.model to one of those"
                         )
                     if picked != self._configured_model and self._configured_model is not None:
                         log.info("model %r is served as %r", self._configured_model, picked)
@@ -98,6 +106,14 @@ class OpenAIHTTP(LLMBackend):
                     self._served_model = self._served_model or picked
                     self._ready = True
                     return names
+                if r.status_code in (401, 403):
+                    status = r.status_code
+                    raise ModelNotServed(advice(status, self.base_url, None), f"http_{status}")
+                if r.status_code == 404 and self._configured_model is not None:
+                    log.info("%s/models is not served; asking for %r as configured",
+                             self.base_url, self._configured_model)  # fmt: skip
+                    self._ready = True
+                    return [self._configured_model]
                 last = f"HTTP {r.status_code}"
             except BackendUnavailable:
                 raise
@@ -225,7 +241,7 @@ class OpenAIHTTP(LLMBackend):
             await self.wait_ready(timeout=self.request_timeout, poll_interval=0.5)
             return True
         except ModelNotServed as e:
-            self._tell_once("model_not_served", f"{e}; set annotator.model to one of those")
+            self._tell_once(e.key, str(e))
         except BackendUnavailable as e:
             log.warning("cannot reach the server to discover its model: %s", e)
         return False

@@ -112,6 +112,22 @@ def test_llama_server_listing_its_gguf_path_serves_the_configured_model(scripted
         assert backend.drain_notices() == []
 
 
+def test_models_route_refusing_the_key_is_told_not_polled_for(scripted):
+    scripted.models_status = 401
+    backend = _fast(scripted, api_key="sk-wrong", request_timeout=30)
+    assert asyncio.run(backend.choice_probs([_chat("fire")], YES_NO)) == [None]
+    assert scripted.models_requests == 1  # refused at once, not polled until the 30 s timeout
+    notices = backend.drain_notices()
+    assert [k for k, _ in notices] == ["http_401"] and "api_key_env" in notices[0][1]
+
+
+def test_server_without_a_models_route_is_asked_for_the_configured_model(scripted):
+    scripted.models_status = 404
+    backend = _fast(scripted, model="scripted")
+    assert asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))[0]
+    assert backend.model_id == f"scripted@{scripted.base_url}"
+
+
 def test_pick_listed_model():
     gguf = "/m/Llama-3.1-8B-Instruct-Q4_K_M.gguf"
     assert pick_listed_model(None, ["a", "b"]) == "a"
@@ -434,6 +450,12 @@ def test_transformers_backend_applies_min_choice_mass():
 # ---- server etiquette: what is retried, and how long to wait --------------------------------
 
 
+def _patient(server: OpenAICompatServer, **options):
+    """As _fast, with a long per-attempt timeout: a loaded machine's slow answer is no retry
+    here, so the retries counted are the ones the statuses asked for."""
+    return _fast(server, **{"request_timeout": 30.0, **options})
+
+
 class FakeClock:
     """Records the waits the backend asks for instead of sleeping (no timed assertions)."""
 
@@ -451,7 +473,7 @@ class FakeClock:
 @pytest.mark.parametrize("status", [429, 503])
 def test_retry_after_seconds_is_honoured(scripted, status):
     scripted.fail_status, scripted.fail_count, scripted.retry_after = status, 2, "4"
-    backend = _fast(scripted, max_retries=4, backoff_initial=0.3, backoff_max=10)
+    backend = _patient(scripted, max_retries=4, backoff_initial=0.3, backoff_max=10)
     clock = FakeClock()
     clock.install(backend)
     (r,) = asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))
@@ -464,7 +486,7 @@ def test_retry_after_http_date_and_the_cap(scripted):
     clock = FakeClock()
     scripted.fail_status, scripted.fail_count = 503, 1
     scripted.retry_after = formatdate(clock.now + 3, usegmt=True)
-    backend = _fast(scripted, backoff_max=10)
+    backend = _patient(scripted, backoff_max=10)
     clock.install(backend)
     assert asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))[0]
     assert clock.sleeps == [pytest.approx(3.0)]
@@ -476,7 +498,7 @@ def test_retry_after_http_date_and_the_cap(scripted):
 
 def test_without_retry_after_the_back_off_doubles_with_jitter(scripted):
     scripted.fail_status = 502
-    backend = _fast(scripted, max_retries=3, backoff_initial=0.5, backoff_max=1.5)
+    backend = _patient(scripted, max_retries=3, backoff_initial=0.5, backoff_max=1.5)
     clock = FakeClock()
     clock.install(backend)
     assert asyncio.run(backend.choice_probs([_chat("fire")], YES_NO)) == [None]
@@ -503,7 +525,7 @@ def test_retry_after_parsing_and_retryable_statuses():
 )
 def test_client_errors_are_not_retried_and_told_once(scripted, status, advice):
     scripted.fail_status = status
-    backend = _fast(scripted, model="scripted")
+    backend = _patient(scripted, model="scripted")
     clock = FakeClock()
     clock.install(backend)
     chats = [_chat("fire"), _chat("ice")]
@@ -517,7 +539,7 @@ def test_client_errors_are_not_retried_and_told_once(scripted, status, advice):
 
 def test_408_is_retried(scripted):
     scripted.fail_status, scripted.fail_count = 408, 1
-    backend = _fast(scripted, model="scripted")
+    backend = _patient(scripted, model="scripted")
     clock = FakeClock()
     clock.install(backend)
     (r,) = asyncio.run(backend.choice_probs([_chat("fire")], YES_NO))

@@ -20,7 +20,7 @@ llama-cpp-python; "null": ``"logprobs": null``, a server without logprobs), ``li
 (what ``GET /v1/models`` lists, e.g. a .gguf path as llama.cpp), ``any_model`` (answer whatever
 model a request names, as llama.cpp), ``answer_model`` (the ``model`` field of answers: a
 swapped served model), ``canned`` (an answer replayed as is for every POST: a recorded answer
-of another server).
+of another server), ``models_status`` (an error status for ``GET /v1/models``).
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ class OpenAICompatServer:
         self.any_model = False
         self.answer_model: str | None = None
         self.canned: dict[str, Any] | None = None
+        self.models_status: int | None = None  # GET /v1/models answers this error status
+        self.models_requests = 0  # GET /v1/models answered
         self.max_logprobs = 20
         self.requests: list[dict[str, Any]] = []  # bodies of the POSTs answered, in order
         self.failed_posts = 0  # POSTs answered with fail_status
@@ -310,7 +312,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         srv = self.server_double
-        if self.path.rstrip("/") == "/v1/models":
+        srv.models_requests += self.path.rstrip("/") == "/v1/models"
+        if self.path.rstrip("/") == "/v1/models" and srv.models_status:
+            self._json(srv.models_status, {"error": {"message": "injected models failure"}})
+        elif self.path.rstrip("/") == "/v1/models":
             self._json(200, srv.models())
         else:
             self._json(404, {"error": {"message": f"no route {self.path}"}})
