@@ -90,7 +90,10 @@ def _quiet_writer_threads() -> None:
         return
 
     def hook(args) -> None:
-        if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+        if (
+            isinstance(args.exc_value, OSError)
+            and type(args.thread).__name__ == "_AsyncWriterThread"
+        ):
             return
         previous(args)
 

@@ -6,7 +6,6 @@ of a piped console going away never costs the final checkpoint."""
 import errno
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys

@@ -17,7 +17,9 @@ FAST = ["mode=serial", "log_interval_s=60", "rollout.num_workers=1"]
 
 
 def _train(run_dir: Path, steps: int, *extra: str) -> int:
-    return main(["train", CARTPOLE, f"run_dir={run_dir}", *FAST, f"total_env_steps={steps}", *extra])
+    return main(
+        ["train", CARTPOLE, f"run_dir={run_dir}", *FAST, f"total_env_steps={steps}", *extra]
+    )
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
