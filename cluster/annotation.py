@@ -60,6 +60,10 @@ def model_id(config: RunConfig) -> str:
     ann = config.annotator
     if ann.backend == "openai":
         return f"openai@{ann.base_url}"
+    if ann.backend == "rules":  # keyed by the rules' text, apart from any LLM's labels
+        from annotator.backends.rules import rules_model_id
+
+        return rules_model_id(ann.model)
     return ann.model if ann.model == DEFAULT_MODEL else os.path.abspath(ann.model)
 
 
@@ -186,7 +190,9 @@ def labels_verdict(config: RunConfig, stats: dict[str, float] | None) -> str | N
         elif invalid > 0.5:
             why = f"{invalid:.0%} of the answers could not be read as labels"
         else:
-            why = f"the LLM was too slow for this run's length ({stats.get(PENDING, 0):.0f} pending)"
+            why = (
+                f"the LLM was too slow for this run's length ({stats.get(PENDING, 0):.0f} pending)"
+            )
         return (
             f"the annotator stored no labels: {why}. The intrinsic reward stayed 0. Continue "
             f"with `rogueray resume {config.run_dir} total_env_steps=...`, or point "

@@ -111,6 +111,9 @@ def _validate_intrinsic(config: RunConfig) -> None:
         )
     if ann.backend == "openai":
         _check_url(ann.base_url)
+    elif ann.backend == "rules":
+        if rm.name != "none":
+            _check_rules(ann.model)
     elif rm.name != "none" and ann.node_resource is None:
         _check_model(ann.model)  # else it lives on the LLM node, where the annotator checks it
 
@@ -126,6 +129,16 @@ def _check_model(model: str) -> None:
         f"config key 'annotator.model': {model!r} is not usable; give 'smollm2-135m' (the embedded "
         "model), a folder with an HF model (containing config.json) or a .gguf file"
     )
+
+
+def _check_rules(model: str) -> None:
+    """Backend "rules": the YAML loads (the shipped rules for the default model name)."""
+    from annotator.backends.rules import RulesError, load_rules, rules_path
+
+    try:
+        load_rules(rules_path(model))
+    except RulesError as exc:
+        raise ConfigError(f"config key 'annotator.model' (backend rules): {exc}") from None
 
 
 def _check_resource_name(key: str, name: str | None) -> None:

@@ -159,6 +159,21 @@ def _goal_of(text: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def rules_path(model: str | Path) -> Path:
+    """The YAML a ``model`` setting names (the shipped rules for the default names)."""
+    return DEFAULT_RULES if str(model) in _DEFAULT_NAMES else Path(model).expanduser()
+
+
+def rules_model_id(model: str | Path, rules: RuleSet | None = None) -> str:
+    """What labels are keyed by: "rules:default@<hash>" or "rules:/abs/path.yaml@<hash>", the
+    hash of the YAML text, so that labels of edited rules are kept apart (and never mixed with an
+    LLM's in a shared label store). RulesError when the file is unusable."""
+    path = rules_path(model)
+    rules = rules or load_rules(path)
+    name = "default" if path == DEFAULT_RULES else str(path.resolve())
+    return f"rules:{name}@{rules.digest}"
+
+
 class RulesBackend(LLMBackend):
     """Labels from regex rules (see the module docstring). ``model``: a rules YAML path; the
     annotator's default model name, "rules" or "default" mean the shipped
@@ -166,10 +181,8 @@ class RulesBackend(LLMBackend):
 
     def __init__(self, model: str | Path = "rules") -> None:
         super().__init__()
-        path = DEFAULT_RULES if str(model) in _DEFAULT_NAMES else Path(model)
-        self.rules = load_rules(path)
-        name = "default" if path == DEFAULT_RULES else str(Path(path).expanduser().resolve())
-        self.model_id = f"rules:{name}@{self.rules.digest}"
+        self.rules = load_rules(rules_path(model))
+        self.model_id = rules_model_id(model, self.rules)
         self._closed = False
 
     # -- reading our own prompts -------------------------------------------------------------

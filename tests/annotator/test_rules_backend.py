@@ -139,3 +139,49 @@ def test_bad_yaml_is_refused_naming_file_and_pattern(tmp_path, body, match):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(RulesError, match=r"nope\.yaml'.*cannot read"):
         load_rules(tmp_path / "nope.yaml")
+
+
+# ---- behind the real annotator, and in a run config ------------------------------------------
+
+
+def test_the_annotator_labels_captions_with_the_rules(tmp_path):
+    from annotator.annotator import LABELS_TOTAL, Annotator
+    from annotator.config import AnnotatorConfig
+    from annotator.label_store import LabelStore
+
+    backend = make_backend("rules")
+    version = classification_prompt("x", goal="gold").version
+    store = LabelStore(tmp_path / "l.sqlite", model_id=backend.model_id, prompt_version=version)
+    settings = AnnotatorConfig(backend="rules", goal="gold", calibration="none")
+    annotator = Annotator(lambda: backend, store, settings)
+    annotator.submit({"$ - 4 gold pieces.": 2, "The kitten drops a gold piece.": 1, "": 5})
+
+    async def go():
+        stop = asyncio.Event()
+        task = asyncio.create_task(annotator.run(stop))
+        for _ in range(500):
+            if annotator.stats()[LABELS_TOTAL] == 3:
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+
+    asyncio.run(go())
+    labels = {label.caption: label.value for label in annotator.poll_labels()}
+    assert labels == {"$ - 4 gold pieces.": 1.0, "The kitten drops a gold piece.": 0.0, "": 0.0}
+    assert store.caption_labels() == labels
+
+
+def test_run_config_checks_the_rules_and_keys_labels_by_them(tmp_path):
+    from cluster.annotation import model_id
+    from cluster.config import ConfigError, load_config
+
+    hashing = ["reward_model.name=hashing", "reward.intrinsic_coef=0.4", "annotator.backend=rules"]
+    config = load_config(None, hashing)
+    assert model_id(config).startswith("rules:default@")  # never the SmolLM2 default's id
+    good = _write(tmp_path, RULES)
+    config = load_config(None, [*hashing, f"annotator.model={good}"])
+    assert model_id(config) == f"rules:{good.resolve()}@{load_rules(good).digest}"
+    bad = _write(tmp_path, "goals:\n  gold:\n    - {pattern: '[', label: 1}\n", "bad.yaml")
+    with pytest.raises(ConfigError, match=r"annotator.model.*bad\.yaml'.*pattern '\['"):
+        load_config(None, [*hashing, f"annotator.model={bad}"])
