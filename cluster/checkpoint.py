@@ -219,8 +219,11 @@ def _load_error(path: Path) -> str | None:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160] if text else ''}".rstrip(": ")
+    """'RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central
+    directory': the first sentence of the first line, for a one-line message."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].split(". ")[0].rstrip(".")[:160] if lines else ""
+    return f"{type(exc).__name__}: {first}".rstrip(": ")
 
 
 @dataclass
