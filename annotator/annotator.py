@@ -180,6 +180,17 @@ class Annotator:
         with self._lock:
             return [*self._in_flight, *self._backlog]
 
+    def state_dict(self) -> dict:
+        """What a resume needs beyond the label store and the backlog, as plain data: the
+        calibration window (recent P(yes) values), so quantile labels mean the same after it."""
+        with self._lock:
+            return {"calibration": self.calibrator.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with self._lock:
+            if "calibration" in state:
+                self.calibrator.load_state_dict(state["calibration"])
+
     def restore_backlog(self, items: Sequence) -> None:
         with self._lock:
             for item in items:

@@ -296,6 +296,12 @@ class AnnotatorActor:
     async def stats(self) -> dict[str, float]:
         return self.annotator.stats()
 
+    async def state_dict(self) -> dict:
+        return self.annotator.state_dict()
+
+    async def load_state_dict(self, state: dict) -> None:
+        self.annotator.load_state_dict(state)
+
     async def poll_notices(self) -> list[str]:
         return self.annotator.poll_notices()
 

@@ -190,12 +190,9 @@ class _Checkpointer:
             "rng": rng_states(),
             "learner": learner,
             "annotator_backlog": runner.annotator_backlog(),
+            "annotator": runner.annotator_state(),  # the calibration window, as plain data
             "config": to_dict(self.config),
         }
-        # Hook: runners that can snapshot the annotator's own state add it as plain data.
-        annotator_state = getattr(runner, "annotator_state", None)
-        if annotator_state is not None:
-            state["annotator"] = annotator_state()
         return state
 
     def save(self, state: dict, env_steps: int, final: bool = False) -> None:
@@ -309,10 +306,7 @@ def _start(config: RunConfig, flag: _StopFlag, *, quiet: bool, fresh: bool) -> T
     try:
         if checkpoint is not None:
             runner.load_learner_state(checkpoint["learner"])
-            # Hook, the other half of _Checkpointer.state's: the annotator's own state back.
-            load_annotator_state = getattr(runner, "load_annotator_state", None)
-            if load_annotator_state is not None and "annotator" in checkpoint:
-                load_annotator_state(checkpoint["annotator"])
+            runner.load_annotator_state(checkpoint.get("annotator", {}))
         runner.start(checkpoint.get("annotator_backlog", []) if checkpoint else [])
         flag.check_startup()
         with DriverPid(run_dir):

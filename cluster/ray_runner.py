@@ -186,6 +186,14 @@ class RayRunner:
     def load_learner_state(self, state: dict) -> None:
         ray.get(self.learner.load_state_dict.remote(state))
 
+    def annotator_state(self) -> dict:
+        """The annotator's own state for the checkpoint (plain data; {} without one)."""
+        return ray.get(self.annotator.state_dict.remote()) if self.annotator else {}
+
+    def load_annotator_state(self, state: dict) -> None:
+        if self.annotator is not None and state:
+            ray.get(self.annotator.load_state_dict.remote(state))
+
     def annotator_backlog(self) -> list:
         return ray.get(self.annotator.backlog.remote()) if self.annotator else []
 

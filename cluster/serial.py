@@ -41,6 +41,14 @@ class SerialRunner:
     def learner_state(self) -> dict:
         return self.learner.state_dict()
 
+    def annotator_state(self) -> dict:
+        """The annotator's own state for the checkpoint (plain data; {} without one)."""
+        return self.annotator.state_dict() if self.annotator else {}
+
+    def load_annotator_state(self, state: dict) -> None:
+        if self.annotator is not None and state:
+            self.annotator.load_state_dict(state)
+
     def annotator_backlog(self) -> list:
         return self.annotator.backlog() if self.annotator else []
 

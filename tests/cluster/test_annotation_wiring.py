@@ -132,3 +132,29 @@ def test_no_labels_or_unreadable_answers_end_the_run_with_why_and_what_to_do(tmp
     assert labels_verdict(config, healthy) is None
     assert "never reported" in labels_verdict(config, None)
     assert labels_verdict(_config(tmp_path, "reward_model.name=none", "reward.intrinsic_coef=0"), None) is None
+
+
+@pytest.mark.nle
+@pytest.mark.slow
+def test_resume_keeps_the_calibration_window(tmp_path):
+    """Quantile calibration labels against the recent P(yes) values; a resume that forgot them
+    would label its first captions against an empty window. Real NetHack, serial mode, the
+    rules judge (no LLM needed); the window is read back from the real checkpoints."""
+    from cluster.checkpoint import load_latest
+    from cluster.driver import train
+
+    def run(total):
+        overrides = [
+            f"run_dir={tmp_path}/run", "mode=serial", f"total_env_steps={total}", "seed=3",
+            "env.num_envs_per_worker=4", "rollout.num_workers=1", "rollout.unroll_length=16",
+            "learner.batch_size=64", "model.hidden_size=32", "reward_model.name=hashing",
+            "reward.intrinsic_coef=0.4", "annotator.backend=rules",
+            "annotator.calibration=quantile",
+        ]  # fmt: skip
+        train(load_config(None, overrides), quiet=True)
+        return load_latest(tmp_path / "run")["annotator"]["calibration"]["recent"]
+
+    first = run(1_024)
+    assert first, "the first run labelled nothing; the window has nothing to keep"
+    second = run(2_048)
+    assert second[: len(first)] == first  # continued, not restarted from an empty window
