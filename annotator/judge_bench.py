@@ -198,6 +198,17 @@ def accuracy(predicted: Sequence[bool], labels: Sequence[int]) -> float:
     return sum(bool(p) == bool(y) for p, y in zip(predicted, labels, strict=True)) / len(labels)
 
 
+def precision_recall(
+    predicted: Sequence[bool], labels: Sequence[int]
+) -> tuple[float | None, float | None]:
+    """Precision (of the captions the judge calls helpful, the share the team does too: what a
+    hashing reward pays for) and recall (of the team's helpful captions, the share the judge
+    finds); None where undefined (no predicted / no team positives)."""
+    hits = sum(bool(p) and bool(y) for p, y in zip(predicted, labels, strict=True))
+    called, real = sum(map(bool, predicted)), sum(map(bool, labels))
+    return (hits / called if called else None), (hits / real if real else None)
+
+
 def calibrated_positive(
     values: Sequence[float], mode: str, quantile: float, window: int
 ) -> list[bool]:
@@ -374,9 +385,12 @@ def summarise(
         scores = [0.0 if s is None else s for s in answers.scores[goal]]
         labels = data.labels[goal]
         pred = calibrated_positive(scores, calibration, quantile, window)
+        precision, recall = precision_recall(pred, labels)
         per_goal[goal] = {
             "auc": _round(auc(scores, labels)),
             "accuracy": _round(accuracy(pred, labels)),
+            "precision": _round(precision),
+            "recall": _round(recall),
             "positive_rate": _round(sum(pred) / len(pred)),
             "team_positive_rate": _round(sum(labels) / len(labels)),
             "no_answer": sum(s is None for s in answers.scores[goal]),
@@ -404,6 +418,8 @@ def summarise(
         "overall": {
             "auc": _round(auc(all_scores, all_labels)),
             "accuracy": _round(accuracy(all_pred, all_labels)),
+            "precision": _round(precision_recall(all_pred, all_labels)[0]),
+            "recall": _round(precision_recall(all_pred, all_labels)[1]),
             "positive_rate": _round(sum(all_pred) / len(all_pred)),
             "team_positive_rate": _round(sum(all_labels) / len(all_labels)),
         },
@@ -422,7 +438,10 @@ def _decide(preference: float) -> float:
 
 def format_table(report: Mapping, title: str) -> str:
     """The report as a plain-text table, one row per goal plus the overall row."""
-    head = f"{'goal':<10} {'AUC':>6} {'acc':>6} {'pos':>6} {'team':>6} {'pairs':>6}"
+    head = (
+        f"{'goal':<10} {'AUC':>6} {'acc':>6} {'prec':>6} {'recall':>6} {'pos':>6} {'team':>6} "
+        f"{'pairs':>6}"
+    )
     lines = [title, head, "-" * len(head)]
 
     def f(x: float | None) -> str:
@@ -431,12 +450,14 @@ def format_table(report: Mapping, title: str) -> str:
     pairs = report.get("pair_agreement_per_goal", {})
     for goal, row in report["per_goal"].items():
         lines.append(
-            f"{goal:<10} {f(row['auc'])} {f(row['accuracy'])} {f(row['positive_rate'])} "
+            f"{goal:<10} {f(row['auc'])} {f(row['accuracy'])} {f(row['precision'])} "
+            f"{f(row['recall'])} {f(row['positive_rate'])} "
             f"{f(row['team_positive_rate'])} {f(pairs.get(goal))}"
         )
     o = report["overall"]
     lines.append(
-        f"{'overall':<10} {f(o['auc'])} {f(o['accuracy'])} {f(o['positive_rate'])} "
+        f"{'overall':<10} {f(o['auc'])} {f(o['accuracy'])} {f(o['precision'])} "
+        f"{f(o['recall'])} {f(o['positive_rate'])} "
         f"{f(o['team_positive_rate'])} {f(report.get('pair_agreement'))}"
     )
     rate = report["labels_per_s"]

@@ -47,6 +47,11 @@ def add_parser(sub) -> None:
         "the ranking prompt (asked), or not at all",
     )
     judge.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    judge.add_argument(
+        "--answers",
+        metavar="FILE",
+        help="also write every answer as CSV (caption, goal, team label, judge score) to FILE",
+    )
     judge.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -137,7 +142,23 @@ def run(args: argparse.Namespace) -> int:
             f"  with calibration {mode}: accuracy {o['accuracy']:.3f}, positive rate "
             f"{o['positive_rate']:.3f}"
         )
+    if args.answers:
+        _write_answers(Path(args.answers), data, answers)
+        print(f"answers written to {args.answers}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"report written to {args.json}")
     return 0
+
+
+def _write_answers(path: Path, data, answers) -> None:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["caption", "goal", "team", "judge"])
+        for goal in data.goals:
+            for caption, team, score in zip(
+                data.captions, data.labels[goal], answers.scores[goal], strict=True
+            ):
+                writer.writerow([caption, goal, team, "" if score is None else f"{score:.6g}"])

@@ -21,6 +21,7 @@ from annotator.judge_bench import (
     decided_preference,
     load_judge_set,
     pair_agreement,
+    precision_recall,
     run_benchmark,
     summarise,
 )
@@ -56,6 +57,13 @@ def test_decided_preference_from_scores():
     assert decided_preference(0.7, 0.2) == 1.0
     assert decided_preference(0.2, 0.7) == 0.0
     assert decided_preference(0.4, 0.4) == 0.5
+
+
+def test_precision_and_recall_by_hand():
+    # judge calls items 0, 1, 2 helpful; the team items 0 and 3: 1 hit of 3 called -> 1/3,
+    # 1 found of 2 -> 1/2
+    assert precision_recall([1, 1, 1, 0, 0], [1, 0, 0, 1, 0]) == (1 / 3, 1 / 2)
+    assert precision_recall([0, 0], [1, 0]) == (None, 0.0)  # calls nothing: precision undefined
 
 
 def test_calibration_quantile_marks_the_top_of_the_set():
@@ -148,6 +156,8 @@ def test_rules_judge_through_the_benchmark(pairs):
     assert report["per_goal"]["combat"]["auc"] == 0.75
     assert report["per_goal"]["combat"]["accuracy"] == 0.75
     assert report["per_goal"]["combat"]["positive_rate"] == 0.25
+    assert report["per_goal"]["combat"]["precision"] == 1.0  # "You kill" is right
+    assert report["per_goal"]["combat"]["recall"] == 0.5  # "" is missed
     assert report["pair_agreement"] == 0.5  # one right, one wrong
     assert report["invalid_rate"] == 0.0
     json.dumps(report)  # the CLI writes it as JSON
@@ -193,14 +203,19 @@ def test_invalid_answers_are_retried_and_counted():
 def test_cli_reports_table_and_json(tmp_path, capsys):
     from cluster.cli import main
 
-    out = tmp_path / "r.json"
-    assert main(["judge", "annotator.backend=rules", "--limit", "40", "--json", str(out)]) == 0
+    out, rows = tmp_path / "r.json", tmp_path / "a.csv"
+    argv = ["judge", "annotator.backend=rules", "--limit", "40", "--json", str(out)]
+    assert main([*argv, "--answers", str(rows)]) == 0
     text = capsys.readouterr().out
     assert "overall" in text and "labels/s" in text
     report = json.loads(out.read_text())
     assert report["captions"] == 40 and report["judge"]["backend"] == "rules"
     assert set(report["per_goal"]) == set(GOALS)
     assert "none" in report["other_calibrations"]  # the configured one is quantile
+    with rows.open(newline="") as f:
+        answers = list(csv.DictReader(f))
+    assert len(answers) == 40 * len(GOALS)
+    assert {a["judge"] for a in answers} <= {"0", "1"}  # the rules answer P(yes) 0 or 1
 
 
 def test_cli_bad_override_exits_2(capsys):
