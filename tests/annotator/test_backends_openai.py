@@ -625,7 +625,9 @@ def test_choice_probs_match_the_transformers_backend():
             _fast(server, top_logprobs=64, request_timeout=30, endpoint="completions")
             .choice_probs([tf.render(c) for c in chats], YES_NO)
         )  # fmt: skip
-        text = asyncio.run(remote.generate([chats[0]], max_tokens=6))
+        # generating 6 tokens took 10-30 s on 2 busy cores: a wide per-attempt timeout
+        patient = _fast(server, request_timeout=300)
+        text = asyncio.run(patient.generate([chats[0]], max_tokens=6))
     for d, h, c in zip(direct, via_http, via_cmpl, strict=True):
         assert h is not None and c is not None
         assert h["yes"] == pytest.approx(d["yes"], abs=2e-3)
