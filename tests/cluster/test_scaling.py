@@ -22,6 +22,7 @@ from cluster.scaling import (
     requested_workers,
     running_driver,
 )
+from tests.waiting import DEADLINE_S
 
 ROOT = Path(__file__).resolve().parents[2]
 CARTPOLE = str(ROOT / "configs" / "cartpole.yaml")
@@ -213,20 +214,26 @@ def test_bad_scale_input_is_named(tmp_path, capsys):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_workers_beyond_the_cluster_wait_until_a_node_joins(tmp_path):
+def test_workers_beyond_the_cluster_wait_until_a_node_joins(tmp_path, monkeypatch):
     """What the autoscaler does on a cloud, done by hand: `scale` past the rollout nodes' CPUs
     adds waiting workers; a new rollout node gives them CPUs and they start sampling."""
-    import time
-
     import ray
     from ray.cluster_utils import Cluster
 
     from cluster.ray_runner import RayRunner
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=2, resources={"rogueray_rollout": 2})
-    ray.init(address=cluster.address, log_to_driver=False)
+    # A GCS, three raylets and their workers start on the test's own cores. Ray's readiness
+    # waits are short and fixed: 30 s for the GCS port file and about 20 s to connect to the
+    # GCS (both set by RAY_gcs_server_port_wait_time_s, read when a node starts), 30 s in
+    # Cluster.add_node for the node to register. On a slow, shared 2-core machine that is not
+    # enough, so here every wait the test controls is generous.
+    monkeypatch.setenv("RAY_gcs_server_port_wait_time_s", str(int(DEADLINE_S)))
+    cluster = Cluster()
     try:
+        cluster.add_node(num_cpus=1, include_dashboard=False, wait=False)  # the head
+        cluster.add_node(num_cpus=2, resources={"rogueray_rollout": 2}, wait=False)
+        cluster.wait_for_nodes(timeout=DEADLINE_S)
+        ray.init(address=cluster.address, log_to_driver=False)
         config = load_config(
             CARTPOLE,
             [f"run_dir={tmp_path}", "ray_address=auto", "rollout.node_resource=rogueray_rollout"],
@@ -242,16 +249,17 @@ def test_workers_beyond_the_cluster_wait_until_a_node_joins(tmp_path):
                 seen |= {f.worker_id for f in ray.get(runner.collect()[0])}
             return seen
 
-        assert producers(60, {0, 1}) == {0, 1}  # actors take seconds to start here
+        assert producers(DEADLINE_S, {0, 1}) == {0, 1}  # actors take seconds to start here
         message = runner.resize(4)
         assert (
             message
             == "rollout workers: 2 -> 4; 2 wait for CPUs (the autoscaler was asked for them)"
         )
         assert (runner.workers_alive, runner.workers_waiting) == (2, 2)
-        assert producers(2) == {0, 1}
-        cluster.add_node(num_cpus=2, resources={"rogueray_rollout": 2})
-        assert producers(90, {0, 1, 2, 3}) == {0, 1, 2, 3}
+        assert producers(2) == {0, 1}  # the waiting two do not sample
+        cluster.add_node(num_cpus=2, resources={"rogueray_rollout": 2}, wait=False)
+        cluster.wait_for_nodes(timeout=DEADLINE_S)
+        assert producers(DEADLINE_S, {0, 1, 2, 3}) == {0, 1, 2, 3}
         assert (runner.workers_alive, runner.workers_waiting) == (4, 0)
         runner.close()
     finally:
