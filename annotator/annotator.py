@@ -282,7 +282,7 @@ class Annotator:
         self._load_known()
         if previous is not None:
             self._notice(
-                "model_changed",
+                "rekeyed",
                 f"the server now serves {model_id} (was {previous}); its labels are kept apart "
                 "from the old model's and captions are asked again",
             )
