@@ -23,7 +23,13 @@ from cluster.components import env_spec
 from cluster.config import ConfigError, RunConfig, dump_yaml, to_dict
 from cluster.console import startup_banner
 from cluster.run_files import check_run_files
-from cluster.scaling import DriverPid, ScaleError, ScaleWatcher, requested_workers
+from cluster.scaling import (
+    DriverPid,
+    ScaleError,
+    ScaleWatcher,
+    requested_workers,
+    withdraw_request,
+)
 
 LABEL_EXCHANGE_INTERVAL_S = 1.0
 CAPTION_TABLE_INTERVAL_S = 60.0
@@ -39,6 +45,7 @@ class TrainResult:
     return_window: int
     resumed_from: int | None
     run_dir: str
+    already_done: bool = False  # the run had reached total_env_steps; nothing was started
 
 
 class StartupInterrupted(Exception):
@@ -264,6 +271,8 @@ def _start(config: RunConfig, flag: _StopFlag, *, quiet: bool, fresh: bool) -> T
     # death inside Ray.
     check_run_files(config, checkpoints=not fresh)
     checkpoint = _resume_point(config, fresh=fresh, quiet=quiet)  # reads only
+    if checkpoint is not None and _already_done(config, checkpoint):
+        return _finished_result(config, checkpoint)
     (run_dir / "config.yaml").write_text(dump_yaml(config))
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -287,7 +296,8 @@ def _start(config: RunConfig, flag: _StopFlag, *, quiet: bool, fresh: bool) -> T
     flag.check_startup()
     started_ray = False
     if config.mode == "ray":
-        from cluster.ray_runner import RayRunner, start_ray
+        from cluster.placement import start_ray
+        from cluster.ray_runner import RayRunner
 
         started_ray = start_ray(config, quiet=True)
         try:
@@ -323,6 +333,35 @@ def _start(config: RunConfig, flag: _StopFlag, *, quiet: bool, fresh: bool) -> T
             import ray
 
             ray.shutdown()
+
+
+def _already_done(config: RunConfig, checkpoint: dict) -> bool:
+    return int(checkpoint["counters"]["env_steps"]) >= config.total_env_steps
+
+
+def _finished_result(config: RunConfig, checkpoint: dict) -> TrainResult:
+    """A run that has reached total_env_steps: said at once, before Ray, the LLM or any write,
+    with the command that continues it."""
+    counters = checkpoint["counters"]
+    done = int(counters["env_steps"])
+    more = max(2 * done, done + 1)
+    _say(
+        f"[rogueray] {config.run_dir} has already reached total_env_steps="
+        f"{config.total_env_steps:,d} ({done:,d} env steps done); nothing to train. To "
+        f"continue it: rogueray resume {config.run_dir} total_env_steps={more}"
+    )
+    window = m.EpisodeWindow(m.WINDOW_SIZE)
+    window.load_state_dict(counters.get("recent_episodes"))
+    return TrainResult(
+        env_steps=done,
+        updates=int(checkpoint["learner"]["version"]),
+        episodes=int(counters.get("episodes", 0)),
+        mean_return=window.mean_return(),
+        return_window=len(window),
+        resumed_from=done,
+        run_dir=str(config.run_dir),
+        already_done=True,
+    )
 
 
 def _last_chance_checkpoint(config: RunConfig, counters: dict, runner, exc: Exception) -> None:
@@ -407,6 +446,11 @@ def _apply_scale_request(watcher: ScaleWatcher, runner, quiet: bool) -> None:
         return
     if wanted is not None and wanted != runner.workers_alive + runner.workers_waiting:
         done = runner.resize(wanted)
+        if runner.workers_alive + runner.workers_waiting != wanted:
+            # Refused (not enough CPUs): withdrawn, so that no later start takes it up silently.
+            withdraw_request(watcher.path.parent, only=wanted)
+            watcher.poll()  # the withdrawal is not a new request
+            done += "; the request was withdrawn (`rogueray scale` again to retry)"
         if not quiet:
             print(f"[rogueray] {done}")
 

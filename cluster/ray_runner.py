@@ -3,8 +3,6 @@ only: fragments go from a worker's node to the learner's, weights from the learn
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 import uuid
 
@@ -14,117 +12,11 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from actors.fragment import EpisodeStats
 from cluster.annotation import AnnotatorActor, wants_annotator
 from cluster.components import EnvSpec, make_learner, make_worker
-from cluster.config import ConfigError, RunConfig
+from cluster.config import RunConfig
+from cluster.placement import check_resources, placed, sliver
 
 WORKER_LOST = (RayActorError, ActorUnavailableError)  # died, or restarting after a death
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
-
-
-def start_ray(config: RunConfig, quiet: bool = True) -> bool:
-    """Connect to `config.ray_address` or start a local Ray sized for this run.
-
-    Returns True when this process started Ray (and must shut it down). Never `ray stop`:
-    that would end every Ray process on the machine, other users' included.
-    """
-    if ray.is_initialized():
-        return False
-    logging.getLogger("ray").setLevel(logging.ERROR if quiet else logging.INFO)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    level = logging.ERROR if quiet else logging.INFO
-    common = dict(include_dashboard=False, log_to_driver=not quiet, logging_level=level)
-    if config.ray_address is None:
-        needed = cpus_needed(config)
-        if config.ray_num_cpus is not None and config.ray_num_cpus < needed:
-            raise ConfigError(
-                f"config key 'ray_num_cpus' ({config.ray_num_cpus}) is below the {needed} CPUs "
-                f"this run needs (rollout.num_workers={config.rollout.num_workers} + 1 learner"
-                f"{' + 1 annotator' if wants_annotator(config) else ''})"
-            )
-        # Logical CPUs: on a laptop the learner and workers share cores; Ray must not wait for more.
-        # Ray runs its worker processes at nice 15 by default, so on a busy laptop any ordinary
-        # process starves the rollout workers, the learner and the annotator: run them at the
-        # driver's own priority instead.
-        ray.init(
-            num_cpus=config.ray_num_cpus or max(os.cpu_count() or 1, needed),
-            _system_config={"worker_niceness": 0},
-            **common,
-        )
-        return True
-    ray.init(address=config.ray_address, **common)
-    return False
-
-
-def cpus_needed(config: RunConfig) -> int:
-    """One CPU per rollout worker, one for the learner, one for the annotator when there is one."""
-    return config.rollout.num_workers + 1 + int(wants_annotator(config))
-
-
-def gpus_needed(config: RunConfig) -> float:
-    learner = 1.0 if config.learner.device.startswith("cuda") else 0.0
-    return learner + (config.annotator.num_gpus if wants_annotator(config) else 0.0)
-
-
-def check_resources(config: RunConfig) -> None:
-    """Fail now, naming what is short, rather than let Ray wait forever for resources."""
-    total = ray.cluster_resources()
-    cpus = cpus_needed(config)
-    if total.get("CPU", 0) < cpus:
-        annotator = " + 1 annotator" if wants_annotator(config) else ""
-        raise ConfigError(
-            f"the Ray cluster has {total.get('CPU', 0):g} CPUs; this run needs {cpus} "
-            f"(rollout.num_workers={config.rollout.num_workers} + 1 learner{annotator}). "
-            "Lower rollout.num_workers or add CPU nodes."
-        )
-    gpus = gpus_needed(config)
-    if total.get("GPU", 0) < gpus:
-        raise ConfigError(
-            f"this run needs {gpus:g} GPUs (learner.device={config.learner.device!r}, "
-            f"annotator.num_gpus={config.annotator.num_gpus:g}); the cluster has {total.get('GPU', 0):g}"
-        )
-    for key, resource in node_resources(config).items():
-        if total.get(resource, 0) <= 0:
-            custom = sorted(k for k in total if k not in _BUILTIN and not k.startswith("node:"))
-            raise ConfigError(
-                f"config key {key!r} is {resource!r}, but no node of the Ray cluster declares "
-                f"that resource (custom resources declared: {', '.join(custom) or 'none'}); "
-                "start the nodes with it (cluster/launch/ does) or unset the key"
-            )
-    workers_on = config.rollout.node_resource
-    if workers_on is not None:
-        cpus_there = sum(
-            node["Resources"].get("CPU", 0)
-            for node in ray.nodes()
-            if node["Alive"] and node["Resources"].get(workers_on, 0) > 0
-        )
-        if cpus_there < config.rollout.num_workers:
-            raise ConfigError(
-                f"the nodes declaring {workers_on!r} (rollout.node_resource) have {cpus_there:g} "
-                f"CPUs; rollout.num_workers={config.rollout.num_workers} needs one each"
-            )
-
-
-_BUILTIN = {"CPU", "GPU", "memory", "object_store_memory"}
-
-
-def node_resources(config: RunConfig) -> dict[str, str]:
-    """{config key: custom resource} for the components placed on nodes declaring one."""
-    keys = {
-        "rollout.node_resource": config.rollout.node_resource,
-        "learner.node_resource": config.learner.node_resource,
-    }
-    if wants_annotator(config):
-        keys["annotator.node_resource"] = config.annotator.node_resource
-    return {key: value for key, value in keys.items() if value is not None}
-
-
-def _sliver(resource: str | None) -> dict[str, float]:
-    """A tiny amount of `resource`: asking it puts an actor on a node that declares it."""
-    return {} if resource is None else {resource: 0.001}
-
-
-def _placed(resource: str | None) -> dict:
-    """Actor options placing the actor on a node that declares `resource` (none: anywhere)."""
-    return {"resources": _sliver(resource)} if resource else {}
 
 
 class RayRunner:
@@ -138,7 +30,7 @@ class RayRunner:
         check_resources(config)
         wants_gpu = config.learner.device.startswith("cuda")
         learner_cls = ray.remote(
-            num_cpus=1, num_gpus=1 if wants_gpu else 0, **_placed(config.learner.node_resource)
+            num_cpus=1, num_gpus=1 if wants_gpu else 0, **placed(config.learner.node_resource)
         )(_LearnerActor)
         self.learner = learner_cls.remote(config, spec)
         self.annotator = None
@@ -147,14 +39,14 @@ class RayRunner:
             # constructor argument, which Ray cannot always restore.
             self._annotator_name = f"rogueray-annotator-{uuid.uuid4().hex[:12]}"
             options = dict(num_cpus=1, num_gpus=config.annotator.num_gpus, max_restarts=-1)
-            options.update(name=self._annotator_name, **_placed(config.annotator.node_resource))
+            options.update(name=self._annotator_name, **placed(config.annotator.node_resource))
             self.annotator = ray.remote(**options)(AnnotatorActor).remote(config)
         self._config, self._spec = config, spec
         self._worker_cls = ray.remote(
             num_cpus=1,
             max_restarts=-1,
             max_task_retries=0,
-            **_placed(config.rollout.node_resource),
+            **placed(config.rollout.node_resource),
         )(_WorkerActor)
         self.workers: dict[int, ray.actor.ActorHandle] = {}  # worker id -> actor
         self._retiring: dict[int, ray.actor.ActorHandle] = {}  # finishing their last sample
@@ -302,7 +194,7 @@ class RayRunner:
     def _ask_autoscaler(self, num_workers: int) -> None:
         from ray.autoscaler.sdk import request_resources
 
-        bundle = {"CPU": 1, **_sliver(self._config.rollout.node_resource)}
+        bundle = {"CPU": 1, **sliver(self._config.rollout.node_resource)}
         request_resources(bundles=[bundle] * num_workers)
 
     def _add_worker(self) -> int:

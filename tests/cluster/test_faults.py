@@ -29,7 +29,8 @@ CARTPOLE = str(ROOT / "configs" / "cartpole.yaml")
 def test_killed_worker_is_restarted_and_sampling_goes_on(tmp_path):
     import ray
 
-    from cluster.ray_runner import RayRunner, start_ray
+    from cluster.placement import start_ray
+    from cluster.ray_runner import RayRunner
 
     config = load_config(CARTPOLE, [f"run_dir={tmp_path}", "rollout.num_workers=2"])
     started = start_ray(config)

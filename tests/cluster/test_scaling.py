@@ -119,7 +119,8 @@ def test_serial_runner_resizes_with_fresh_seeds_and_current_weights(tmp_path):
 def test_ray_runner_adds_retires_and_refuses_workers(tmp_path):
     import ray
 
-    from cluster.ray_runner import RayRunner, start_ray
+    from cluster.placement import start_ray
+    from cluster.ray_runner import RayRunner
 
     overrides = [f"run_dir={tmp_path}", "rollout.num_workers=1", "ray_num_cpus=4"]
     config = load_config(CARTPOLE, overrides)

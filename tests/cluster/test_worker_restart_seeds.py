@@ -21,7 +21,8 @@ CARTPOLE = str(ROOT / "configs" / "cartpole.yaml")
 def test_restarted_worker_plays_new_episodes(tmp_path):
     import ray
 
-    from cluster.ray_runner import WORKER_LOST, RayRunner, start_ray
+    from cluster.placement import start_ray
+    from cluster.ray_runner import WORKER_LOST, RayRunner
 
     config = load_config(CARTPOLE, [f"run_dir={tmp_path}", "rollout.num_workers=1"])
     started = start_ray(config)
