@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cluster import compare_cli, evaluate_cli, judge_cli, labels_cli
 from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
-from cluster.scaling import ScaleError, request_workers, running_driver
+from cluster.scaling import ScaleError, request_workers, running_driver, withdraw_request
 from cluster.validation import saved_config
 
 PRINT_CONFIG_HELP = "print the resolved config as YAML and exit, starting nothing"
@@ -51,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         "scale", help="change a run's rollout workers (running now, or at its next start)"
     )
     scale.add_argument("run_dir")
-    scale.add_argument("num_workers", type=int, help="rollout workers wanted (>= 1)")
+    scale.add_argument("num_workers", type=int, nargs="?", help="rollout workers wanted (>= 1)")
+    scale.add_argument(
+        "--cancel", action="store_true", help="withdraw the run's standing scale request"
+    )
     labels_cli.add_parser(sub)
     evaluate_cli.add_parser(sub)
     compare_cli.add_parser(sub)
@@ -60,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _scale(args) -> int:
+    if args.cancel or args.num_workers is None:
+        return _cancel_scale(args)
     try:
         request_workers(args.run_dir, args.num_workers)
     except ScaleError as exc:
@@ -75,6 +80,28 @@ def _scale(args) -> int:
         print(
             f"[rogueray] asked the job in {args.run_dir} ({driver}) for {args.num_workers} "
             "rollout workers; it resizes within a fragment (system/workers_alive in TensorBoard)"
+        )
+    return 0
+
+
+def _cancel_scale(args) -> int:
+    if not args.cancel:
+        print("rogueray: error: scale: give NUM_WORKERS, or --cancel", file=sys.stderr)
+        return 2
+    if args.num_workers is not None:
+        print("rogueray: error: scale: --cancel takes no NUM_WORKERS", file=sys.stderr)
+        return 2
+    if not Path(args.run_dir).is_dir():
+        print(f"rogueray: error: {args.run_dir} is not a directory", file=sys.stderr)
+        return 2
+    wanted = withdraw_request(args.run_dir)
+    if wanted is None:
+        print(f"[rogueray] {args.run_dir} has no standing scale request")
+    else:
+        print(
+            f"[rogueray] withdrew the request for {wanted} rollout workers in {args.run_dir}; "
+            "the next start uses rollout.num_workers from its config (a running job keeps its "
+            "current workers)"
         )
     return 0
 
@@ -251,6 +278,8 @@ def _main(argv: list[str] | None = None) -> int:
         where = exc.filename or config.run_dir
         _error(f"rogueray: error: {where}: {exc.strerror}; {_DISK_ERRORS[exc.errno]}")
         return 2
+    if result.already_done:  # said by train(), with the command that continues the run
+        return 0
     ret = "n/a" if result.mean_return is None else f"{result.mean_return:.2f}"
     try:
         print(

@@ -3,8 +3,9 @@
 The request is a small file in the run directory (`scale.json`), written atomically. A running
 driver checks its modification time once per loop iteration and resizes its workers; a run
 that is not running starts with that many workers the next time it is trained or resumed, since
-the file stays. The driver records its process id in `driver.pid` while it runs, so that `scale`
-can say which of the two will happen.
+the file stays. A request the running driver refuses (not enough CPUs on a local Ray) is withdrawn
+by it, and `rogueray scale RUN_DIR --cancel` withdraws a standing one. The driver records its
+process id in `driver.pid` while it runs, so that `scale` can say which of the two will happen.
 """
 
 from __future__ import annotations
@@ -36,6 +37,21 @@ def request_workers(run_dir: str | Path, num_workers: int) -> None:
     temp = run_dir / f".{REQUEST_FILE}.{os.getpid()}"
     temp.write_text(json.dumps({"num_workers": num_workers}) + "\n")
     os.replace(temp, run_dir / REQUEST_FILE)
+
+
+def withdraw_request(run_dir: str | Path, only: int | None = None) -> int | None:
+    """Remove the standing request of `run_dir` (only if it asks for `only` workers, when given:
+    a newer request made meanwhile stays); returns the workers it asked for, or None."""
+    try:
+        wanted = requested_workers(run_dir)
+    except ScaleError:
+        wanted = None  # unreadable: removed all the same when no particular request is meant
+        if only is not None:
+            return None
+    if only is not None and wanted != only:
+        return None
+    (Path(run_dir) / REQUEST_FILE).unlink(missing_ok=True)
+    return wanted
 
 
 def requested_workers(run_dir: str | Path) -> int | None:

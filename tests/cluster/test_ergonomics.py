@@ -1,0 +1,111 @@
+"""Resume and scale ergonomics: a finished run says so before anything starts and prints the
+command that continues it; a refused scale request is withdrawn by the driver; `rogueray scale
+RUN --cancel` withdraws a standing one."""
+
+from pathlib import Path
+
+import pytest
+
+from cluster.checkpoint import list_checkpoints
+from cluster.cli import main
+from cluster.driver import _apply_scale_request
+from cluster.scaling import ScaleWatcher, request_workers, requested_workers
+
+CARTPOLE = str(Path(__file__).resolve().parents[2] / "configs" / "cartpole.yaml")
+FAST = ["mode=serial", "log_interval_s=60", "rollout.num_workers=1", "model.hidden_size=32"]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_finished_run_says_so_before_starting_anything(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["train", CARTPOLE, f"run_dir={run_dir}", *FAST, "total_env_steps=512"]
+    assert main(args) == 0
+    before = _snapshot(run_dir)
+    capsys.readouterr()
+
+    # mode=ray with an address nothing listens on: reaching Ray would fail, so exit 0 means
+    # the answer came before Ray was started or joined.
+    ray_nowhere = ["mode=ray", "ray_address=127.0.0.1:9"]
+    assert main(["resume", str(run_dir), *ray_nowhere]) == 0
+    out = capsys.readouterr().out
+    assert "has already reached total_env_steps=512 (512 env steps done)" in out
+    assert f"rogueray resume {run_dir} total_env_steps=1024" in out
+    assert "done:" not in out
+    assert _snapshot(run_dir) == before  # no config.yaml rewritten, no checkpoint
+
+    assert main(args) == 0  # `train` with the same run_dir: the same answer
+    assert "has already reached" in capsys.readouterr().out
+
+    # The printed command continues the run.
+    assert main(["resume", str(run_dir), "total_env_steps=1024"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "done: 1,024 env steps" in out
+    assert len(list_checkpoints(run_dir)) >= 2
+
+
+class _CpuBoundRunner:
+    """The part of a runner the scale poll uses, refusing growth beyond `cpus` as RayRunner
+    does on a local Ray (the real refusal is covered in tests/cluster/test_scaling.py)."""
+
+    def __init__(self, workers: int, cpus: int):
+        self.workers, self.cpus = workers, cpus
+        self.workers_waiting = 0
+
+    @property
+    def workers_alive(self) -> int:
+        return self.workers
+
+    def resize(self, num_workers: int) -> str:
+        if num_workers > self.cpus:
+            return f"rollout workers stay at {self.workers}: not enough CPUs"
+        before, self.workers = self.workers, num_workers
+        return f"rollout workers: {before} -> {num_workers}"
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(Path(CARTPOLE).read_text())
+    return run_dir
+
+
+def test_refused_scale_request_is_withdrawn(tmp_path, capsys):
+    run_dir = _run_dir(tmp_path)
+    watcher = ScaleWatcher(run_dir)
+    runner = _CpuBoundRunner(workers=1, cpus=2)
+    request_workers(run_dir, 3)
+    _apply_scale_request(watcher, runner, quiet=False)
+    out = capsys.readouterr().out
+    assert "stay at 1" in out and "the request was withdrawn" in out
+    assert requested_workers(run_dir) is None  # a later start keeps the config's workers
+    assert not (run_dir / "scale.json").exists()
+    _apply_scale_request(watcher, runner, quiet=False)  # the withdrawal is no new request
+    assert capsys.readouterr().out == ""
+
+    request_workers(run_dir, 2)  # granted: stays, so a restart keeps the size asked for
+    _apply_scale_request(watcher, runner, quiet=False)
+    assert "rollout workers: 1 -> 2" in capsys.readouterr().out
+    assert runner.workers == 2 and requested_workers(run_dir) == 2
+
+
+def test_scale_cancel_withdraws_a_standing_request(tmp_path, capsys):
+    run_dir = _run_dir(tmp_path)
+    assert main(["scale", str(run_dir), "3"]) == 0
+    assert requested_workers(run_dir) == 3
+    capsys.readouterr()
+
+    assert main(["scale", str(run_dir), "--cancel"]) == 0
+    assert "withdrew the request for 3 rollout workers" in capsys.readouterr().out
+    assert requested_workers(run_dir) is None
+
+    assert main(["scale", str(run_dir), "--cancel"]) == 0
+    assert "has no standing scale request" in capsys.readouterr().out
+
+    assert main(["scale", str(run_dir)]) == 2
+    assert "give NUM_WORKERS, or --cancel" in capsys.readouterr().err
+    assert main(["scale", str(run_dir), "2", "--cancel"]) == 2
+    assert main(["scale", str(tmp_path / "missing"), "--cancel"]) == 2
