@@ -61,10 +61,19 @@ def make_worker(
     )
 
 
-def make_learner(config: RunConfig, spec: EnvSpec) -> Learner:
-    from cluster.annotation import build_reward_model
+class ConfiguredLearner(Learner):
+    """A `Learner` built from the run config in the process that runs it: Ray makes this class
+    an actor as it is (`ray.remote(ConfiguredLearner)`), and the policy and reward model are
+    built on the learner's node, on its device."""
 
-    torch.manual_seed(config.seed)
-    return Learner(
-        make_policy(config, spec), config.learner, config.reward, build_reward_model(config)
-    )
+    def __init__(self, config: RunConfig, spec: EnvSpec):
+        from cluster.annotation import build_reward_model
+
+        torch.manual_seed(config.seed)
+        super().__init__(
+            make_policy(config, spec), config.learner, config.reward, build_reward_model(config)
+        )
+
+
+def make_learner(config: RunConfig, spec: EnvSpec) -> Learner:
+    return ConfiguredLearner(config, spec)

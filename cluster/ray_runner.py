@@ -11,7 +11,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.fragment import EpisodeStats
 from cluster.annotation import AnnotatorActor, wants_annotator
-from cluster.components import EnvSpec, make_learner, make_worker
+from cluster.components import ConfiguredLearner, EnvSpec, make_worker
 from cluster.config import RunConfig
 from cluster.placement import check_resources, placed, sliver
 
@@ -20,7 +20,9 @@ MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the lea
 
 
 class RayRunner:
-    """Keeps one `sample` in flight per worker and up to MAX_UPDATES_IN_FLIGHT learner updates.
+    """A `Runner` (cluster/runner.py) of Ray actors: keeps one `sample` in flight per worker and
+    up to MAX_UPDATES_IN_FLIGHT learner updates; `collect` returns object references to the
+    fragments, which `train` passes on to the learner unread.
 
     Workers are keyed by an id that is never reused, so a worker added after others were retired
     steps environments with seeds of its own (RolloutWorker seeds by worker id).
@@ -31,7 +33,7 @@ class RayRunner:
         wants_gpu = config.learner.device.startswith("cuda")
         learner_cls = ray.remote(
             num_cpus=1, num_gpus=1 if wants_gpu else 0, **placed(config.learner.node_resource)
-        )(_LearnerActor)
+        )(ConfiguredLearner)
         self.learner = learner_cls.remote(config, spec)
         self.annotator = None
         if wants_annotator(config):
@@ -70,6 +72,10 @@ class RayRunner:
     @property
     def workers_alive(self) -> int:
         return len(self.workers) - len(self._waiting)
+
+    @property
+    def has_annotator(self) -> bool:
+        return self.annotator is not None
 
     def start(self, annotator_backlog: list | None = None) -> None:
         if self.annotator is not None:
@@ -298,26 +304,3 @@ class _WorkerActor:
         self.worker.use_restart_streams(restarts)
         fragment, episodes = self.worker.sample()
         return fragment, (episodes, fragment.num_steps)
-
-
-class _LearnerActor:
-    def __init__(self, config: RunConfig, spec):
-        self.learner = make_learner(config, spec)
-
-    def update(self, *fragments):
-        return self.learner.update(*fragments)
-
-    def get_weights(self):
-        return self.learner.get_weights()
-
-    def add_labels(self, labels):
-        return self.learner.add_labels(labels)
-
-    def intrinsic_rewards(self, captions):
-        return self.learner.intrinsic_rewards(captions)
-
-    def state_dict(self):
-        return self.learner.state_dict()
-
-    def load_state_dict(self, state) -> None:
-        self.learner.load_state_dict(state)

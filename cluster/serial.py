@@ -10,7 +10,8 @@ from cluster.config import RunConfig
 
 
 class SerialRunner:
-    """Samples the workers round-robin and trains synchronously."""
+    """A `Runner` (cluster/runner.py) in this process: samples the workers round-robin and trains
+    synchronously; `collect` returns the `Fragment`s themselves."""
 
     def __init__(self, config: RunConfig, spec: EnvSpec):
         self.learner = make_learner(config, spec)
@@ -29,6 +30,10 @@ class SerialRunner:
 
     workers_waiting = 0  # every serial worker runs in this process
     updates_in_flight = 0  # updates run synchronously
+
+    @property
+    def has_annotator(self) -> bool:
+        return self.annotator is not None
 
     def start(self, annotator_backlog: list | None = None) -> None:
         if self.annotator is not None:

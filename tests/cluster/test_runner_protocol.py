@@ -1,0 +1,96 @@
+"""Both runners implement the `Runner` protocol (cluster/runner.py), and each method returns what
+the protocol documents, in a tiny real run: CartPole with the hashing reward model and the rules
+judge, so the annotator's half runs too."""
+
+from pathlib import Path
+
+import pytest
+
+from actors.fragment import EpisodeStats, Fragment
+from cluster.components import env_spec
+from cluster.config import load_config
+from cluster.runner import Runner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(tmp_path, mode: str, *extra: str):
+    return load_config(
+        ROOT / "configs/cartpole.yaml",
+        [
+            f"run_dir={tmp_path}/run",
+            f"mode={mode}",
+            "rollout.num_workers=1",
+            "env.num_envs_per_worker=2",
+            "rollout.unroll_length=8",
+            "learner.batch_size=16",
+            "reward_model.name=hashing",
+            "reward.intrinsic_coef=0.4",
+            "annotator.backend=rules",
+            *extra,
+        ],
+    )
+
+
+def _exercise(runner, config, fragment_type) -> None:
+    """Every method once, in the driver's order, checking its documented return type."""
+    assert isinstance(runner, Runner)
+    assert runner.has_annotator is True
+    runner.start([])
+    runner.sync_weights()
+    handles, episodes, steps = [], [], 0
+    while len(handles) < 2:  # a batch is two fragments of 8 steps x 2 envs
+        more, finished, n = runner.collect()
+        handles += more
+        episodes += finished
+        steps += n
+    assert steps >= 32 and all(isinstance(e, EpisodeStats) for e in episodes)
+    assert all(isinstance(h, fragment_type) for h in handles)
+    assert runner.can_train() is True
+    runner.train(handles[:2])
+    done = runner.finished_updates(wait=True)
+    while not done:
+        done = runner.finished_updates(wait=True)
+    assert isinstance(done[0], dict) and "learner/policy_loss" in done[0]
+    assert runner.updates_in_flight == 0 and runner.finished_updates() == []
+    assert isinstance(runner.exchange_labels(), list)
+    assert all(isinstance(line, str) for line in runner.poll_notices())
+    assert runner.caption_table(5) == []  # CartPole has no captions
+    state = runner.learner_state()
+    assert state["version"] == 1
+    runner.load_learner_state(state)
+    assert isinstance(runner.annotator_state(), dict)
+    runner.load_annotator_state(runner.annotator_state())
+    assert isinstance(runner.annotator_backlog(), list)
+    assert runner.resize(2) == "rollout workers: 1 -> 2"
+    assert (runner.workers_alive, runner.workers_waiting, runner.restarts) == (2, 0, 0)
+
+
+def test_serial_runner_keeps_the_protocol(tmp_path):
+    from cluster.serial import SerialRunner
+
+    config = _config(tmp_path, "serial")
+    runner = SerialRunner(config, env_spec(config))
+    try:
+        _exercise(runner, config, Fragment)
+    finally:
+        runner.close()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_runner_keeps_the_protocol(tmp_path):
+    import ray
+
+    from cluster.placement import start_ray
+    from cluster.ray_runner import RayRunner
+
+    config = _config(tmp_path, "ray", "ray_num_cpus=4")  # a CPU free for the resize
+    started = start_ray(config)
+    runner = RayRunner(config, env_spec(config))
+    try:
+        _exercise(runner, config, ray.ObjectRef)
+    finally:
+        runner.close()
+        if started:
+            ray.shutdown()
