@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cluster import compare_cli, evaluate_cli, judge_cli, labels_cli
+from cluster import compare_cli, evaluate_cli, judge_cli, labels_cli, replay_cli
 from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
 from cluster.scaling import ScaleError, request_workers, running_driver, withdraw_request
 from cluster.validation import saved_config
@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     labels_cli.add_parser(sub)
     evaluate_cli.add_parser(sub)
+    replay_cli.add_parser(sub)
     compare_cli.add_parser(sub)
     judge_cli.add_parser(sub)
     return parser
@@ -156,8 +157,8 @@ def _flags_as_overrides(argv: list[str], parser: argparse.ArgumentParser) -> lis
 
 
 def _run_tool(args) -> int:
-    """evaluate and compare: their errors are the user's to fix, printed in one line."""
-    module = evaluate_cli if args.command == "evaluate" else compare_cli
+    """evaluate, replay and compare: their errors are the user's to fix, printed in one line."""
+    module = {"evaluate": evaluate_cli, "replay": replay_cli, "compare": compare_cli}[args.command]
     try:
         return module.run(args)
     except Exception as exc:
@@ -245,7 +246,7 @@ def _main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError, labels_cli.LabelStoreError) as exc:
             print(f"rogueray: error: {exc}", file=sys.stderr)
             return 2
-    if args.command in ("evaluate", "compare"):
+    if args.command in ("evaluate", "replay", "compare"):
         return _run_tool(args)
     if args.command == "judge":
         try:
