@@ -11,7 +11,7 @@ import torch
 
 from actors.captions import normalize_caption
 from actors.envs import make_env
-from actors.fragment import EpisodeStats, Fragment, side_by_side
+from actors.messages import EpisodeStats, Fragment, PolicyWeights, Sightings, side_by_side
 from actors.sampling import draw_actions, gumbel_noise, log_probs
 
 _ENV_STREAM, _ACTION_STREAM = 0, 1  # spawn-key tags: env resets and action draws never share
@@ -53,7 +53,7 @@ class RolloutWorker:
         worker_id: int = 0,
         max_episode_steps: int | None = None,
         normalize_captions: bool = False,
-        caption_sink: Callable[[dict[str, int]], None] | None = None,
+        caption_sink: Callable[[Sightings], None] | None = None,
         unrolls_per_sample: int = 1,
         incarnation: int = 0,
     ):
@@ -93,12 +93,12 @@ class RolloutWorker:
     def num_envs(self) -> int:
         return len(self.envs)
 
-    def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
-        """Load learner weights (numpy arrays, as shipped through the object store)."""
+    def set_weights(self, weights: PolicyWeights) -> None:
+        """Load the learner's weights (numpy arrays, as shipped through the object store)."""
         self.policy.load_state_dict(
-            {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
+            {k: torch.from_numpy(np.asarray(v)) for k, v in weights.state.items()}
         )
-        self.policy_version = version
+        self.policy_version = weights.version
 
     def use_restart_streams(self, restarts: int) -> None:
         """`restarts`: how often this worker's process was lost in this run start, as the driver
@@ -217,7 +217,7 @@ class RolloutWorker:
         )
         if self.caption_sink is not None and caption_index:
             seen = np.bincount(caption_ids[caption_ids >= 0], minlength=len(caption_index))
-            self.caption_sink(dict(zip(caption_index, seen.tolist(), strict=True)))
+            self.caption_sink(Sightings(dict(zip(caption_index, seen.tolist(), strict=True))))
         return fragment
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from actors.messages import CaptionLabel, PairLabel
 from annotator.calibration import Calibrator
 from annotator.config import AnnotatorConfig
 from annotator.kinds import annotation_kind
@@ -22,7 +23,7 @@ from annotator.label_store import LabelStore
 from annotator.pacing import BatchSizer, Notices
 from annotator.parsing import parse_answer
 from annotator.prompts import Prompt
-from reward_models import CaptionLabel, PairLabel, pair_key, sample_pairs
+from reward_models import pair_key, sample_pairs
 
 LABELS_TOTAL = "annotator/labels_total"
 LABELS_PER_S = "annotator/labels_per_s"

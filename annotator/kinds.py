@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from actors.messages import CaptionLabel, PairLabel
 from annotator.label_store import LabelStore
 from annotator.prompts import Prompt, classification_prompt, ranking_prompt
-from reward_models import CaptionLabel, PairLabel, pair_key
+from reward_models import pair_key
 
 Label = CaptionLabel | PairLabel
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from reward_models.labels import CaptionLabel, PairLabel
+from actors.messages import CaptionLabel, PairLabel
 
 APPLICATION = "rogueray-label-store"
 SCHEMA_VERSION = 1

@@ -16,7 +16,7 @@ UNUSED_RUN_DIR = os.path.join(tempfile.gettempdir(), "rogueray-throughput-unused
 
 def synthetic_fragments(spec, num_fragments: int, num_envs: int, steps: int, state_size: int, rng):
     """Fragments with random NetHack-shaped observations (hero inside the map) and actions."""
-    from actors.fragment import Fragment
+    from actors.messages import Fragment
     from learner.models import MAX_GLYPH
 
     def obs_array(key, shape, dtype):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from annotator.annotator import Annotator
@@ -287,7 +288,7 @@ class AnnotatorActor:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self.annotator.run(self._stop))
 
-    async def submit(self, caption_counts: dict[str, int]) -> None:
+    async def submit(self, caption_counts: Mapping[str, int]) -> None:
         self.annotator.submit(caption_counts)
 
     async def poll_labels(self):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from actors.fragment import EpisodeStats
+from actors.messages import EpisodeStats
 from cluster.console import Console
 
 # One point per finished episode.

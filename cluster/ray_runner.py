@@ -9,7 +9,7 @@ import uuid
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from actors.fragment import EpisodeStats
+from actors.messages import EpisodeStats, PolicyWeights
 from cluster.annotation import AnnotatorActor, wants_annotator
 from cluster.components import ConfiguredLearner, EnvSpec, make_worker
 from cluster.config import RunConfig
@@ -293,9 +293,8 @@ class _WorkerActor:
             sink = ray.get_actor(annotator_name).submit.remote  # fire and forget
         self.worker = make_worker(config, spec, worker_id, sink)
 
-    def set_weights(self, payload) -> None:
-        weights, version = payload
-        self.worker.set_weights(weights, version)
+    def set_weights(self, weights: PolicyWeights) -> None:
+        self.worker.set_weights(weights)
 
     @ray.method(num_returns=2)
     def sample(self, restarts: int = 0):

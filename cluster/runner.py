@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from actors.fragment import EpisodeStats
+from actors.messages import EpisodeStats
 
 FragmentHandle = Any
 """What `collect` returns per fragment and `train` accepts: opaque to the driver, which only

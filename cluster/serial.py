@@ -3,7 +3,7 @@ fast tests and machines without Ray (the annotator runs in a thread)."""
 
 from __future__ import annotations
 
-from actors.fragment import EpisodeStats, Fragment
+from actors.messages import EpisodeStats, Fragment
 from cluster.annotation import AnnotatorThread, build_annotator, wants_annotator
 from cluster.components import EnvSpec, make_learner, make_worker
 from cluster.config import RunConfig
@@ -58,9 +58,9 @@ class SerialRunner:
         return self.annotator.backlog() if self.annotator else []
 
     def sync_weights(self) -> None:
-        weights, version = self.learner.get_weights()
+        weights = self.learner.get_weights()
         for worker in self.workers:
-            worker.set_weights(weights, version)
+            worker.set_weights(weights)
 
     def resize(self, num_workers: int) -> str:
         """Add workers (with current weights) or close the newest; returns what was done."""
@@ -70,7 +70,7 @@ class SerialRunner:
             worker = make_worker(self._config, self._spec, self._next_id, sink)
             self._next_id += 1
             if current:  # a running job: the learner's weights, not fresh ones
-                worker.set_weights(*self.learner.get_weights())
+                worker.set_weights(self.learner.get_weights())
             self.workers.append(worker)
         while len(self.workers) > num_workers:
             self.workers.pop().close()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from actors.fragment import Fragment
+from actors.messages import Fragment
 
 
 class IntrinsicReturns:

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from actors.fragment import Fragment
+from actors.messages import CaptionLabel, Fragment, PairLabel, PolicyWeights
 from learner.batch import Batch, collate
 from learner.episodes import IntrinsicReturns
 from learner.losses import appo_loss
 from learner.reward import training_reward
 from learner.vtrace import vtrace
-from reward_models import CaptionLabel, NoRewardModel, PairLabel, RewardModel
+from reward_models import NoRewardModel, RewardModel
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,10 +51,10 @@ class Learner:
         self.version = 0
         self.samples_trained = 0
 
-    def get_weights(self) -> tuple[dict[str, np.ndarray], int]:
+    def get_weights(self) -> PolicyWeights:
         """CPU numpy copies of the weights and their version, for the rollout workers."""
         weights = {k: v.detach().cpu().numpy() for k, v in self.policy.state_dict().items()}
-        return weights, self.version
+        return PolicyWeights(weights, self.version)
 
     def update(self, *fragments: Fragment) -> dict[str, float]:
         """One APPO update on these fragments; returns scalar metrics."""

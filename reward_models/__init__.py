@@ -5,8 +5,8 @@ import importlib
 from typing import Any
 
 # Where each public name lives. The package imports its submodules on first use (PEP 562), so
-# that a light user such as reward_models.labels (the label store, `rogueray labels`) does not
-# import torch.
+# that a light user (the label store, `rogueray labels`, through pair_sampling) does not import
+# torch. The labels themselves are messages: actors/messages.py.
 _SOURCES = {
     "ACCURACY": "base",
     "DATASET_SIZE": "base",
@@ -17,8 +17,6 @@ _SOURCES = {
     "ClassificationRewardModel": "classification",
     "count_scaling": "counts",
     "HashingRewardModel": "hashing",
-    "CaptionLabel": "labels",
-    "PairLabel": "labels",
     "RunningMeanStd": "normalization",
     "pair_key": "pair_sampling",
     "sample_pairs": "pair_sampling",
@@ -51,11 +49,9 @@ __all__ = [
     "GRADIENT_STEPS",
     "LOSS",
     "REWARD_MODELS",
-    "CaptionLabel",
     "ClassificationRewardModel",
     "HashingRewardModel",
     "NoRewardModel",
-    "PairLabel",
     "RankingRewardModel",
     "RewardModel",
     "RunningMeanStd",

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reward_models.labels import CaptionLabel, PairLabel
+from actors.messages import CaptionLabel, PairLabel
 
 LOSS = "reward_model/loss"
 ACCURACY = "reward_model/accuracy"

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from actors.messages import CaptionLabel
 from reward_models.base import Label, check_labels, check_option
 from reward_models.char_cnn import CharCNN, mlp
-from reward_models.labels import CaptionLabel
 from reward_models.learned import LearnedRewardModel
 
 

@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from actors.messages import CaptionLabel
 from reward_models.base import DATASET_SIZE, Label, RewardModel, check_labels, check_option
-from reward_models.labels import CaptionLabel
 
 
 class HashingRewardModel(RewardModel):

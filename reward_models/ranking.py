@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from actors.messages import PairLabel
 from reward_models.base import Label, RewardModel, check_labels, check_option
 from reward_models.char_cnn import CharCNN, mlp
-from reward_models.labels import PairLabel
 from reward_models.learned import LearnedRewardModel
 from reward_models.normalization import RunningMeanStd
 from reward_models.pair_sampling import PairKey, pair_key, sample_pairs

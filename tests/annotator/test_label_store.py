@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from actors.messages import CaptionLabel, PairLabel
 from annotator.label_store import LabelStore, LabelStoreError, StoreSummary, open_readonly
-from reward_models.labels import CaptionLabel, PairLabel
 
 MODEL, PROMPT = "llama-3-70b", "v1"
 

@@ -133,9 +133,9 @@ def test_config_changes_split_compatible_from_incompatible():
 def test_reward_model_state_is_plain_data(tmp_path, name):
     """The learner's state holds the reward model's: it must load with the strict loader and
     restore a model that gives the same rewards."""
+    from actors.messages import CaptionLabel, PairLabel
     from cluster.annotation import build_reward_model
     from cluster.config import load_config
-    from reward_models import CaptionLabel, PairLabel
 
     config = load_config(None, [f"reward_model.name={name}", "reward.intrinsic_coef=0.1",
                                 "reward_model.width=small", "reward_model.steps_per_label_batch=2",

@@ -3,9 +3,9 @@
 import csv
 import json
 
+from actors.messages import CaptionLabel
 from annotator.label_store import LabelStore
 from cluster.cli import main
-from reward_models import CaptionLabel
 
 
 def test_summary_and_exports(tmp_path, capsys):

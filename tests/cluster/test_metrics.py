@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from actors.fragment import EpisodeStats
+from actors.messages import EpisodeStats
 from annotator.annotator import BACKEND_STATE, NOT_ANSWERING, STARTING
 from cluster import metrics as m
 from cluster.cli import main

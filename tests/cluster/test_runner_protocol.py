@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.fragment import EpisodeStats, Fragment
+from actors.messages import EpisodeStats, Fragment
 from cluster.components import env_spec
 from cluster.config import load_config
 from cluster.runner import Runner

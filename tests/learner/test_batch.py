@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from actors.fragment import Fragment
+from actors.messages import Fragment
 from learner.batch import collate
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reward_models import CaptionLabel, HashingRewardModel, NoRewardModel, PairLabel
+from actors.messages import CaptionLabel, PairLabel
+from reward_models import HashingRewardModel, NoRewardModel
 from reward_models.base import unique_captions
 
 

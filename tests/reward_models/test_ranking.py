@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from reward_models import CaptionLabel, PairLabel, RankingRewardModel, RunningMeanStd
+from actors.messages import CaptionLabel, PairLabel
+from reward_models import RankingRewardModel, RunningMeanStd
 from tests.reward_models.synthetic import keyword_captions
 
 TINY = dict(embed_dim=4, channels=4, text_dim=8, head_sizes=(8,))

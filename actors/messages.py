@@ -1,9 +1,12 @@
-"""The messages a rollout worker produces: a fixed-length `Fragment` of experience and the
-`EpisodeStats` of episodes that finished inside it. Both are plain numpy/str data, so they cross
-process boundaries (Ray's object store) without custom serialisation."""
+"""Every message that crosses a process boundary, defined once: a rollout worker's `Fragment`
+and `EpisodeStats`, the learner's `PolicyWeights`, a worker's caption `Sightings` for the
+annotator, and the annotator's `CaptionLabel` / `PairLabel` for the reward model. Plain frozen
+numpy/str data, checked when built, so they cross Ray's object store without custom serialisation.
+This module imports only numpy: every package may import it (it is the bottom of the layers)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +62,28 @@ class Fragment:
     worker_id: int = 0
     episodes: tuple[EpisodeStats, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        if self.actions.ndim != 2:
+            raise ValueError(f"Fragment.actions must be [T, B]; got shape {self.actions.shape}")
+        steps, envs = self.actions.shape
+        for name in _STEP_ARRAYS:
+            shape = getattr(self, name).shape
+            if shape != (steps, envs):
+                raise ValueError(
+                    f"Fragment.{name} is {shape}; actions are [T, B] = {(steps, envs)}"
+                )
+        for key, value in self.obs.items():
+            if value.shape[:2] != (steps + 1, envs):
+                raise ValueError(f"Fragment.obs[{key!r}] is {value.shape}; expected [T+1, B, ...]")
+        if self.initial_state.shape[:1] != (envs,):
+            raise ValueError(
+                f"Fragment.initial_state is {self.initial_state.shape}; expected [B, H]"
+            )
+        if self.caption_ids.size and self.caption_ids.max() >= len(self.captions):
+            raise ValueError(
+                f"Fragment.caption_ids reach {self.caption_ids.max()}; {len(self.captions)} captions"
+            )
+
     @property
     def num_steps(self) -> int:
         """Environment steps in this fragment (T * B)."""
@@ -68,6 +93,98 @@ class Fragment:
     def done(self) -> np.ndarray:
         """[T, B] bool: the episode ended after step t, for whatever reason."""
         return self.terminated | self.truncated
+
+
+_STEP_ARRAYS = (
+    "logp",
+    "values",
+    "rewards",
+    "terminated",
+    "truncated",
+    "final_values",
+    "caption_ids",
+    "caption_counts",
+)
+
+
+@dataclass(frozen=True)
+class PolicyWeights:
+    """The learner's policy weights for the rollout workers.
+
+    state:   parameter and buffer name -> CPU numpy array, shaped as in the policy's state_dict
+    version: the learner's update count when the weights were taken (0 before any update); a
+             fragment's `policy_version` is the version of the weights that produced it
+    """
+
+    state: dict[str, np.ndarray]
+    version: int
+
+    def __post_init__(self) -> None:
+        if self.version < 0:
+            raise ValueError(f"PolicyWeights.version must be >= 0; got {self.version}")
+        for name, value in self.state.items():
+            if not isinstance(value, np.ndarray):
+                raise TypeError(
+                    f"PolicyWeights.state[{name!r}] is {type(value).__name__}, not numpy"
+                )
+
+
+@dataclass(frozen=True)
+class Sightings(Mapping[str, int]):
+    """Captions one fragment showed, each with how many steps showed it (>= 1): what a worker
+    tells the annotator. A read-only mapping caption -> count."""
+
+    counts: dict[str, int]
+
+    def __post_init__(self) -> None:
+        for caption, count in self.counts.items():
+            if not isinstance(caption, str) or int(count) != count or count < 1:
+                raise ValueError(f"Sightings need str -> count >= 1; got {caption!r}: {count!r}")
+
+    def __getitem__(self, caption: str) -> int:
+        return self.counts[caption]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.counts)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+def _check_probability(owner: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ValueError(f"{owner}: expected a value in [0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class CaptionLabel:
+    """The LLM's judgement of one caption.
+
+    value: 1.0 means "helpful for progress", 0.0 "not helpful"; values in between are soft labels
+    (e.g. a calibrated P(yes) from a biased judge). Checked to lie in [0, 1].
+    """
+
+    caption: str
+    value: float
+
+    def __post_init__(self) -> None:
+        _check_probability(f"CaptionLabel({self.caption!r})", self.value)
+
+
+@dataclass(frozen=True)
+class PairLabel:
+    """The LLM's preference between two captions.
+
+    preference: probability that `first` shows more progress than `second`: 1.0 first, 0.0 second,
+    0.5 a tie (neither, or both equally). Checked to lie in [0, 1].
+    """
+
+    first: str
+    second: str
+    preference: float
+
+    def __post_init__(self) -> None:
+        _check_probability(f"PairLabel({self.first!r}, {self.second!r})", self.preference)
 
 
 def side_by_side(fragments: list[Fragment]) -> Fragment:
