@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cluster import compare_cli, evaluate_cli, judge_cli, labels_cli, replay_cli
+from cluster import compare_cli, doctor, evaluate_cli, judge_cli, labels_cli, replay_cli
 from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
 from cluster.scaling import ScaleError, request_workers, running_driver, withdraw_request
 from cluster.validation import saved_config
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     labels_cli.add_parser(sub)
     evaluate_cli.add_parser(sub)
     replay_cli.add_parser(sub)
+    doctor.add_parser(sub)
     compare_cli.add_parser(sub)
     judge_cli.add_parser(sub)
     return parser
@@ -240,6 +241,8 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "scale":
         return _scale(args)
+    if args.command == "doctor":
+        return doctor.run(args)
     if args.command == "labels":
         try:
             return labels_cli.run(args)

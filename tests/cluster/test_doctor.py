@@ -1,0 +1,83 @@
+"""`rogueray doctor`: one OK/FAIL line per check, exit 0 when all pass and 1 when one fails.
+Tiny configs: CartPole without an annotator, NetHack with the rules backend (the LLM probe runs
+without a language model), and two that must fail (CUDA asked for where there is none, an LLM
+server nobody runs)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cluster.cli import main
+
+CARTPOLE = str(Path(__file__).resolve().parents[2] / "configs" / "cartpole.yaml")
+CHECKS = ("versions", "env CartPole-v1", "NLE (NetHackScore-v0)", "ray", "gpu", "llm backend",
+          "model cache", "tensorboard", "run_dir")  # fmt: skip
+
+
+def _lines(out: str) -> dict[str, str]:
+    """{check name: 'OK ...' / 'FAIL ...'} of doctor's output."""
+    found = {}
+    for line in out.splitlines():
+        status, _, rest = line.partition(" ")
+        if status in ("OK", "FAIL"):
+            name, _, text = rest.strip().partition(": ")
+            found[name] = f"{status} {text}"
+    return found
+
+
+def test_cartpole_without_annotator_all_ok(tmp_path, capsys):
+    assert main(["doctor", CARTPOLE, f"run_dir={tmp_path / 'run'}"]) == 0
+    out = capsys.readouterr().out
+    lines = _lines(out)
+    assert tuple(lines) == CHECKS
+    assert all(text.startswith("OK ") for text in lines.values()), out
+    assert "torch " in lines["versions"] and "nle 1.3.0" in lines["versions"]
+    assert "stepped 10 times" in lines["env CartPole-v1"]
+    assert "stepped 10 times" in lines["NLE (NetHackScore-v0)"]
+    assert "not used" in lines["llm backend"]
+    assert "wrote an event file" in lines["tensorboard"]
+    assert out.rstrip().endswith("all checks passed")
+    assert not (tmp_path / "run").exists()  # doctor creates nothing
+
+
+@pytest.mark.nle
+def test_rules_backend_answers_the_probe(tmp_path, capsys):
+    args = ["doctor", "annotator.backend=rules", f"run_dir={tmp_path / 'run'}"]
+    assert main(args) == 0
+    lines = _lines(capsys.readouterr().out)
+    assert lines["env NetHackScoreExtendedActions-v1"].startswith("OK made and stepped 10")
+    assert "NLE (NetHackScore-v0)" not in lines  # the run's env is NLE already
+    llm = lines["llm backend"]
+    assert llm.startswith("OK rules") and "answered a classification prompt in" in llm
+    assert "yes " in llm and "no " in llm  # the choices' probabilities
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_without_a_gpu_fails(tmp_path, capsys):
+    assert main(["doctor", CARTPOLE, f"run_dir={tmp_path}", "learner.device=cuda"]) == 1
+    out = capsys.readouterr().out
+    lines = _lines(out)
+    assert lines["gpu"].startswith("FAIL") and "learner.device=cuda" in lines["gpu"]
+    assert "set them to cpu" in lines["gpu"]
+    assert lines["tensorboard"].startswith("OK")  # the other checks still ran
+    assert "1 check failed" in out
+
+
+def test_llm_server_that_does_not_answer_fails(tmp_path, capsys):
+    args = [
+        "doctor",
+        "annotator.backend=openai",
+        "annotator.base_url=http://127.0.0.1:9/v1",  # the discard port: nothing answers
+        f"run_dir={tmp_path}",
+        "--probe-timeout",
+        "5",
+    ]
+    assert main(args) == 1
+    llm = _lines(capsys.readouterr().out)["llm backend"]
+    assert llm.startswith("FAIL") and "raise --probe-timeout" in llm
+
+
+def test_bad_config_is_exit_2(capsys):
+    assert main(["doctor", CARTPOLE, "no_such_key=1"]) == 2
+    assert "no_such_key" in capsys.readouterr().err
