@@ -110,7 +110,11 @@ def bench_cell(base_url: str, endpoint: str, style: str, captions: list[str]) ->
 
 
 def bench_server(
-    kind: str, captions: list[str], reasoned: list[str], threads: int | None
+    kind: str,
+    captions: list[str],
+    reasoned: list[str],
+    threads: int | None,
+    styles: tuple[str, ...] = STYLES,
 ) -> dict[str, Any]:
     reason = missing(kind)
     if reason:
@@ -125,7 +129,7 @@ def bench_server(
     with server:
         out["ready_s"] = round(server.last_ready_s or 0.0, 1)
         for endpoint in ENDPOINTS:
-            for style in STYLES:
+            for style in styles:
                 log(f"{kind}: {endpoint} / {style} ...")
                 asked = captions if style == "direct" else reasoned
                 load = os.getloadavg()[0]
@@ -176,12 +180,17 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None,
         help="server threads (default: llama-cpp-python's own, all cores for vLLM)",
     )  # fmt: skip
+    ap.add_argument("--styles", default=",".join(STYLES), help="direct,reasoned or one of them")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
     for k in kinds:
         if k not in SERVER_KINDS:
             ap.error(f"unknown server {k!r}; allowed: {', '.join(SERVER_KINDS)}")
+    styles = tuple(x.strip() for x in args.styles.split(",") if x.strip())
+    for style in styles:
+        if style not in STYLES:
+            ap.error(f"unknown style {style!r}; allowed: {', '.join(STYLES)}")
     captions = list(CAPTIONS[: args.captions])
     reasoned = list(CAPTIONS[: args.reasoned_captions or args.captions])
     result = {
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             "top_logprobs 5), calibration none, request_timeout_s 600",
             "threads": args.threads,
         },
-        "servers": {k: bench_server(k, captions, reasoned, args.threads) for k in kinds},
+        "servers": {k: bench_server(k, captions, reasoned, args.threads, styles) for k in kinds},
     }
     text = json.dumps(result, indent=2)
     print(text)
