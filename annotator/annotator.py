@@ -323,6 +323,8 @@ class Annotator:
         if labels:
             self.kind.put(self.store, labels, raw)
         invalid = [item for item, out in answered if out is INVALID]
+        if answered:  # the store's invalid share over runs: invalid_answers / requests
+            self.store.record_requests(len(answered))
         if invalid:
             self.store.record_invalid(len(invalid))
         reached = not failed or bool(answered)

@@ -262,11 +262,6 @@ class LabelStore(StoreInspector):
             sql = f"SELECT first, second, preference FROM pair_labels WHERE {_KEY} ORDER BY rowid"
             return [PairLabel(*row) for row in c.execute(sql, self._key)]
 
-    def has_caption(self, caption: str) -> bool:
-        with self._tx() as c:
-            sql = f"SELECT 1 FROM caption_labels WHERE {_KEY} AND caption = ?"
-            return c.execute(sql, (*self._key, caption)).fetchone() is not None
-
     def record_sightings(self, counts: Mapping[str, int]) -> None:
         """Add to how often agents saw each caption, in one transaction."""
         now = time.time()
@@ -280,6 +275,7 @@ class LabelStore(StoreInspector):
         self._add_counter("invalid_answers", n)
 
     def record_requests(self, n: int = 1) -> None:
+        """Count prompts the LLM answered (readable or not), as the annotator sends them."""
         self._add_counter("requests", n)
 
     def _add_counter(self, name: str, n: int) -> None:

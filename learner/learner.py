@@ -152,8 +152,9 @@ class Learner:
         return self.reward_model.add_labels(labels)
 
     def intrinsic_rewards(self, captions: Sequence[str]) -> list[float]:
-        """The current model's r_int of each caption (before count scaling)."""
-        return [float(r) for r in self.reward_model.rewards(list(captions))]
+        """The current model's r_int of each caption (before count scaling), for display: reads
+        without changing the model (its normalisation statistics included)."""
+        return [float(r) for r in self.reward_model.read_rewards(list(captions))]
 
     def state_dict(self) -> dict:
         return {

@@ -12,8 +12,9 @@ import numpy as np
 
 from reward_models.counts import count_scaling
 
-IntrinsicFn = Callable[[Sequence[str]], np.ndarray]
-"""Maps distinct captions to their intrinsic reward (float32 [N]), e.g. a reward model's."""
+IntrinsicFn = Callable[[Sequence[str], np.ndarray], np.ndarray]
+"""(distinct captions [N], their occurrences in the batch int64 [N]) -> intrinsic reward float32
+[N]: a reward model's `rewards`, whose running statistics count each occurrence."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ def training_reward(
     extrinsic = extrinsic_coef * np.clip(reward_scale * rewards, -reward_clip, reward_clip)
     intrinsic = np.zeros_like(extrinsic)
     if intrinsic_coef != 0.0 and intrinsic_fn is not None and len(captions):
-        per_caption = np.asarray(intrinsic_fn(captions), np.float32)
         has_caption = caption_ids >= 0
+        occurrences = np.bincount(caption_ids[has_caption], minlength=len(captions))
+        per_caption = np.asarray(intrinsic_fn(captions, occurrences), np.float32)
         ids = np.where(has_caption, caption_ids, 0)
         scaling = count_scaling(np.maximum(caption_counts, 1), count_exponent)
         scaled = per_caption[ids] * scaling

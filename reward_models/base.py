@@ -60,12 +60,21 @@ class RewardModel(ABC):
     wants_labels: ClassVar[bool] = True
     """False where labels are ignored, so nobody need ask the LLM for them."""
 
-    def rewards(self, captions: Sequence[str]) -> np.ndarray:
-        """r_int for each caption, before count scaling: float32 [N] for N captions."""
+    def rewards(self, captions: Sequence[str], occurrences: np.ndarray | None = None) -> np.ndarray:
+        """r_int for each caption, before count scaling: float32 [N] for N captions.
+
+        The training path: a model with running statistics (ranking) merges this batch into them,
+        each caption `occurrences[i]` times (int [N], e.g. a batch's bincount of caption ids),
+        or once per element of `captions` when None.
+        """
         unique, inverse = unique_captions(captions)
         if not unique:
             return np.zeros(0, dtype=np.float32)
         return np.asarray(self._unique_rewards(unique), dtype=np.float32)[inverse]
+
+    def read_rewards(self, captions: Sequence[str]) -> np.ndarray:
+        """r_int as `rewards` gives it now, float32 [N], changing no state (for display)."""
+        return RewardModel.rewards(self, captions)
 
     @abstractmethod
     def _unique_rewards(self, captions: list[str]) -> np.ndarray:

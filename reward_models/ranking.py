@@ -16,7 +16,7 @@ from reward_models.base import Label, RewardModel, check_labels, check_option
 from reward_models.char_cnn import CharCNN, mlp
 from reward_models.learned import LearnedRewardModel
 from reward_models.normalization import RunningMeanStd
-from reward_models.pair_sampling import PairKey, pair_key, sample_pairs
+from reward_models.pair_sampling import PairKey, pair_key
 
 
 class ScalarRewardNet(nn.Module):
@@ -42,8 +42,10 @@ class RankingRewardModel(LearnedRewardModel):
     information and are dropped. Accuracy counts non-tie pairs.
 
     Rewards, `normalize=True` (what ONI meant): each `rewards` call merges the batch's raw rewards,
-    one per caption occurrence, into a running mean/std, returns (r - mu) / sigma, and zeroes
-    values <= `threshold` (None keeps all). `normalize=False` is ONI as released: raw r, no
+    one per caption occurrence (each caption `occurrences[i]` times when given, else once per
+    element of `captions`), into a running mean/std, returns (r - mu) / sigma, and zeroes
+    values <= `threshold` (None keeps all). `read_rewards` applies the current statistics
+    without merging anything (for display). `normalize=False` is ONI as released: raw r, no
     threshold. Before the first gradient step rewards are 0 and the statistics are left alone.
     """
 
@@ -97,21 +99,25 @@ class RankingRewardModel(LearnedRewardModel):
         """The network's r(caption), float32 [N]; leaves the normalisation statistics alone."""
         return RewardModel.rewards(self, captions)
 
-    def rewards(self, captions: Sequence[str]) -> np.ndarray:
+    def rewards(self, captions: Sequence[str], occurrences: np.ndarray | None = None) -> np.ndarray:
         raw = self.raw_rewards(captions)
         if not self.normalize or self.gradient_steps == 0 or raw.size == 0:
             return raw
-        self.normalizer.update(raw)
+        self.normalizer.update(raw if occurrences is None else np.repeat(raw, occurrences))
+        return self._normalized(raw)
+
+    def read_rewards(self, captions: Sequence[str]) -> np.ndarray:
+        raw = self.raw_rewards(captions)
+        if not self.normalize or self.gradient_steps == 0 or raw.size == 0:
+            return raw
+        return self._normalized(raw)
+
+    def _normalized(self, raw: np.ndarray) -> np.ndarray:
+        """(raw - mu) / sigma with the current statistics, values <= threshold zeroed."""
         normalized = self.normalizer.normalize(raw)
         if self.threshold is not None:
             normalized[normalized <= self.threshold] = 0.0
         return normalized
-
-    def sample_pairs(
-        self, captions: Sequence[str], n: int, rng: np.random.Generator
-    ) -> list[tuple[str, str]]:
-        """Up to n uniform distinct pairs from `captions`, none of them labelled already."""
-        return sample_pairs(captions, n, rng, exclude=self.index)
 
     def _store(self, labels: Sequence[Label]) -> None:
         check_labels(labels, PairLabel, type(self).__name__)

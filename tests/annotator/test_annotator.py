@@ -112,6 +112,7 @@ def test_garbage_is_retried_bounded_counted_and_never_stored(tmp_path):
     assert len(backend.asked) == 2 * 3  # first try plus two retries each
     assert annotator.stats()[INVALID_RATE] == 1.0
     assert store.caption_labels() == {}
+    assert (store.summary().requests, store.summary().invalid_answers) == (6, 6)
     assert annotator.poll_labels() == []
     annotator.submit({"gold": 1})  # given up: not asked again this run
     assert annotator.stats()[PENDING] == 0

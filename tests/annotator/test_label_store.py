@@ -37,8 +37,6 @@ def test_round_trip_survives_reopen(tmp_path: Path) -> None:
             raw_answers=["The door helps. Answer: yes", None],
         )
         store.put_pairs([PairLabel("You kill the newt!", "It's a wall.", 1.0)])
-        assert store.has_caption("You find a hidden door.")
-        assert not store.has_caption("You find a hidden passage.")
     with _store(path) as store:
         assert store.caption_labels() == {"You find a hidden door.": 1.0, "It's a wall.": 0.0}
         assert store.pair_labels() == [PairLabel("You kill the newt!", "It's a wall.", 1.0)]
@@ -95,7 +93,6 @@ def test_groups_are_isolated_by_model_id_and_prompt_version_across_runs(tmp_path
     for model, prompt in [(MODEL, "v2"), ("qwen-2.5-7b", PROMPT)]:
         with _store(path, model, prompt) as other:
             assert other.caption_labels() == {} and other.pair_labels() == []
-            assert not other.has_caption("You see here a scroll.")
             summary = other.summary()
             assert (summary.captions_seen, summary.invalid_answers) == (0, 0)
             other.put_captions([CaptionLabel("You see here a scroll.", 0.0)])

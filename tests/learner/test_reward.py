@@ -36,7 +36,7 @@ def test_intrinsic_uses_caption_reward_and_count_scaling():
         reward_clip=10.0,
         intrinsic_coef=0.4,
         count_exponent=3.0,
-        intrinsic_fn=lambda cs: np.array([per_caption[c] for c in cs], np.float32),
+        intrinsic_fn=lambda cs, counts: np.array([per_caption[c] for c in cs], np.float32),
     )
     expected = 0.4 * np.array([[1.0, 0.5], [1.0 / 8, 0.0], [0.0, 0.5 / 27]])
     np.testing.assert_allclose(out.intrinsic, expected, rtol=1e-6)
@@ -54,6 +54,6 @@ def test_intrinsic_off_means_zero_even_with_a_model(coef):
         reward_scale=1.0,
         reward_clip=10.0,
         intrinsic_coef=coef,
-        intrinsic_fn=lambda cs: np.ones(len(cs), np.float32),
+        intrinsic_fn=lambda cs, counts: np.ones(len(cs), np.float32),
     )
     assert not out.intrinsic.any()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from actors.messages import CaptionLabel, PairLabel
-from reward_models import RankingRewardModel, RunningMeanStd
+from reward_models import RankingRewardModel, RunningMeanStd, sample_pairs
 from tests.reward_models.synthetic import keyword_captions
 
 TINY = dict(embed_dim=4, channels=4, text_dim=8, head_sizes=(8,))
@@ -46,7 +46,7 @@ def trained():
     held_out = keyword_captions(rng, KEYWORDS, 300, exclude=pool)
     model = RankingRewardModel(lr=3e-3, batch_size=32, steps_per_label_batch=20, seed=0, **SMALL)
     for _ in range(10):
-        pairs = model.sample_pairs(list(pool), 300, rng)
+        pairs = sample_pairs(list(pool), 300, rng, exclude=model.index)
         metrics = model.add_labels([PairLabel(a, b, preference(pool, a, b)) for a, b in pairs])
     return model, metrics, pool, held_out
 
@@ -175,15 +175,6 @@ def test_pair_storage_relabels_and_drops_identical_pairs():
         model.add_labels([CaptionLabel("x", 1.0)])
 
 
-def test_sample_pairs_skips_labelled_pairs():
-    model = RankingRewardModel(steps_per_label_batch=0, **TINY)
-    pool = ["a", "b", "c", "d", "a"]
-    model.add_labels([PairLabel("b", "a", 1.0), PairLabel("c", "d", 0.0)])
-    pairs = model.sample_pairs(pool, 10, np.random.default_rng(0))
-    keys = {tuple(sorted(p)) for p in pairs}
-    assert keys == {("a", "c"), ("a", "d"), ("b", "c"), ("b", "d")} and len(pairs) == 4
-
-
 def test_state_round_trip_gives_identical_rewards(trained):
     model, _, pool, held_out = trained
     normalised = copy_of(model)
@@ -205,3 +196,65 @@ def test_state_round_trip_resumes_training_exactly():
     assert restored.add_labels(more) == model.add_labels(more)
     for mine, theirs in zip(model.net.parameters(), restored.net.parameters(), strict=True):
         assert torch.equal(mine, theirs)
+
+
+def test_training_statistics_count_every_occurrence_in_the_batch(trained):
+    """ONI normalised the minibatch's rewards: a caption seen on 5 steps weighs 5 times."""
+    from learner.reward import training_reward
+
+    model, _, pool, _ = trained
+    normalised = copy_of(model)
+    captions = list(pool)[:4]
+    caption_ids = np.array([[0, 0, 0], [0, 0, 1], [2, -1, 3], [3, 3, -1]], np.int32)  # 0 x5, 3 x3
+    reward = training_reward(
+        rewards=np.zeros(caption_ids.shape, np.float32),
+        caption_ids=caption_ids,
+        caption_counts=np.ones(caption_ids.shape, np.int32),
+        captions=captions,
+        extrinsic_coef=1.0,
+        reward_scale=1.0,
+        reward_clip=10.0,
+        intrinsic_coef=1.0,
+        count_exponent=0.0,
+        intrinsic_fn=normalised.rewards,
+    )
+    per_step = model.raw_rewards([captions[i] for i in caption_ids[caption_ids >= 0]])
+    direct = RunningMeanStd()
+    direct.update(per_step)  # the slow, obvious way: one value per step that shows a caption
+    assert normalised.normalizer.count == pytest.approx(direct.count) == 1e-4 + 10
+    assert normalised.normalizer.mean == pytest.approx(direct.mean, rel=1e-6)
+    assert normalised.normalizer.var == pytest.approx(direct.var, rel=1e-6)
+    z = direct.normalize(model.raw_rewards(captions))
+    expected = np.where(z <= -0.5, 0.0, z)[np.maximum(caption_ids, 0)]
+    np.testing.assert_allclose(reward.intrinsic, np.where(caption_ids >= 0, expected, 0), atol=1e-6)
+
+
+def test_reading_rewards_for_display_leaves_the_statistics_alone(trained):
+    model, _, pool, held_out = trained
+    normalised = copy_of(model)
+    normalised.rewards(list(pool))  # training has moved them once
+    before = normalised.normalizer.state_dict()
+    shown = normalised.read_rewards(list(held_out))
+    assert normalised.normalizer.state_dict() == before
+    z = normalised.normalizer.normalize(model.raw_rewards(list(held_out)))
+    np.testing.assert_array_equal(shown, np.where(z <= -0.5, 0.0, z).astype(np.float32))
+    assert normalised.read_rewards(list(held_out)).tolist() == shown.tolist()  # twice the same
+
+
+def test_the_learners_caption_table_reads_without_moving_the_statistics(trained):
+    from types import SimpleNamespace
+
+    from actors.envs import observation_spec
+    from learner.learner import Learner
+    from learner.models import build_policy
+
+    model, _, pool, _ = trained
+    normalised = copy_of(model)
+    normalised.rewards(list(pool))
+    before = normalised.normalizer.state_dict()
+    config = SimpleNamespace(device="cpu", learning_rate=1e-3, adam_eps=1e-8)
+    policy = build_policy("mlp", observation_spec("CartPole-v1"), 2, 8, False)
+    learner = Learner(policy, config, None, normalised)
+    shown = learner.intrinsic_rewards(list(pool)[:20])
+    assert normalised.normalizer.state_dict() == before
+    assert shown == [float(r) for r in normalised.read_rewards(list(pool)[:20])]
