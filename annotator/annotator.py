@@ -41,6 +41,7 @@ FIRST_LABEL_DELAY = "annotator/first_label_delay_s"
 NOTICE_INTERVAL_S = 60.0  # one console line per kind of trouble at most this often
 FIRST_BATCH = 4  # small, so the first labels arrive within seconds on a loaded machine
 INVALID_WARN_RATE = 0.5  # above this share of unreadable answers the user is told
+RETRY_TEMPERATURE = 0.7  # a re-ask at temperature 0 would only get the same text back
 
 INVALID = object()  # an answer arrived but did not parse: retried, counted, never a label
 
@@ -297,7 +298,8 @@ class Annotator:
         key = self.store.model_id
         sent = time.monotonic()
         try:
-            outcomes = await self._ask(prompts)
+            retries = [self._attempts.get(item, 0) > 0 for item in batch]
+            outcomes = await self._ask(prompts, retries)
         except Exception as exc:  # noqa: BLE001 - transport errors: all stay pending
             self._notice("error", f"a request failed ({type(exc).__name__}: {exc})")
             outcomes = [None] * len(batch)
@@ -342,7 +344,7 @@ class Annotator:
                 self._outbox.append(label)
             for item in invalid:
                 attempts = self._attempts.pop(item, 0) + 1
-                if attempts > self.settings.max_retries:
+                if attempts > self._retry_limit():
                     self._given_up.add(item)
                 else:
                     self._backlog[item] = attempts
@@ -377,12 +379,19 @@ class Annotator:
             )
             self._notice(
                 "invalid",
-                f"{bad} of {answers} answers could not be read as labels (never stored, retried "
-                f"up to {self.settings.max_retries} times); {hint}",
+                f"{bad} of {answers} answers could not be read as labels (never stored, re-asked "
+                f"up to {self._retry_limit()} times); {hint}",
             )
 
-    async def _ask(self, prompts: list[Prompt]) -> list:
-        """One request for the batch: label values, INVALID, or None (request failed)."""
+    def _retry_limit(self) -> int:
+        """Re-asks of an unreadable answer. Direct-style answers are read from the first
+        token's probabilities, which a re-ask would only repeat: none. Reasoned-style re-asks
+        are sampled (RETRY_TEMPERATURE), so they can come back different."""
+        return self.settings.max_retries if self.settings.style == "reasoned" else 0
+
+    async def _ask(self, prompts: list[Prompt], retries: list[bool]) -> list:
+        """One request per temperature for the batch: label values, INVALID, or None (request
+        failed). First asks are greedy; re-asks of unreadable answers are sampled."""
         chats = [[{"role": r, "content": c} for r, c in p.messages] for p in prompts]
         first = prompts[0]
         if first.style == "direct":
@@ -391,11 +400,19 @@ class Annotator:
                 None if p is None else _direct_value(p, prompt)
                 for p, prompt in zip(probs, prompts, strict=True)
             ]
-        texts = await self.backend.generate(chats, max_tokens=first.max_tokens, temperature=0.0)
-        out = []
-        for text, prompt in zip(texts, prompts, strict=True):
-            value = None if text is None else parse_answer(text, prompt)
-            out.append(None if text is None else (INVALID if value is None else value))
+        out: list = [None] * len(prompts)
+        for again in (False, True):
+            rows = [i for i, retry in enumerate(retries) if retry == again]
+            if not rows:
+                continue
+            texts = await self.backend.generate(
+                [chats[i] for i in rows],
+                max_tokens=first.max_tokens,
+                temperature=RETRY_TEMPERATURE if again else 0.0,
+            )
+            for i, text in zip(rows, texts, strict=True):
+                value = None if text is None else parse_answer(text, prompts[i])
+                out[i] = None if text is None else (INVALID if value is None else value)
         return out
 
     # -- helpers ----------------------------------------------------------------------------

@@ -58,7 +58,9 @@ class AnnotatorConfig:
     max_backlog: Count = 10_000
     """Pending captions kept; beyond it the oldest are dropped (counted) -- newest first, as ONI."""
     max_retries: NonNegativeInt = 2
-    """Re-asks of a caption whose answer did not parse, before giving up on it."""
+    """Re-asks of a caption whose reasoned-style answer did not parse, sampled at temperature
+    0.7 (a greedy re-ask would get the same text back). Direct-style answers are read from the
+    first token's probabilities, which a re-ask would only repeat, so they are not re-asked."""
     request_timeout_s: Positive = 60.0
     """Backend "openai": seconds one HTTP attempt may take. In-process backends (transformers,
     vLLM) have no timeout: work they finish is never thrown away."""

@@ -106,10 +106,11 @@ def test_garbage_is_retried_bounded_counted_and_never_stored(tmp_path):
     backend = ScriptedBackendDouble(_judge)
     backend.garbage = True
     store = _store(tmp_path)
-    annotator = Annotator(lambda: backend, store, _settings(max_retries=2))
+    annotator = Annotator(lambda: backend, store, _settings(max_retries=2, style="reasoned"))
     annotator.submit({"gold": 1, "door": 1})
     asyncio.run(_run_until(annotator, lambda: annotator.stats()[PENDING] == 0))
     assert len(backend.asked) == 2 * 3  # first try plus two retries each
+    assert backend.temperatures == [0.0, 0.7, 0.7]  # re-asks are sampled, not repeated
     assert annotator.stats()[INVALID_RATE] == 1.0
     assert store.caption_labels() == {}
     assert (store.summary().requests, store.summary().invalid_answers) == (6, 6)
@@ -247,11 +248,13 @@ def test_outage_and_unreadable_answers_reach_the_user_as_one_line_each(tmp_path)
     garbage = ScriptedBackendDouble(_judge)
     garbage.garbage = True
     other = Annotator(lambda: garbage, _store(tmp_path / "g"), _settings(max_retries=2))
-    other.submit({f"caption {i}": 1 for i in range(10)})
+    # direct style: unreadable first-token probabilities are not re-asked (they would repeat)
+    other.submit({f"caption {i}": 1 for i in range(25)})
     asyncio.run(_run_until(other, lambda: other.stats()[PENDING] == 0))
     assert other.stats()[BACKEND_STATE] == ANSWERING  # it answers, just not usably
     lines = other.poll_notices()
     assert len(lines) == 1  # said once, when 20 or more answers had come back unreadable
+    assert len(garbage.asked) == 25 and "re-asked up to 0 times" in lines[0]
     bad, asked = map(int, re.search(r"(\d+) of (\d+) answers could not be read", lines[0]).groups())
     assert bad == asked >= 20
     assert "annotator.style=reasoned" in lines[0]

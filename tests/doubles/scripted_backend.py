@@ -16,6 +16,7 @@ class ScriptedBackendDouble:
         self.judge = judge  # user-message text -> P(first choice)
         self.delay_s = delay_s
         self.notices: list[tuple[str, str]] = []
+        self.temperatures: list[float] = []  # of each generate call
         self.down = False
         self.garbage = False
         self.asked: list[str] = []
@@ -38,6 +39,7 @@ class ScriptedBackendDouble:
         return out
 
     async def generate(self, chats, *, max_tokens: int, temperature: float = 0.0):
+        self.temperatures.append(temperature)
         await asyncio.sleep(self.delay_s)
         if self.down:
             return [None] * len(chats)
