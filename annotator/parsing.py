@@ -15,7 +15,7 @@ _ANSWER_BLOCK = re.compile(r"<\s*answer\s*>(.*?)<\s*/\s*answer\s*>", re.IGNORECA
 _TRAILING_PUNCT = ".!,;:"
 
 
-def normalise_answer(text: str) -> str:
+def normalize_answer(text: str) -> str:
     """Strip whitespace, lowercase, and drop trailing '.', '!', ',', ';', ':'."""
     return text.strip().lower().rstrip(_TRAILING_PUNCT).strip()
 
@@ -48,7 +48,7 @@ def _parse(text: str | None, kind: str, style: str) -> float | None:
     slot = answer_slot(text, style)
     if slot is None:
         return None
-    return CHOICE_VALUES[(kind, style)].get(normalise_answer(slot))
+    return CHOICE_VALUES[(kind, style)].get(normalize_answer(slot))
 
 
 def parse_classification(text: str | None, style: str) -> float | None:

@@ -140,10 +140,10 @@ def preflight(config: RunConfig, probe_timeout_s: float = 3.0) -> list[str]:
 def _probe_server(config: RunConfig, timeout_s: float) -> list[str]:
     import httpx
 
-    from annotator.backends.openai_wire import model_names, normalise_base_url
+    from annotator.backends.openai_wire import model_names, normalize_base_url
     from cluster.config import ConfigError
 
-    url = normalise_base_url(config.annotator.base_url) + "/models"
+    url = normalize_base_url(config.annotator.base_url) + "/models"
     key = api_key(config)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:

@@ -17,12 +17,13 @@ import yaml
 
 from actors.messages import EpisodeStats
 from cluster.console import Console
+from learner.metrics import RETURN_INTRINSIC
 
 # One point per finished episode.
 EPISODE_RETURN = "episode/return_extrinsic"
 EPISODE_LENGTH = "episode/length"
 EPISODE_MAX_DEPTH = "episode/max_depth"
-EPISODE_RETURN_INTRINSIC = "episode/return_intrinsic"  # the learner's: mean per update
+EPISODE_RETURN_INTRINSIC = RETURN_INTRINSIC  # the learner's: mean per update
 # Means over the last `window` episodes.
 WINDOW_RETURN = "episode_window/return_extrinsic"
 WINDOW_LENGTH = "episode_window/length"

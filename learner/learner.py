@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from actors.messages import CaptionLabel, Fragment, PairLabel, PolicyWeights
+from learner import metrics as lm
 from learner.batch import Batch, collate
 from learner.episodes import IntrinsicReturns
 from learner.losses import appo_loss
@@ -78,18 +79,18 @@ class Learner:
             metrics = self._train_step(batch, reward.total)
         metrics.update(self.reward_model.train_iteration())
         if finished:
-            metrics["episode/return_intrinsic"] = float(np.mean(finished))
+            metrics[lm.RETURN_INTRINSIC] = float(np.mean(finished))
         lag = self.version - batch.policy_versions
         self.version += 1
         self.samples_trained += batch.num_samples
         elapsed = time.perf_counter() - start
         metrics.update(
             {
-                "perf/policy_lag": float(lag.mean()),
-                "perf/policy_lag_max": float(lag.max()),
-                "perf/learner_samples_per_s": batch.num_samples / max(elapsed, 1e-9),
-                "learner/reward_extrinsic_mean": float(reward.extrinsic.mean()),
-                "learner/reward_intrinsic_mean": float(reward.intrinsic.mean()),
+                lm.POLICY_LAG: float(lag.mean()),
+                lm.POLICY_LAG_MAX: float(lag.max()),
+                lm.SAMPLES_PER_S: batch.num_samples / max(elapsed, 1e-9),
+                lm.REWARD_EXTRINSIC_MEAN: float(reward.extrinsic.mean()),
+                lm.REWARD_INTRINSIC_MEAN: float(reward.intrinsic.mean()),
             }
         )
         return metrics
@@ -137,12 +138,12 @@ class Learner:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         return {
-            "learner/policy_loss": terms.policy.item(),
-            "learner/value_loss": terms.value.item(),
-            "learner/entropy": terms.entropy.item(),
-            "learner/clip_fraction": terms.clip_fraction.item(),
-            "learner/approx_kl": terms.approx_kl.item(),
-            "learner/grad_norm": float(grad_norm),
+            lm.POLICY_LOSS: terms.policy.item(),
+            lm.VALUE_LOSS: terms.value.item(),
+            lm.ENTROPY: terms.entropy.item(),
+            lm.CLIP_FRACTION: terms.clip_fraction.item(),
+            lm.APPROX_KL: terms.approx_kl.item(),
+            lm.GRAD_NORM: float(grad_norm),
         }
 
     def add_labels(self, labels: Sequence[CaptionLabel | PairLabel]) -> dict[str, float]:

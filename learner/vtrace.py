@@ -27,8 +27,8 @@ def vtrace(
     rewards: torch.Tensor,
     values: torch.Tensor,
     bootstrap_value: torch.Tensor,
-    clip_ratio: float | None = 1.0,
-    clip_trace: float | None = 1.0,
+    rho_bar: float | None = 1.0,
+    c_bar: float | None = 1.0,
 ) -> VTraceReturns:
     """Compute V-trace targets and advantages for a batch of trajectories.
 
@@ -39,9 +39,9 @@ def vtrace(
         rewards: [T, B] r_t.
         values: [T, B] V(x_t) under the current value function.
         bootstrap_value: [B] V(x_T), the value of the state after the last step.
-        clip_ratio: rho-bar, the cap on the importance ratio used in the temporal differences and
+        rho_bar: rho-bar, the cap on the importance ratio used in the temporal differences and
             the advantages; None disables clipping.
-        clip_trace: c-bar, the cap on the trace-cutting coefficients; None disables clipping.
+        c_bar: c-bar, the cap on the trace-cutting coefficients; None disables clipping.
 
     Returns:
         VTraceReturns with targets and advantages, each [T, B], in the dtype of ``values``.
@@ -55,8 +55,8 @@ def vtrace(
     )
     with torch.no_grad():
         ratios = torch.exp(log_ratios)
-        clipped_ratios = ratios if clip_ratio is None else torch.clamp(ratios, max=clip_ratio)
-        trace_coefs = ratios if clip_trace is None else torch.clamp(ratios, max=clip_trace)
+        clipped_ratios = ratios if rho_bar is None else torch.clamp(ratios, max=rho_bar)
+        trace_coefs = ratios if c_bar is None else torch.clamp(ratios, max=c_bar)
 
         bootstrap_row = bootstrap_value.unsqueeze(0)
         next_values = torch.cat([values[1:], bootstrap_row], dim=0)

@@ -193,7 +193,7 @@ def match_choice(token: str, choices: Sequence[str], *, allow_prefix: bool = Fal
     return hits[0] if len(hits) == 1 else None
 
 
-def renormalise(
+def renormalize(
     choices: Sequence[str], logprobs: Sequence[float], *, min_mass: float = 0.0
 ) -> dict[str, float] | None:
     """Softmax over per-choice log-probabilities (-inf = choice absent; NaN counts as absent).

@@ -47,7 +47,7 @@ from annotator.backends.base import (
     LLMBackend,
     choice_token_ids,
     normalize_chat,
-    renormalise,
+    renormalize,
     validate_choices,
 )
 from annotator.backends.prefix_groups import common_prefix_length, prefix_groups
@@ -191,7 +191,7 @@ class TransformersBackend(LLMBackend):
             out: list[dict[str, float]] = []
             for row in logprobs:
                 per_choice = [float(row[i].logsumexp(0)) for i in ids_t]
-                result = renormalise(choices, per_choice, min_mass=self.min_choice_mass)
+                result = renormalize(choices, per_choice, min_mass=self.min_choice_mass)
                 if result is None:  # the model's likely answer is something else: invalid
                     self.stats.invalid += 1
                     result = {}

@@ -49,7 +49,7 @@ from annotator.backends.base import (
     logsumexp,
     match_choice,
     normalize_chat,
-    renormalise,
+    renormalize,
     validate_choices,
 )
 from annotator.backends.openai_http import OpenAIHTTP, RefusedRequest
@@ -58,7 +58,7 @@ from annotator.backends.openai_wire import (
     InvalidAnswer,
     answer_text,
     first_token_logprobs,
-    normalise_base_url,
+    normalize_base_url,
     served_model,
     text_choice,
 )
@@ -117,7 +117,7 @@ class OpenAIBackend(OpenAIHTTP):
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.base_url = normalise_base_url(base_url)
+        self.base_url = normalize_base_url(base_url)
         if endpoint not in _ENDPOINTS:
             raise ValueError(f"endpoint {endpoint!r} is not supported; allowed: chat, completions")
         for name, value in (("max_concurrency", max_concurrency), ("top_logprobs", top_logprobs)):
@@ -236,7 +236,7 @@ class OpenAIBackend(OpenAIHTTP):
             i = match_choice(token, choices, allow_prefix=self.structured_choice)
             if i is not None:
                 per_choice[i] = logsumexp([per_choice[i], lp])
-        result = renormalise(choices, per_choice, min_mass=self.min_choice_mass)
+        result = renormalize(choices, per_choice, min_mass=self.min_choice_mass)
         if result is None and self.structured_choice:
             i = text_choice(text, choices)
             if i is not None:

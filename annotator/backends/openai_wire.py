@@ -33,7 +33,7 @@ class InvalidAnswer(Exception):
     """The server answered, but not with something usable (not retried)."""
 
 
-def normalise_base_url(base_url: Any) -> str:
+def normalize_base_url(base_url: Any) -> str:
     """`base_url` as scheme://host[:port]/.../v1; ValueError naming what is wrong with it."""
     example = "e.g. http://127.0.0.1:8000/v1"
     if not isinstance(base_url, str) or not base_url.strip():

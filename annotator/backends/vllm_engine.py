@@ -45,7 +45,7 @@ from annotator.backends.base import (
     logsumexp,
     match_choice,
     normalize_chat,
-    renormalise,
+    renormalize,
     validate_choices,
 )
 
@@ -182,7 +182,7 @@ class VLLMBackend(LLMBackend):
                         i = owner.get(int(token_id))
                     if i is not None and math.isfinite(lp):
                         per_choice[i] = logsumexp([per_choice[i], lp])
-                result = renormalise(choices, per_choice, min_mass=self.min_choice_mass)
+                result = renormalize(choices, per_choice, min_mass=self.min_choice_mass)
                 if result is None and self.structured_choice:
                     i = match_choice(out.text or "", choices, allow_prefix=True)
                     if i is not None:

@@ -14,7 +14,7 @@ from annotator.backends.base import (
     choice_variants,
     match_choice,
     normalize_chat,
-    renormalise,
+    renormalize,
     validate_choices,
 )
 from annotator.backends.prefix_groups import prefix_groups
@@ -98,8 +98,8 @@ def test_choice_helpers():
     assert match_choice("n", ["yes", "no", "neutral"], allow_prefix=True) is None  # ambiguous
     assert match_choice("neut", ["yes", "no", "neutral"], allow_prefix=True) == 2
     assert match_choice("The", ["yes", "no"]) is None
-    assert renormalise(["a", "b"], [-math.inf, -math.inf]) is None
-    probs = renormalise(["a", "b"], [math.log(0.2), math.log(0.6)])
+    assert renormalize(["a", "b"], [-math.inf, -math.inf]) is None
+    probs = renormalize(["a", "b"], [math.log(0.2), math.log(0.6)])
     assert probs == pytest.approx({"a": 0.25, "b": 0.75})
     with pytest.raises(ValueError, match="differ"):
         validate_choices(["yes", "Yes "])

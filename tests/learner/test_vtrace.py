@@ -10,7 +10,7 @@ from learner.vtrace import vtrace
 
 
 def reference_vtrace(
-    *, log_ratios, discounts, rewards, values, bootstrap_value, clip_ratio, clip_trace
+    *, log_ratios, discounts, rewards, values, bootstrap_value, rho_bar, c_bar
 ):
     """v_s = V(x_s) + sum_{t>=s} (prod_{i<t} discount_i * c_i) * delta_t, one (b, s) at a time."""
     steps, batch = values.shape
@@ -19,8 +19,8 @@ def reference_vtrace(
     advantages = np.zeros((steps, batch))
     for b in range(batch):
         padded_values = list(values[:, b]) + [bootstrap_value[b]]
-        rhos = [r if clip_ratio is None else min(clip_ratio, r) for r in ratios[:, b]]
-        cs = [r if clip_trace is None else min(clip_trace, r) for r in ratios[:, b]]
+        rhos = [r if rho_bar is None else min(rho_bar, r) for r in ratios[:, b]]
+        cs = [r if c_bar is None else min(c_bar, r) for r in ratios[:, b]]
         for s in range(steps):
             total = padded_values[s]
             for t in range(s, steps):
@@ -67,11 +67,11 @@ def test_matches_reference(steps, batch, clips):
     # Make sure both sides of every clip are exercised, whatever the draw.
     inputs["log_ratios"][0, 0] = 1.5
     inputs["log_ratios"][-1, -1] = -1.5 if steps * batch > 1 else 1.5
-    clip_ratio, clip_trace = clips
+    rho_bar, c_bar = clips
 
-    result = vtrace(**as_torch(inputs), clip_ratio=clip_ratio, clip_trace=clip_trace)
+    result = vtrace(**as_torch(inputs), rho_bar=rho_bar, c_bar=c_bar)
     expected_targets, expected_advantages = reference_vtrace(
-        **inputs, clip_ratio=clip_ratio, clip_trace=clip_trace
+        **inputs, rho_bar=rho_bar, c_bar=c_bar
     )
 
     assert result.targets.shape == (steps, batch)
@@ -86,7 +86,7 @@ def test_float32_close_to_float64_reference():
     inputs = random_inputs(np.random.default_rng(7), 32, 3)
     result = vtrace(**as_torch(inputs, torch.float32))
     expected_targets, expected_advantages = reference_vtrace(
-        **inputs, clip_ratio=1.0, clip_trace=1.0
+        **inputs, rho_bar=1.0, c_bar=1.0
     )
     assert result.targets.dtype == torch.float32
     np.testing.assert_allclose(result.targets.numpy(), expected_targets, rtol=1e-5, atol=1e-5)
@@ -124,14 +124,14 @@ def test_episode_end_cuts_off_later_steps():
 def test_clipping_matters_only_when_ratios_exceed_the_threshold():
     inputs = random_inputs(np.random.default_rng(5), 10, 3)
     inputs["log_ratios"] = np.abs(inputs["log_ratios"]) + 0.1  # every ratio above 1
-    clipped = vtrace(**as_torch(inputs), clip_ratio=1.0, clip_trace=1.0)
-    unclipped = vtrace(**as_torch(inputs), clip_ratio=None, clip_trace=None)
+    clipped = vtrace(**as_torch(inputs), rho_bar=1.0, c_bar=1.0)
+    unclipped = vtrace(**as_torch(inputs), rho_bar=None, c_bar=None)
     assert not torch.allclose(clipped.targets, unclipped.targets)
     assert not torch.allclose(clipped.advantages, unclipped.advantages)
 
     inputs["log_ratios"] = -inputs["log_ratios"]  # every ratio below 1: the clip never binds
-    clipped = vtrace(**as_torch(inputs), clip_ratio=1.0, clip_trace=1.0)
-    unclipped = vtrace(**as_torch(inputs), clip_ratio=None, clip_trace=None)
+    clipped = vtrace(**as_torch(inputs), rho_bar=1.0, c_bar=1.0)
+    unclipped = vtrace(**as_torch(inputs), rho_bar=None, c_bar=None)
     torch.testing.assert_close(clipped.targets, unclipped.targets)
     torch.testing.assert_close(clipped.advantages, unclipped.advantages)
 

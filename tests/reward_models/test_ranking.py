@@ -68,9 +68,9 @@ def copy_of(model: RankingRewardModel, **options) -> RankingRewardModel:
     return copy
 
 
-def test_normalised_thresholded_rewards_match_a_reference(trained):
+def test_normalized_thresholded_rewards_match_a_reference(trained):
     model, _, pool, held_out = trained
-    normalised = copy_of(model)
+    normalized = copy_of(model)
     batches = [list(pool)[:200] * 2 + list(pool)[:50], list(held_out)]  # repeats weigh in
     seen = []
     for batch in batches:
@@ -79,7 +79,7 @@ def test_normalised_thresholded_rewards_match_a_reference(trained):
         history = np.concatenate(seen)
         z = (raw - history.mean()) / history.std()
         expected = np.where(z <= -0.5, 0.0, z)
-        got = normalised.rewards(batch)
+        got = normalized.rewards(batch)
         np.testing.assert_allclose(got, expected, atol=1e-3)
         assert (got == 0).sum() == (z <= -0.5).sum() > 0
         assert got.min() < 0  # values in (-0.5, 0] are kept, negative
@@ -87,13 +87,13 @@ def test_normalised_thresholded_rewards_match_a_reference(trained):
 
 def test_released_behaviour_is_the_raw_output(trained):
     model, _, pool, _ = trained
-    released, normalised = copy_of(model, normalize=False), copy_of(model)
+    released, normalized = copy_of(model, normalize=False), copy_of(model)
     captions = list(pool)
     raw = model.raw_rewards(captions)
     np.testing.assert_array_equal(released.rewards(captions), raw)
     assert released.normalizer.count == 1e-4  # not even updated
     assert raw.min() < -0.5 and np.abs(raw).max() > 2  # so normalising would change it
-    assert not np.allclose(normalised.rewards(captions), raw, atol=0.1)
+    assert not np.allclose(normalized.rewards(captions), raw, atol=0.1)
 
 
 def test_threshold_option(trained):
@@ -177,14 +177,14 @@ def test_pair_storage_relabels_and_drops_identical_pairs():
 
 def test_state_round_trip_gives_identical_rewards(trained):
     model, _, pool, held_out = trained
-    normalised = copy_of(model)
-    normalised.rewards(list(pool))  # moves the normaliser
+    normalized = copy_of(model)
+    normalized.rewards(list(pool))  # moves the normaliser
     restored = RankingRewardModel(seed=9, **SMALL)
-    restored.load_state_dict(normalised.state_dict())
-    assert restored.normalizer.state_dict() == normalised.normalizer.state_dict()
+    restored.load_state_dict(normalized.state_dict())
+    assert restored.normalizer.state_dict() == normalized.normalizer.state_dict()
     assert restored.pairs == model.pairs and restored.preferences == model.preferences
     captions = list(held_out)
-    np.testing.assert_array_equal(restored.rewards(captions), normalised.rewards(captions))
+    np.testing.assert_array_equal(restored.rewards(captions), normalized.rewards(captions))
 
 
 def test_state_round_trip_resumes_training_exactly():
@@ -199,11 +199,11 @@ def test_state_round_trip_resumes_training_exactly():
 
 
 def test_training_statistics_count_every_occurrence_in_the_batch(trained):
-    """ONI normalised the minibatch's rewards: a caption seen on 5 steps weighs 5 times."""
+    """ONI normalized the minibatch's rewards: a caption seen on 5 steps weighs 5 times."""
     from learner.reward import training_reward
 
     model, _, pool, _ = trained
-    normalised = copy_of(model)
+    normalized = copy_of(model)
     captions = list(pool)[:4]
     caption_ids = np.array([[0, 0, 0], [0, 0, 1], [2, -1, 3], [3, 3, -1]], np.int32)  # 0 x5, 3 x3
     reward = training_reward(
@@ -216,14 +216,14 @@ def test_training_statistics_count_every_occurrence_in_the_batch(trained):
         reward_clip=10.0,
         intrinsic_coef=1.0,
         count_exponent=0.0,
-        intrinsic_fn=normalised.rewards,
+        intrinsic_fn=normalized.rewards,
     )
     per_step = model.raw_rewards([captions[i] for i in caption_ids[caption_ids >= 0]])
     direct = RunningMeanStd()
     direct.update(per_step)  # the slow, obvious way: one value per step that shows a caption
-    assert normalised.normalizer.count == pytest.approx(direct.count) == 1e-4 + 10
-    assert normalised.normalizer.mean == pytest.approx(direct.mean, rel=1e-6)
-    assert normalised.normalizer.var == pytest.approx(direct.var, rel=1e-6)
+    assert normalized.normalizer.count == pytest.approx(direct.count) == 1e-4 + 10
+    assert normalized.normalizer.mean == pytest.approx(direct.mean, rel=1e-6)
+    assert normalized.normalizer.var == pytest.approx(direct.var, rel=1e-6)
     z = direct.normalize(model.raw_rewards(captions))
     expected = np.where(z <= -0.5, 0.0, z)[np.maximum(caption_ids, 0)]
     np.testing.assert_allclose(reward.intrinsic, np.where(caption_ids >= 0, expected, 0), atol=1e-6)
@@ -231,14 +231,14 @@ def test_training_statistics_count_every_occurrence_in_the_batch(trained):
 
 def test_reading_rewards_for_display_leaves_the_statistics_alone(trained):
     model, _, pool, held_out = trained
-    normalised = copy_of(model)
-    normalised.rewards(list(pool))  # training has moved them once
-    before = normalised.normalizer.state_dict()
-    shown = normalised.read_rewards(list(held_out))
-    assert normalised.normalizer.state_dict() == before
-    z = normalised.normalizer.normalize(model.raw_rewards(list(held_out)))
+    normalized = copy_of(model)
+    normalized.rewards(list(pool))  # training has moved them once
+    before = normalized.normalizer.state_dict()
+    shown = normalized.read_rewards(list(held_out))
+    assert normalized.normalizer.state_dict() == before
+    z = normalized.normalizer.normalize(model.raw_rewards(list(held_out)))
     np.testing.assert_array_equal(shown, np.where(z <= -0.5, 0.0, z).astype(np.float32))
-    assert normalised.read_rewards(list(held_out)).tolist() == shown.tolist()  # twice the same
+    assert normalized.read_rewards(list(held_out)).tolist() == shown.tolist()  # twice the same
 
 
 def test_the_learners_caption_table_reads_without_moving_the_statistics(trained):
@@ -249,12 +249,12 @@ def test_the_learners_caption_table_reads_without_moving_the_statistics(trained)
     from learner.models import build_policy
 
     model, _, pool, _ = trained
-    normalised = copy_of(model)
-    normalised.rewards(list(pool))
-    before = normalised.normalizer.state_dict()
+    normalized = copy_of(model)
+    normalized.rewards(list(pool))
+    before = normalized.normalizer.state_dict()
     config = SimpleNamespace(device="cpu", learning_rate=1e-3, adam_eps=1e-8)
     policy = build_policy("mlp", observation_spec("CartPole-v1"), 2, 8, False)
-    learner = Learner(policy, config, None, normalised)
+    learner = Learner(policy, config, None, normalized)
     shown = learner.intrinsic_rewards(list(pool)[:20])
-    assert normalised.normalizer.state_dict() == before
-    assert shown == [float(r) for r in normalised.read_rewards(list(pool)[:20])]
+    assert normalized.normalizer.state_dict() == before
+    assert shown == [float(r) for r in normalized.read_rewards(list(pool)[:20])]

@@ -1,0 +1,14 @@
+"""The learner's metric names (TensorBoard tags), as constants: what `Learner.update` returns."""
+
+POLICY_LOSS = "learner/policy_loss"
+VALUE_LOSS = "learner/value_loss"
+ENTROPY = "learner/entropy"
+CLIP_FRACTION = "learner/clip_fraction"
+APPROX_KL = "learner/approx_kl"
+GRAD_NORM = "learner/grad_norm"
+REWARD_EXTRINSIC_MEAN = "learner/reward_extrinsic_mean"
+REWARD_INTRINSIC_MEAN = "learner/reward_intrinsic_mean"
+POLICY_LAG = "perf/policy_lag"  # updates between the weights that acted and these
+POLICY_LAG_MAX = "perf/policy_lag_max"
+SAMPLES_PER_S = "perf/learner_samples_per_s"
+RETURN_INTRINSIC = "episode/return_intrinsic"  # mean over the episodes an update finished
