@@ -20,6 +20,7 @@ Faults and what they do (docs/reliability.md has the whole table):
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pickle
 import random
@@ -30,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^checkpoint_(\d{12})\.pt$")
 
@@ -280,7 +283,7 @@ def load_latest(run_dir: str | Path) -> dict[str, Any] | None:
     """The newest loadable checkpoint's state, or None. Writes nothing (see find_checkpoint)."""
     found = find_checkpoint(run_dir)
     for path, why in found.unreadable:
-        print(f"[rogueray] warning: checkpoint {path} is unreadable ({why})")
+        log.warning("checkpoint %s is unreadable (%s)", path, why)
     return found.state
 
 

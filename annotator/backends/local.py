@@ -5,8 +5,9 @@ of each choice. A choice's probability is the summed probability of the first to
 spellings "yes", " yes", "Yes", " Yes" (``base.choice_variants``: a chat model answers "Yes"/"No"
 right after the assistant header, a completion prompt ending in "Answer:" continues with " yes";
 upper case is left out, as "YES" splits into "Y" + "ES" in many vocabularies), renormalised over
-the choices. A token that starts spellings of two choices counts for neither. The whole vocabulary is seen; when the choices carry less than
-``min_choice_mass`` of the first token's probability the answer is invalid (``{}``). It is None
+the choices. A token that starts spellings of two choices counts for neither. The whole
+vocabulary is seen; when the choices carry less than ``min_choice_mass`` of the first token's
+probability the answer is invalid (``{}``). It is None
 only when the prompt is too long (``max_prompt_tokens``) or its batch failed. The output layer
 runs in float32 whatever the model's dtype.
 
