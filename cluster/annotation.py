@@ -275,7 +275,13 @@ class AnnotatorThread:
 
 class AnnotatorActor:
     """Ray mode: an async actor (made remote in cluster/ray_runner.py). Its methods run on the
-    actor's event loop beside the labelling task, so LLM calls never block intake."""
+    actor's event loop beside the labelling task, so LLM calls never block intake.
+
+    Why a wrapper and not `ray.remote(Annotator)`: the Annotator is built from a backend factory
+    and a label store, which this builds from the config inside the actor's process (on the LLM
+    node); it owns the labelling task's life (`start` creates it on the actor's loop, `stop`
+    awaits it); and every method here is `async`, so Ray runs each call on that same loop,
+    between the labelling task's awaits (an LLM call in flight never holds up `submit`)."""
 
     def __init__(self, config: RunConfig):
         self.annotator = build_annotator(config)

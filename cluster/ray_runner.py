@@ -285,7 +285,9 @@ class RayRunner:
 
 class _WorkerActor:
     """A RolloutWorker whose `sample` returns two objects: the fragment stays in the object store
-    for the learner, the small stats go to the driver."""
+    for the learner, the small stats go to the driver. A wrapper, not `ray.remote(RolloutWorker)`:
+    it finds the annotator by name (a handle as a constructor argument is not always restored
+    after a restart) and moves a restarted process onto fresh seed streams per request."""
 
     def __init__(self, config: RunConfig, spec, worker_id: int, annotator_name: str | None = None):
         sink = None
