@@ -18,6 +18,7 @@ Checkpoint and policy loading are `cluster.evaluate`'s."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sqlite3
@@ -95,7 +96,7 @@ class Renderer:
         else:  # Pillow's own bitmap-free default font (Pillow >= 10.1 scales it)
             self.font = ImageFont.load_default(font_size)
         left, top, right, bottom = self.font.getbbox("M_gy|")
-        self.cell_w = max(1, round(self.font.getlength("M")))
+        self.cell_w = max(1, math.ceil(self.font.getlength("M")))
         self.cell_h = max(1, bottom - min(0, top) + 2)
         self.status_lines = status_lines
 
@@ -111,7 +112,7 @@ class Renderer:
         ]
 
     def _draw_status(self, draw, top: int, width: int, lines: list[str]) -> None:
-        columns = max(1, width // self.cell_w - 1)
+        columns = max(1, int(width / self.font.getlength("M")) - 1)
         draw.rectangle(
             [0, top, width, top + self.cell_h * self.status_lines + 4], fill=STATUS_BACKGROUND
         )
@@ -128,18 +129,12 @@ class Renderer:
         height = _even(rows * self.cell_h + self.cell_h * self.status_lines + 4)
         image = Image.new("RGB", (width, height), BACKGROUND)
         draw = ImageDraw.Draw(image)
-        for r in range(rows):
-            line = bytes(chars[r]).decode("latin-1")
-            codes = np.asarray(colors[r], np.int64) & 15
-            start = 0
-            for c in range(1, cols + 1):  # runs of one colour drawn as one string
-                if c < cols and codes[c] == codes[start]:
-                    continue
-                text = line[start:c]
-                if text.strip():
-                    draw.text((start * self.cell_w, r * self.cell_h), text, font=self.font,
-                              fill=PALETTE[codes[start]])  # fmt: skip
-                start = c
+        codes = np.asarray(colors, np.int64) & 15
+        # One character per grid cell (the font's advance is not a whole number of pixels, so
+        # strings drawn whole would drift off the grid); blanks are skipped.
+        for r, c in zip(*np.nonzero((chars != ord(" ")) & (chars != 0)), strict=True):
+            draw.text((c * self.cell_w, r * self.cell_h), chr(chars[r, c]), font=self.font,
+                      fill=PALETTE[codes[r, c]])  # fmt: skip
         self._draw_status(draw, rows * self.cell_h, width, self.status(step))
         return np.asarray(image)
 
@@ -239,7 +234,8 @@ def _action_name(env, action: int) -> str:
     chosen = actions[action]
     name = getattr(chosen, "name", str(chosen))
     if sum(getattr(a, "name", None) == name for a in actions) > 1:  # W and the longer W
-        name = f"{type(chosen).__name__}.{name}"
+        kind = type(chosen).__name__
+        name = f"{name}_far" if kind.endswith("Longer") else f"{kind}.{name}"
     return f"{name}({action})"
 
 
