@@ -138,6 +138,7 @@ def _make_runner(config: RunConfig, spec: EnvSpec, flag: StopFlag) -> tuple[Runn
     from cluster.ray_runner import RayRunner
 
     started_ray = start_ray(config, quiet=True)
+    flag.reinstall()  # ray.init replaced our SIGINT/SIGTERM handlers with its own
     try:
         flag.check_startup()
         return RayRunner(config, spec), started_ray

@@ -99,6 +99,7 @@ class StopFlag:
         if StopFlag._active is not None:
             self._outer = StopFlag._active
             self._outer.training = True
+            self._outer.reinstall()  # ray.init, in between, put its own handlers in place
             return self._outer
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -108,6 +109,12 @@ class StopFlag:
         if self._previous:
             StopFlag._active = self
         return self
+
+    def reinstall(self) -> None:
+        """Take SIGINT and SIGTERM back after a library replaced the handlers: `ray.init` sets
+        its own, under which SIGTERM killed the driver (exit -6) without a final checkpoint."""
+        for sig in self._previous:
+            signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
         if self.stop:  # second Ctrl-C: stop now

@@ -63,10 +63,13 @@ def test_killed_worker_is_restarted_and_sampling_goes_on(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_resume_continues(tmp_path):
+@pytest.mark.parametrize("mode", ["serial", pytest.param("ray", marks=pytest.mark.ray)])
+def test_sigterm_checkpoints_and_resume_continues(tmp_path, mode):
+    # In Ray mode ray.init replaces the driver's SIGTERM handler; it must be taken back, or
+    # SIGTERM kills the driver (exit -6) without a final checkpoint.
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "cluster.cli", "train", CARTPOLE, f"run_dir={run_dir}",
-           "mode=serial", "total_env_steps=10000000", "log_interval_s=0.5", "checkpoint_interval_s=3600"]  # fmt: skip
+           f"mode={mode}", "total_env_steps=10000000", "log_interval_s=0.5", "checkpoint_interval_s=3600"]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -85,8 +88,9 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path):
     saved = load_latest(run_dir)
     assert saved is not None and saved["counters"]["env_steps"] > 0
 
+    more = f"total_env_steps={saved['counters']['env_steps'] + 1_000}"
     resumed = subprocess.run(
-        [*cmd[:-4], "total_env_steps=1"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [*cmd[:-4], f"mode={mode}", more], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resuming {run_dir} from step {saved['counters']['env_steps']:,d}" in resumed.stdout
