@@ -152,8 +152,8 @@ class Annotator:
             }
 
     def _state(self) -> float:
-        if self.backend is None:
-            return STARTING
+        if self.backend is None:  # loading a model, or waiting for a server to answer
+            return NOT_ANSWERING if self.counts["start_failures"] else STARTING
         return ANSWERING if self._backend_up else NOT_ANSWERING
 
     def poll_notices(self) -> list[str]:
@@ -253,6 +253,8 @@ class Annotator:
                 self._backend_up = True
                 return backend
             except Exception as exc:  # noqa: BLE001 - any start failure: report, wait, retry
+                with self._lock:
+                    self.counts["start_failures"] += 1
                 if backend is not None:
                     await backend.close()
                 self._notice(

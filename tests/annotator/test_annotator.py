@@ -234,6 +234,34 @@ def test_notices_are_rate_limited_per_kind():
     assert notices.drain() == ["a", "c", "d"] and notices.drain() == []
 
 
+def test_a_backend_that_does_not_start_is_not_answering_not_loading(tmp_path):
+    attempts = []
+
+    def factory():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("no server at 127.0.0.1:9")
+        return ScriptedBackendDouble(_judge)
+
+    annotator = Annotator(factory, _store(tmp_path), _settings(max_backoff_s=0.05))
+    annotator.submit({"gold": 1})
+    seen = []
+
+    async def go():
+        stop = asyncio.Event()
+        task = asyncio.create_task(annotator.run(stop))
+        while annotator.stats()[LABELS_TOTAL] < 1:
+            seen.append(annotator.stats()[BACKEND_STATE])
+            await asyncio.sleep(0.005)
+        stop.set()
+        await task
+
+    asyncio.run(asyncio.wait_for(go(), 10))
+    assert seen[0] == STARTING and NOT_ANSWERING in seen
+    assert annotator.stats()[BACKEND_STATE] == ANSWERING
+    assert any("failed to start (no server" in line for line in annotator.poll_notices())
+
+
 def test_outage_and_unreadable_answers_reach_the_user_as_one_line_each(tmp_path):
     backend = ScriptedBackendDouble(_judge)
     backend.down = True
