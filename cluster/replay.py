@@ -2,8 +2,9 @@
 process, on the CPU, as `rogueray evaluate` does) and record what it did:
 
 - NetHack: NLE's own ttyrec of every episode (`episode_000.ttyrec3.bz2`; NLE writes it itself
-  through its `savedir`/`save_ttyrec_every` options; play it with
-  `python -m nle.scripts.ttyplay FILE`), and an animated GIF of the terminal (`tty_chars` and
+  through its `savedir`/`save_ttyrec_every` options; NLE's converter reads it, see
+  `read_ttyrec`) and the same game as a classic ttyrec (`episode_000.ttyrec`, for ttyrec
+  players: `ttyplay`, `ipbt`, `python -m nle.scripts.ttyplay -1 FILE`), and an animated GIF of the terminal (`tty_chars` and
   `tty_colors` drawn with Pillow in a monospace font), one frame per step, with a status line:
   the step, the action, the reward, the caption, the LLM label the run's label store holds for
   it and the intrinsic reward the checkpoint's reward model gives it (computed as training and
@@ -222,7 +223,9 @@ def _recording_env(env_id: str, max_episode_steps: int | None, savedir: Path | N
         if not isinstance(env.unwrapped, nle_tasks.OniTask):
             env = envs.NetHackInfo(env)
         return env, True
-    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame's renderer: no sound card here
+    # pygame's renderer draws off screen: no sound card or display needed
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     env = gym.make(env_id, max_episode_steps=max_episode_steps, render_mode="rgb_array")
     return envs._vector_observations(env, env_id), False
 
@@ -433,8 +436,30 @@ def replay(
                 target_path = out / f"episode_{record.index:03d}.{suffix}"
                 os.replace(found[0], target_path)
                 record.paths["ttyrec"] = target_path
+                record.paths["ttyrec_classic"] = out / f"episode_{record.index:03d}.ttyrec"
+                classic_ttyrec(target_path, record.paths["ttyrec_classic"])
         shutil.rmtree(savedir, ignore_errors=True)
     return out, records
+
+
+def classic_ttyrec(src: str | Path, dst: str | Path) -> int:
+    """Write NLE's ttyrec3 (bz2, 13-byte headers with a channel: 0 output, 1 keys, 2 scores) as a
+    classic ttyrec (12-byte headers, output only), which ttyrec players (ttyplay, ipbt,
+    `python -m nle.scripts.ttyplay -1`) play; returns the frames written."""
+    import bz2
+    import struct
+
+    frames = 0
+    with bz2.open(src, "rb") as fin, open(dst, "wb") as fout:
+        while header := fin.read(13):
+            if len(header) < 13:
+                raise ValueError(f"{src}: truncated ttyrec header")
+            sec, usec, length, channel = struct.unpack("<iiiB", header)
+            data = fin.read(length)
+            if channel == 0:
+                fout.write(struct.pack("<iii", sec, usec, len(data)) + data)
+                frames += 1
+    return frames
 
 
 def read_ttyrec(path: str | Path, rows: int = 24, cols: int = 80, chunk: int = 256):

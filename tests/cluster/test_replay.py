@@ -3,6 +3,7 @@ read back through NLE's own reader, the run's LLM labels and the reward model's 
 transcript; CartPole (gymnasium) without a ttyrec. Tiny serial runs."""
 
 import re
+import struct
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -91,6 +92,19 @@ def test_nethack_replay_ttyrec_gif_and_transcript(tmp_path, capsys):
             matched += 1
     assert matched >= len(keys) // 2
     assert any(b"Dlvl:1" in bytes(screen[22:].reshape(-1)) for screen in recorded["chars"])
+
+    # The classic ttyrec beside it: 12-byte headers (sec, usec, length), the game's output only,
+    # as ttyrec players read it.
+    data = (out / "episode_000.ttyrec").read_bytes()
+    offset, frames, output = 0, 0, b""
+    while offset < len(data):
+        sec, usec, length = struct.unpack_from("<iii", data, offset)
+        assert sec > 0 and 0 <= usec < 1_000_000 and length > 0
+        output += data[offset + 12 : offset + 12 + length]
+        offset += 12 + length
+        frames += 1
+    assert offset == len(data) and frames >= 20
+    assert b"Dlvl:1" in output
 
 
 def test_renderer_draws_the_status_line_under_the_terminal():
