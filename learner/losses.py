@@ -78,9 +78,18 @@ def appo_loss(
     if mask is not None:
         # Boolean indexing rather than multiplying by the mask: padding may hold inf or NaN,
         # and 0 * NaN would reach both the loss and the gradients.
-        logits, actions, behaviour_logp = logits[mask], actions[mask], behaviour_logp[mask]
-        values, old_values = values[mask], old_values[mask]
-        vtrace_targets, advantages = vtrace_targets[mask], advantages[mask]
+        logits, actions, behaviour_logp, values, old_values, vtrace_targets, advantages = (
+            t[mask]
+            for t in (
+                logits,
+                actions,
+                behaviour_logp,
+                values,
+                old_values,
+                vtrace_targets,
+                advantages,
+            )
+        )
         if logits.shape[0] == 0:
             raise ValueError("mask selects no samples")
 
@@ -91,15 +100,9 @@ def appo_loss(
     entropy = -(log_probs.exp() * log_probs.clamp(min=min_log)).sum(dim=-1).mean()
 
     behaviour_logp = behaviour_logp.detach()
-    advantages = advantages.detach()
-    if normalize_advantages:
-        advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
-
-    ratio = torch.exp(logp - behaviour_logp)
-    low, high = 1.0 / (1.0 + clip_ratio), 1.0 + clip_ratio
-    clipped_ratio = torch.clamp(ratio, low, high)
-    policy = -torch.min(ratio * advantages, clipped_ratio * advantages).mean()
-
+    policy, clip_fraction = _policy_term(
+        logp, behaviour_logp, advantages.detach(), clip_ratio, normalize_advantages
+    )
     value = (
         value_coef
         * _value_errors(
@@ -109,7 +112,6 @@ def appo_loss(
 
     total = policy + value - entropy_coef * entropy
     with torch.no_grad():
-        clip_fraction = ((ratio < low) | (ratio > high)).to(logits.dtype).mean()
         approx_kl = (behaviour_logp - logp).mean()
     return LossTerms(
         total=total,
@@ -119,6 +121,25 @@ def appo_loss(
         clip_fraction=clip_fraction,
         approx_kl=approx_kl,
     )
+
+
+def _policy_term(
+    logp: torch.Tensor,
+    behaviour_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_ratio: float,
+    normalize_advantages: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clipped surrogate loss (scalar) and the fraction of ratios outside the clip; all [N]."""
+    if normalize_advantages:
+        advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
+    ratio = torch.exp(logp - behaviour_logp)
+    low, high = 1.0 / (1.0 + clip_ratio), 1.0 + clip_ratio
+    clipped_ratio = torch.clamp(ratio, low, high)
+    policy = -torch.min(ratio * advantages, clipped_ratio * advantages).mean()
+    with torch.no_grad():
+        clip_fraction = ((ratio < low) | (ratio > high)).to(logp.dtype).mean()
+    return policy, clip_fraction
 
 
 def _value_errors(
