@@ -213,6 +213,12 @@ def _recording_env(env_id: str, max_episode_steps: int | None, savedir: Path | N
         spec = gym.spec(envs._registry_name(env_id))
         if max_episode_steps is not None:
             spec = replace(spec, kwargs={**spec.kwargs, "max_episode_steps": max_episode_steps})
+        # NetHack writes its score files beside the ttyrec (prefix nle.<pid>.) when a game ends;
+        # NLE creates only the xlogfile, and the game's last screen would say the others are
+        # missing ("Is NetHack installed correctly?").
+        savedir.mkdir(parents=True, exist_ok=True)
+        for name in ("logfile", "record"):
+            (savedir / f"nle.{os.getpid()}.{name}").touch()
         env = gym.make(
             spec,
             observation_keys=(*nle_tasks.OBSERVATION_KEYS, *TTY_KEYS),
