@@ -41,6 +41,7 @@ FIRST_LABEL_DELAY = "annotator/first_label_delay_s"
 NOTICE_INTERVAL_S = 60.0  # one console line per kind of trouble at most this often
 FIRST_BATCH = 4  # small, so the first labels arrive within seconds on a loaded machine
 INVALID_WARN_RATE = 0.5  # above this share of unreadable answers the user is told
+READY_WAIT_S = 5.0  # one look for a server at start; then "not answering", and look again
 RETRY_TEMPERATURE = 0.7  # a re-ask at temperature 0 would only get the same text back
 
 INVALID = object()  # an answer arrived but did not parse: retried, counted, never a label
@@ -249,7 +250,7 @@ class Annotator:
                 backend = await asyncio.to_thread(self._backend_factory)
                 ready = getattr(backend, "wait_ready", None)  # servers: answering, and which model
                 if ready is not None:
-                    await ready(timeout=self.settings.request_timeout_s)
+                    await ready(timeout=READY_WAIT_S)
                 self._backend_up = True
                 return backend
             except Exception as exc:  # noqa: BLE001 - any start failure: report, wait, retry

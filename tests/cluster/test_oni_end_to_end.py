@@ -177,9 +177,12 @@ def test_openai_server_outage_does_not_stop_training(tmp_path, llm_server):
         with TrainProcess(_openai_args(run_dir, llm_server), tmp_path / "train.log") as run:
 
             def waiting_for_the_llm() -> tuple[bool, str]:
-                pending = max(_scalars_so_far(run_dir).get("annotator/pending", [0]))
-                return run.training() and pending > 0, (
-                    f"{pending} captions waiting for the LLM; {run.progress()}"
+                so_far = _scalars_so_far(run_dir)
+                pending = max(so_far.get("annotator/pending", [0]))
+                seen_down = min(so_far.get("annotator/backend_state", [0])) == -1.0
+                return run.training() and pending > 0 and seen_down, (
+                    f"{pending} captions waiting for the LLM, outage seen: {seen_down}; "
+                    f"{run.progress()}"
                 )
 
             wait_for(
