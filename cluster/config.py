@@ -23,6 +23,7 @@ from cluster.schema import (
     Discount,
     Finite,
     NonNegative,
+    NonNegativeInt,
     OddCount,
     Positive,
     Seed,
@@ -145,6 +146,22 @@ class RewardModelConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    interval_env_steps: NonNegativeInt | None = None
+    """Evaluate the current policy every this many env steps, in the driver process (no Ray),
+    under eval/* in TensorBoard with a short clip; None or 0 never evaluates."""
+    episodes: Count = 4
+    """Episodes per evaluation (seeds seed + 1000000 + i, the same at every evaluation)."""
+    greedy: bool = True
+    """Take the most likely action (argmax); false samples from the policy as training does."""
+    max_episode_steps: Count | None = None
+    """Cut evaluation episodes after this many steps (None: env.max_episode_steps)."""
+    clip_frames: NonNegativeInt = 32
+    """Frames of the clip (the first steps of one more episode) put into TensorBoard as an
+    animated GIF under eval/clip at each evaluation; 0 records none."""
+
+
+@dataclass
 class RunConfig:
     run_dir: str = "runs/default"
     """Where checkpoints, TensorBoard logs and the resolved config go; reused to resume."""
@@ -181,6 +198,8 @@ class RunConfig:
     """The intrinsic reward model trained on the LLM's labels (section reward_model.*)."""
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     """The LLM judge (section annotator.*)."""
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    """Periodic evaluation during training (section evaluation.*)."""
 
     @property
     def samples_per_fragment(self) -> int:

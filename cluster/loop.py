@@ -10,6 +10,7 @@ from pathlib import Path
 from cluster import metrics as m
 from cluster.checkpointer import Checkpointer
 from cluster.config import RunConfig, dump_yaml
+from cluster.periodic_eval import PeriodicEvaluator
 from cluster.runner import Runner
 from cluster.stopping import StopFlag, say
 
@@ -78,6 +79,7 @@ class TrainingLoop:
         self.window.load_state_dict(counters.get("recent_episodes"))  # saved among the counters
         counters["recent_episodes"] = self.window.state_dict()  # live: every checkpoint has it
         self.saver = Checkpointer(config, say=say if quiet else self.logger.message)
+        self.evaluator = PeriodicEvaluator(config, self.logger, self.start_step)
         self.fragments_per_batch = config.learner.batch_size // config.samples_per_fragment
         self.pending: list = []  # fragment handles not yet in a batch
         self.annotator_stats: dict[str, float] | None = None  # the last exchange's metrics
@@ -98,6 +100,7 @@ class TrainingLoop:
                 self.collect()
                 self.train()
                 self.log_status()
+                self.evaluator.maybe_run(self.runner, self.counters["env_steps"])
                 now = time.monotonic()
                 if now - self.last_labels >= LABEL_EXCHANGE_INTERVAL_S:
                     self.exchange_labels()
