@@ -1,0 +1,74 @@
+"""The messages docs/errors.md lists for the tools' bad input (`rogueray evaluate`, `replay`,
+`compare`, `doctor`, `judge`): exit code 2 and the documented line on stderr, no traceback."""
+
+from pathlib import Path
+
+import pytest
+
+from cluster.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CARTPOLE = str(ROOT / "configs" / "cartpole.yaml")
+
+
+def _error(capsys, args: list[str]) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rogueray: error: ") and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "replay"])
+def test_evaluate_and_replay_name_a_bad_target(tmp_path, capsys, command):
+    missing = tmp_path / "missing"
+    err = _error(capsys, [command, str(missing)])
+    assert f"'{missing}' is neither a run directory nor a checkpoint file" in err
+    (tmp_path / "empty").mkdir()
+    err = _error(capsys, [command, str(tmp_path / "empty")])
+    assert f"no loadable checkpoint in {tmp_path / 'empty' / 'checkpoints'}" in err
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("tool-errors") / "run"
+    args = ["train", CARTPOLE, f"run_dir={run_dir}", "mode=serial", "total_env_steps=512",
+            "rollout.num_workers=1", "model.hidden_size=32", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["evaluate", "replay"])
+def test_evaluate_and_replay_name_bad_options(cartpole_run, capsys, command):
+    err = _error(capsys, [command, str(cartpole_run), "--episodes", "0"])
+    assert "--episodes must be >= 1, got 0" in err
+    err = _error(capsys, [command, str(cartpole_run), "--env", "CartPol-v1"])
+    assert "the run's config does not load here: config key 'env.id': unknown environment " in err
+    assert "Did you mean CartPole-v1" in err
+    err = _error(capsys, [command, str(cartpole_run), "--env", "NetHackScore-v0"])
+    assert "model.kind 'mlp' needs a 'vector' observation" in err
+    err = _error(capsys, [command, str(cartpole_run), "--env", "Acrobot-v1"])
+    assert "the checkpoint's policy does not fit Acrobot-v1 (observations or actions differ" in err
+
+
+def test_compare_names_what_is_not_a_run(tmp_path, capsys):
+    err = _error(capsys, ["compare", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert f"'{tmp_path / 'missing'}' is not a directory" in err
+    err = _error(capsys, ["compare", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert "has no tensorboard folder: not a rogueray run directory" in err
+    (tmp_path / "run" / "tensorboard").mkdir(parents=True)
+    err = _error(capsys, ["compare", str(tmp_path / "run"), "--out", str(tmp_path / "o")])
+    assert "none of the runs logged episode returns yet: nothing to draw" in err
+
+
+def test_doctor_names_a_missing_config(tmp_path, capsys):
+    err = _error(capsys, ["doctor", str(tmp_path / "nope.yaml")])
+    assert f"config file '{tmp_path / 'nope.yaml'}' does not exist" in err
+
+
+def test_judge_names_bad_input(tmp_path, capsys):
+    assert "'nonsense' is not key=value" in _error(capsys, ["judge", "nonsense"])
+    err = _error(capsys, ["judge", "annotator.backend=rules", "--set", str(tmp_path)])
+    assert f"no judge set at '{tmp_path}' (captions.csv missing)" in err
+    err = _error(capsys, ["judge", "annotator.backend=rules", "--goals", "nope"])
+    assert "goal 'nope' is not labelled in the set; labelled: " in err
