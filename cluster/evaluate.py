@@ -158,7 +158,7 @@ def play(
 
     from actors.captions import normalize_caption
     from actors.envs import make_env
-    from learner.reward import training_reward
+    from learner.reward import episode_intrinsic
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -184,29 +184,14 @@ def play(
         slot = slots[i]
         intrinsic = None
         if reward_model is not None:
-            captions: dict[str, int] = {}
-            ids, counts, seen = [], [], {}
-            for caption in slot["captions"]:
-                if caption is None:
-                    ids.append(-1)
-                    counts.append(0)
-                    continue
-                seen[caption] = seen.get(caption, 0) + 1
-                ids.append(captions.setdefault(caption, len(captions)))
-                counts.append(seen[caption])
-            reward = training_reward(
-                rewards=np.asarray(slot["rewards"], np.float32)[:, None],
-                caption_ids=np.asarray(ids, np.int32)[:, None],
-                caption_counts=np.asarray(counts, np.int32)[:, None],
-                captions=list(captions),
-                extrinsic_coef=reward_cfg.extrinsic_coef,
-                reward_scale=reward_cfg.reward_scale,
-                reward_clip=reward_cfg.reward_clip,
-                intrinsic_coef=reward_cfg.intrinsic_coef,
-                count_exponent=reward_cfg.count_exponent,
-                intrinsic_fn=reward_model.rewards,
+            intrinsic = float(
+                episode_intrinsic(
+                    captions=slot["captions"],
+                    rewards=slot["rewards"],
+                    reward_config=reward_cfg,
+                    read_rewards=reward_model.read_rewards,
+                ).sum()
             )
-            intrinsic = float(reward.intrinsic.sum())
         success = info.get("success")
         return EpisodeResult(
             mode=mode,

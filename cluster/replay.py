@@ -253,31 +253,15 @@ def _episode_intrinsic(config, reward_model, rewards: list[float], captions: lis
     c_int * r_int(caption) * N_ep(caption)^-beta), or None per step without a reward model."""
     if reward_model is None:
         return [None] * len(rewards)
-    from learner.reward import training_reward
+    from learner.reward import episode_intrinsic
 
-    ids, counts, seen, index = [], [], {}, {}
-    for caption in captions:
-        if caption is None:
-            ids.append(-1)
-            counts.append(0)
-            continue
-        seen[caption] = seen.get(caption, 0) + 1
-        ids.append(index.setdefault(caption, len(index)))
-        counts.append(seen[caption])
-    cfg = config.reward
-    reward = training_reward(
-        rewards=np.asarray(rewards, np.float32)[:, None],
-        caption_ids=np.asarray(ids, np.int32)[:, None],
-        caption_counts=np.asarray(counts, np.int32)[:, None],
-        captions=list(index),
-        extrinsic_coef=cfg.extrinsic_coef,
-        reward_scale=cfg.reward_scale,
-        reward_clip=cfg.reward_clip,
-        intrinsic_coef=cfg.intrinsic_coef,
-        count_exponent=cfg.count_exponent,
-        intrinsic_fn=reward_model.rewards,
+    per_step = episode_intrinsic(
+        captions=captions,
+        rewards=rewards,
+        reward_config=config.reward,
+        read_rewards=reward_model.read_rewards,
     )
-    return [float(x) for x in reward.intrinsic[:, 0]]
+    return [float(x) for x in per_step]
 
 
 def _play_episode(config, policy, reward_model, env, index, seed, mode, labels, rng):

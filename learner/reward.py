@@ -54,3 +54,43 @@ def training_reward(
         scaled = per_caption[ids] * scaling
         intrinsic = np.where(has_caption, intrinsic_coef * scaled, 0.0)
     return TrainingReward(extrinsic.astype(np.float32), intrinsic.astype(np.float32))
+
+
+def episode_intrinsic(
+    *,
+    captions: Sequence[str | None],
+    rewards: Sequence[float],
+    reward_config,
+    read_rewards: Callable[[Sequence[str]], np.ndarray],
+) -> np.ndarray:
+    """The intrinsic term of `training_reward` for each step of one episode, float32 [T]:
+    c_int * r_int(caption) * N_ep(caption)^-beta, where N_ep counts the caption's sightings so far
+    in this episode and a step without a caption (None) gets 0. `reward_config` is the run
+    config's `reward` section; `read_rewards` a reward model's side-effect-free `read_rewards`
+    (evaluating moves no running statistics). What evaluation and replay show is what training
+    would give."""
+    index: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    ids, counts = [], []
+    for caption in captions:
+        if caption is None:
+            ids.append(-1)
+            counts.append(0)
+            continue
+        seen[caption] = seen.get(caption, 0) + 1
+        ids.append(index.setdefault(caption, len(index)))
+        counts.append(seen[caption])
+    cfg = reward_config
+    reward = training_reward(
+        rewards=np.asarray(rewards, np.float32)[:, None],
+        caption_ids=np.asarray(ids, np.int32)[:, None],
+        caption_counts=np.asarray(counts, np.int32)[:, None],
+        captions=list(index),
+        extrinsic_coef=cfg.extrinsic_coef,
+        reward_scale=cfg.reward_scale,
+        reward_clip=cfg.reward_clip,
+        intrinsic_coef=cfg.intrinsic_coef,
+        count_exponent=cfg.count_exponent,
+        intrinsic_fn=lambda distinct, _occurrences: read_rewards(distinct),
+    )
+    return reward.intrinsic[:, 0]

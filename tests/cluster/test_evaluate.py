@@ -130,7 +130,7 @@ def test_errors_are_named(tmp_path, capsys):
 class _EveryCaptionHelps:
     """A reward model that gives 1 to every caption, the empty one included."""
 
-    def rewards(self, captions):
+    def read_rewards(self, captions):
         return np.ones(len(captions), np.float32)
 
 

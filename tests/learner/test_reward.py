@@ -57,3 +57,23 @@ def test_intrinsic_off_means_zero_even_with_a_model(coef):
         intrinsic_fn=lambda cs, counts: np.ones(len(cs), np.float32),
     )
     assert not out.intrinsic.any()
+
+
+def test_episode_intrinsic_counts_sightings_within_the_episode():
+    from types import SimpleNamespace
+
+    from learner.reward import episode_intrinsic
+
+    cfg = SimpleNamespace(
+        extrinsic_coef=1.0, reward_scale=1.0, reward_clip=10.0, intrinsic_coef=0.5,
+        count_exponent=1.0,
+    )  # fmt: skip
+    values = {"gold": 1.0, "door": 0.2}
+    per_step = episode_intrinsic(
+        captions=["gold", None, "door", "gold", "gold"],
+        rewards=[0.0] * 5,
+        reward_config=cfg,
+        read_rewards=lambda captions: np.array([values[c] for c in captions], np.float32),
+    )
+    # 0.5 * r_int / (sightings so far): gold 1st, no caption, door 1st, gold 2nd, gold 3rd
+    assert per_step == pytest.approx([0.5, 0.0, 0.1, 0.25, 0.5 / 3])
