@@ -281,10 +281,13 @@ def export_scalars(runs: list[Run], folder: Path) -> list[Path]:
 def compare(run_dirs: list[str], out_dir: str | Path) -> dict[str, Any]:
     if not run_dirs:
         raise CompareError("give at least one run directory")
+    out = Path(out_dir)
+    try:  # before reading any run: a bad --out is found at once
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompareError(f"cannot make the output folder {out}: {exc.strerror or exc}") from None
     runs = [load_run(path) for path in run_dirs]
     groups = group_runs(runs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     png, svg, table_path = out / "comparison.png", out / "comparison.svg", out / "table.md"
     drawn = plot(groups, png, svg)
     table = markdown_table(groups)

@@ -77,7 +77,16 @@ def load_for_evaluation(target: str | Path, env_id: str | None = None) -> Loaded
         try:
             state = read_checkpoint(path)
         except Exception as exc:  # noqa: BLE001 - the reason goes to the user
-            raise EvaluationError(f"cannot read checkpoint {path}: {exc}") from None
+            import zipfile
+
+            text = str(exc).strip()
+            first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+            if not zipfile.is_zipfile(path):  # every torch.save file is a zip archive
+                first = "not a PyTorch checkpoint file"
+            raise EvaluationError(
+                f"cannot read {path} as a rogueray checkpoint ({first}); give a run directory or "
+                "one of its checkpoints/checkpoint_*.pt files"
+            ) from None
         checkpoint = path
     else:
         raise EvaluationError(f"{str(path)!r} is neither a run directory nor a checkpoint file")

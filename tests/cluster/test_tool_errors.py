@@ -26,6 +26,10 @@ def test_evaluate_and_replay_name_a_bad_target(tmp_path, capsys, command):
     (tmp_path / "empty").mkdir()
     err = _error(capsys, [command, str(tmp_path / "empty")])
     assert f"no loadable checkpoint in {tmp_path / 'empty' / 'checkpoints'}" in err
+    junk = tmp_path / "checkpoint_000000001024.pt"
+    junk.write_bytes(bytes(range(256)) * 4)
+    err = _error(capsys, [command, str(junk)])
+    assert f"cannot read {junk} as a rogueray checkpoint (not a PyTorch checkpoint file)" in err
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +63,13 @@ def test_compare_names_what_is_not_a_run(tmp_path, capsys):
     (tmp_path / "run" / "tensorboard").mkdir(parents=True)
     err = _error(capsys, ["compare", str(tmp_path / "run"), "--out", str(tmp_path / "o")])
     assert "none of the runs logged episode returns yet: nothing to draw" in err
+
+
+def test_compare_names_an_output_folder_it_cannot_make(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "x"
+    err = _error(capsys, ["compare", str(tmp_path), "--out", str(out)])
+    assert f"cannot make the output folder {out}: Not a directory" in err
 
 
 def test_doctor_names_a_missing_config(tmp_path, capsys):
