@@ -16,14 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from actors.messages import CaptionLabel, PairLabel
+from annotator.asking import INVALID, ask
+from annotator.backlog import Backlog
 from annotator.calibration import Calibrator
 from annotator.config import AnnotatorConfig
 from annotator.kinds import annotation_kind
 from annotator.label_store import LabelStore
-from annotator.pacing import BatchSizer, Notices
-from annotator.parsing import parse_answer
-from annotator.prompts import Prompt
-from reward_models import pair_key, sample_pairs
+from annotator.pacing import BatchSizer, Notices, sleep_or_stop, unreadable_notice
+from reward_models import sample_pairs
 
 LABELS_TOTAL = "annotator/labels_total"
 LABELS_PER_S = "annotator/labels_per_s"
@@ -40,11 +40,7 @@ FIRST_LABEL_DELAY = "annotator/first_label_delay_s"
 
 NOTICE_INTERVAL_S = 60.0  # one console line per kind of trouble at most this often
 FIRST_BATCH = 4  # small, so the first labels arrive within seconds on a loaded machine
-INVALID_WARN_RATE = 0.5  # above this share of unreadable answers the user is told
 READY_WAIT_S = 5.0  # one look for a server at start; then "not answering", and look again
-RETRY_TEMPERATURE = 0.7  # a re-ask at temperature 0 would only get the same text back
-
-INVALID = object()  # an answer arrived but did not parse: retried, counted, never a label
 
 
 class Annotator:
@@ -76,14 +72,10 @@ class Annotator:
         self._pairs = self.kind.name == "pair"
         self._keyed_by_backend = keyed_by_backend
         self._outbox: list[CaptionLabel | PairLabel] = []
-        self._known: set = set()
-        self._backlog: OrderedDict = OrderedDict()  # item -> attempts; newest at the end
-        self._in_flight: set = set()
-        self._given_up: set = set()
+        self._queue = Backlog(config.max_backlog, self.kind.key)
         self._pool: OrderedDict[str, None] = OrderedDict()  # distinct captions for pairs
         self._sightings: Counter[str] = Counter()  # all sightings this run (top captions)
         self._unflushed: Counter[str] = Counter()  # sightings not yet in the store
-        self._attempts: dict = {}  # in-flight item -> invalid answers so far
         self.counts = Counter()
         self._started = time.monotonic()
         self._first_caption: float | None = None
@@ -101,11 +93,11 @@ class Annotator:
         first, so a resumed or shared-store run asks nothing twice."""
         stored = self.kind.stored(self.store)
         with self._lock:
-            self._known = {self.kind.key_of(label) for label in stored}
+            self._queue.known = {self.kind.key_of(label) for label in stored}
             self._outbox.extend(stored)
             if not self._pairs:
                 for caption in self._sightings:  # seen before the key was known: ask now
-                    self._enqueue(caption)
+                    self._queue.add(caption)
 
     # -- called by rollout workers and the driver ------------------------------------------
     def submit(self, caption_counts: Mapping[str, int]) -> None:
@@ -122,7 +114,7 @@ class Annotator:
                     if len(self._pool) > self.settings.caption_pool_size:
                         self._pool.popitem(last=False)
                 else:
-                    self._enqueue(caption)
+                    self._queue.add(caption)
 
     def poll_labels(self) -> list[CaptionLabel | PairLabel]:
         """Labels that arrived since the last poll (all stored labels on the first poll)."""
@@ -133,14 +125,14 @@ class Annotator:
     def stats(self) -> dict[str, float]:
         with self._lock:
             asked = self.counts["answers"]
-            total = len(self._known)
+            total = len(self._queue.known)
             return {
                 LABELS_TOTAL: float(total),
                 LABELS_PER_S: self.counts["labelled"] / max(time.monotonic() - self._started, 1e-9),
-                PENDING: float(len(self._backlog) + len(self._in_flight)),
+                PENDING: float(len(self._queue)),
                 INVALID_RATE: self.counts["invalid"] / asked if asked else 0.0,
                 POSITIVE_FRACTION: self.counts["positive"] / max(self.counts["labelled"], 1),
-                DROPPED: float(self.counts["dropped"]),
+                DROPPED: float(self._queue.dropped),
                 FAILED_REQUESTS: float(self.counts["failed"]),
                 BACKEND_UP: float(self._backend_up),
                 BACKEND_STATE: self._state(),
@@ -181,7 +173,7 @@ class Annotator:
     def backlog(self) -> list:
         """Pending items, oldest first (checkpointed, so a restart keeps its queue)."""
         with self._lock:
-            return [*self._in_flight, *self._backlog]
+            return self._queue.items()
 
     def state_dict(self) -> dict:
         """What a resume needs beyond the label store and the backlog, as plain data: the
@@ -197,7 +189,7 @@ class Annotator:
     def restore_backlog(self, items: Sequence) -> None:
         with self._lock:
             for item in items:
-                self._enqueue(tuple(item) if isinstance(item, list) else item)
+                self._queue.add(tuple(item) if isinstance(item, list) else item)
 
     # -- the labelling loop -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -219,7 +211,7 @@ class Annotator:
                 while len(tasks) < self.settings.max_in_flight and (batch := self._take_batch()):
                     tasks.add(asyncio.create_task(self._label(batch)))
                 if not tasks:
-                    await _sleep_or_stop(stop, 0.05)
+                    await sleep_or_stop(stop, 0.05)
                     continue
                 done, tasks = await asyncio.wait(
                     tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED
@@ -232,7 +224,7 @@ class Annotator:
                         self.settings.max_backoff_s,
                         self.settings.backoff_initial_s * 2 ** min(failures - 1, 10),
                     )
-                    await _sleep_or_stop(stop, delay * (0.5 + random.random()))
+                    await sleep_or_stop(stop, delay * (0.5 + random.random()))
         finally:
             for task in tasks:
                 task.cancel()
@@ -261,7 +253,7 @@ class Annotator:
                 self._notice(
                     "start", f"the LLM backend failed to start ({exc}); retrying in {delay:.0f} s"
                 )
-                await _sleep_or_stop(stop, delay)
+                await sleep_or_stop(stop, delay)
                 delay = min(delay * 2, self.settings.max_backoff_s)
         return None
 
@@ -280,8 +272,7 @@ class Annotator:
         )
         with self._lock:
             self._keyed = True
-            self._known.clear()
-            self._given_up.clear()
+            self._queue.forget_labels()
             if previous is not None:
                 self.calibrator.recent.clear()  # another judge: another P(yes) distribution
         self._load_known()
@@ -301,8 +292,9 @@ class Annotator:
         key = self.store.model_id
         sent = time.monotonic()
         try:
-            retries = [self._attempts.get(item, 0) > 0 for item in batch]
-            outcomes = await self._ask(prompts, retries)
+            with self._lock:
+                retries = [self._queue.is_retry(item) for item in batch]
+            outcomes = await ask(self.backend, prompts, retries)
         except Exception as exc:  # noqa: BLE001 - transport errors: all stay pending
             self._notice("error", f"a request failed ({type(exc).__name__}: {exc})")
             outcomes = [None] * len(batch)
@@ -311,8 +303,7 @@ class Annotator:
             # model's, so none is stored; the batch is asked again under the new key.
             with self._lock:
                 for item in batch:
-                    self._in_flight.discard(item)
-                    self._backlog[item] = self._attempts.pop(item, 0)
+                    self._queue.failed(item)
             self._rekey(self.backend.model_id)
             return True
         failed = [item for item, out in zip(batch, outcomes, strict=True) if out is None]
@@ -340,19 +331,13 @@ class Annotator:
             self.counts["failed"] += len(failed)
             self.counts["labelled"] += len(labels)
             self.counts["positive"] += sum(self.kind.positive(label) for label in labels)
-            for item in batch:
-                self._in_flight.discard(item)
             for (item, _), label in zip(valid, labels, strict=True):
-                self._known.add(self.kind.key(item))
+                self._queue.labelled(item)
                 self._outbox.append(label)
             for item in invalid:
-                attempts = self._attempts.pop(item, 0) + 1
-                if attempts > self._retry_limit():
-                    self._given_up.add(item)
-                else:
-                    self._backlog[item] = attempts
+                self._queue.unreadable(item, self._retry_limit())
             for item in failed:  # not the answer's fault: pending again at no retry cost
-                self._backlog[item] = self._attempts.pop(item, 0)
+                self._queue.failed(item)
         self._report(batch, failed, invalid, labels)
         return reached
 
@@ -374,86 +359,30 @@ class Annotator:
                 "they stay pending and are retried with back-off",
             )
         answers, bad = self.counts["answers"], self.counts["invalid"]
-        if invalid and answers >= 20 and bad / answers > INVALID_WARN_RATE:
-            hint = (
-                "try annotator.style=reasoned, a larger model, or a lower annotator.min_choice_mass"
-                if self.settings.style == "direct"
-                else "try annotator.style=direct or a larger model"
-            )
-            self._notice(
-                "invalid",
-                f"{bad} of {answers} answers could not be read as labels (never stored, re-asked "
-                f"up to {self._retry_limit()} times); {hint}",
-            )
+        line = unreadable_notice(bad, answers, self.settings.style, self._retry_limit())
+        if invalid and line is not None:
+            self._notice("invalid", line)
 
     def _retry_limit(self) -> int:
         """Re-asks of an unreadable answer. Direct-style answers are read from the first
         token's probabilities, which a re-ask would only repeat: none. Reasoned-style re-asks
-        are sampled (RETRY_TEMPERATURE), so they can come back different."""
+        are sampled (asking.RETRY_TEMPERATURE), so they can come back different."""
         return self.settings.max_retries if self.settings.style == "reasoned" else 0
 
-    async def _ask(self, prompts: list[Prompt], retries: list[bool]) -> list:
-        """One request per temperature for the batch: label values, INVALID, or None (request
-        failed). First asks are greedy; re-asks of unreadable answers are sampled."""
-        chats = [[{"role": r, "content": c} for r, c in p.messages] for p in prompts]
-        first = prompts[0]
-        if first.style == "direct":
-            probs = await self.backend.choice_probs(chats, first.choices)
-            return [
-                None if p is None else _direct_value(p, prompt)
-                for p, prompt in zip(probs, prompts, strict=True)
-            ]
-        out: list = [None] * len(prompts)
-        for again in (False, True):
-            rows = [i for i, retry in enumerate(retries) if retry == again]
-            if not rows:
-                continue
-            texts = await self.backend.generate(
-                [chats[i] for i in rows],
-                max_tokens=first.max_tokens,
-                temperature=RETRY_TEMPERATURE if again else 0.0,
-            )
-            for i, text in zip(rows, texts, strict=True):
-                value = None if text is None else parse_answer(text, prompts[i])
-                out[i] = None if text is None else (INVALID if value is None else value)
-        return out
-
     # -- helpers ----------------------------------------------------------------------------
-    def _enqueue(self, item) -> None:
-        key = self.kind.key(item)
-        if item in self._backlog:  # seen again: recent again, so frequent captions go first
-            self._backlog.move_to_end(item)
-            return
-        if key in self._known or item in self._in_flight or item in self._given_up:
-            return
-        self._backlog[item] = 0
-        if len(self._backlog) > self.settings.max_backlog:
-            self._backlog.popitem(last=False)  # the oldest goes: newest captions matter most
-            self.counts["dropped"] += 1
-
     def _take_batch(self) -> list:
         with self._lock:
-            batch = []
-            while self._backlog and len(batch) < self._sizer.size:
-                item, attempts = self._backlog.popitem(last=True)  # newest first (ONI's LIFO)
-                self._attempts[item] = attempts
-                self._in_flight.add(item)
-                batch.append(item)
-            return batch
+            return self._queue.take(self._sizer.size)
 
     def _refill_pairs(self) -> None:
         with self._lock:
-            if len(self._backlog) >= self.settings.batch_size or len(self._pool) < 2:
+            if len(self._queue.waiting) >= self.settings.batch_size or len(self._pool) < 2:
                 return
-            exclude = (
-                self._known
-                | {pair_key(*p) for p in self._backlog}
-                | {pair_key(*p) for p in self._in_flight}
-            )
+            exclude = self._queue.known | self._queue.pending_keys()
             for pair in sample_pairs(
                 list(self._pool), self.settings.pairs_per_round, self._rng, exclude
             ):
-                self._enqueue(pair)
+                self._queue.add(pair)
 
     def _flush_sightings(self) -> None:
         if not self._keyed:  # the model, and so where sightings belong, is not known yet
@@ -462,17 +391,3 @@ class Annotator:
             counts, self._unflushed = self._unflushed, Counter()
         if counts:
             self.store.record_sightings(counts)
-
-
-def _direct_value(probs: Mapping[str, float], prompt: Prompt):
-    values = prompt.values
-    if not probs:
-        return INVALID
-    return float(sum(p * values[choice] for choice, p in probs.items() if choice in values))
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

@@ -1,8 +1,14 @@
 """How hard and how loudly the annotator works: batch sizes that follow the measured speed of
-the backend, and user notices rate-limited per kind. Pure Python, no clock of its own: callers
-pass `time.monotonic()` readings, so tests drive them with plain numbers."""
+the backend, user notices rate-limited per kind, and back-off waits that end at a stop. The
+sizer and the notices have no clock of their own: callers pass `time.monotonic()` readings, so
+tests drive them with plain numbers."""
 
 from __future__ import annotations
+
+import asyncio
+
+INVALID_WARN_RATE = 0.5  # above this share of unreadable answers the user is told
+INVALID_WARN_AFTER = 20  # answers, before the share means anything
 
 
 class BatchSizer:
@@ -59,3 +65,28 @@ class Notices:
     def drain(self) -> list[str]:
         out, self._lines = self._lines, []
         return out
+
+
+def unreadable_notice(bad: int, answers: int, style: str, retries: int) -> str | None:
+    """The line telling the user that most answers could not be read, with what to try; None
+    while fewer than INVALID_WARN_AFTER answers came back or at most INVALID_WARN_RATE of them
+    were unreadable."""
+    if answers < INVALID_WARN_AFTER or bad / answers <= INVALID_WARN_RATE:
+        return None
+    hint = (
+        "try annotator.style=reasoned, a larger model, or a lower annotator.min_choice_mass"
+        if style == "direct"
+        else "try annotator.style=direct or a larger model"
+    )
+    return (
+        f"{bad} of {answers} answers could not be read as labels (never stored, re-asked up to "
+        f"{retries} times); {hint}"
+    )
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less if `stop` is set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

@@ -18,7 +18,6 @@ UPWARD_IMPORTS = {
 }
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
 LONG_FILES = {
-    "annotator/annotator.py": "the labelling loop, its dedup and backlog; split due (shared file)",
     "annotator/backends/local.py": "transformers backend with its prefix KV cache path",
     "annotator/model_store.py": "obtaining, verifying and converting the embedded model",
     "annotator/judge_bench.py": "judge benchmark, being written in parallel",
