@@ -111,6 +111,7 @@ class _Run:
         self.lines: queue.Queue = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
+        _STARTED.append(self)
 
     def _read(self) -> None:
         try:
@@ -140,6 +141,21 @@ class _Run:
             self.seen.append(line)
         self.err.close()
         return code, "".join(self.seen), Path(self.err.name).read_text()
+
+
+_STARTED: list = []
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test():
+    """A test that fails half-way must not leave its training run going (its own session, so
+    nothing else would stop it: one such run kept a core busy for hours)."""
+    yield
+    while _STARTED:
+        run = _STARTED.pop()
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+            run.proc.wait()
 
 
 @pytest.fixture
