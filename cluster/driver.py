@@ -77,6 +77,10 @@ def _start(config: RunConfig, flag: StopFlag, *, quiet: bool, fresh: bool) -> Tr
     checkpoint = resume_point(config, fresh=fresh, quiet=quiet)  # reads only
     if checkpoint is not None and _already_done(config, checkpoint):
         return _finished_result(config, checkpoint)
+    spec = env_spec(config)  # before Ray: a bad env fails fast with a ConfigError
+    for line in preflight(config):  # an LLM backend that cannot work fails here, not in Ray
+        _notify(line, quiet)
+    # Everything above only reads: a refused start leaves the run's saved config as it was.
     (run_dir / "config.yaml").write_text(dump_yaml(config))
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -89,11 +93,7 @@ def _start(config: RunConfig, flag: StopFlag, *, quiet: bool, fresh: bool) -> Tr
         resume_step = counters["env_steps"] if checkpoint is not None else None
         print("\n".join(startup_banner(config, resume_step)), flush=True)
     flag.check_startup()
-    spec = env_spec(config)  # before Ray: a bad env fails fast with a ConfigError
     spec = replace(spec, run_incarnation=counters["incarnation"])
-    for line in preflight(config):  # an LLM backend that cannot work fails here, not in Ray
-        _notify(line, quiet)
-    flag.check_startup()
     runner, started_ray = _make_runner(config, spec, flag)
     try:
         if checkpoint is not None:

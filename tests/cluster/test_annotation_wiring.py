@@ -158,3 +158,24 @@ def test_resume_keeps_the_calibration_window(tmp_path):
     assert first, "the first run labelled nothing; the window has nothing to keep"
     second = run(2_048)
     assert second[: len(first)] == first  # continued, not restarted from an empty window
+
+
+@pytest.mark.nle
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+def test_a_resume_refused_before_ray_leaves_the_runs_config_as_it_was(tmp_path, capsys):
+    """A newcomer's `rogueray resume RUN annotator.backend=vllm` (no vLLM here) exited 2 but had
+    already rewritten RUN/config.yaml, so every later plain resume failed the same way."""
+    from cluster.cli import main
+
+    run = tmp_path / "run"
+    args = [
+        f"run_dir={run}", "mode=serial", "total_env_steps=256", "env.num_envs_per_worker=2",
+        "rollout.num_workers=1", "rollout.unroll_length=16", "learner.batch_size=32",
+        "model.hidden_size=32", "annotator.backend=rules", "--quiet",
+    ]  # fmt: skip
+    assert main(["train", *args]) == 0
+    saved = (run / "config.yaml").read_text()
+    code = main(["resume", str(run), "annotator.backend=vllm", "total_env_steps=512", "--quiet"])
+    assert code == 2 and "vLLM is not installed" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == saved
