@@ -173,7 +173,14 @@ def _probe_server(config: RunConfig, timeout_s: float) -> list[str]:
 def labels_verdict(config: RunConfig, stats: dict[str, float] | None) -> str | None:
     """At the end of a run with an annotator: a message when it went wrong (no labels, or most
     answers unreadable), saying why and what to do; None when labelling worked."""
-    from annotator.annotator import BACKEND_UP, INVALID_RATE, LABELS_TOTAL, PENDING
+    from annotator.annotator import (
+        BACKEND_STATE,
+        BACKEND_UP,
+        INVALID_RATE,
+        LABELS_TOTAL,
+        PENDING,
+        STARTING,
+    )
 
     if not wants_annotator(config):
         return None
@@ -186,7 +193,9 @@ def labels_verdict(config: RunConfig, stats: dict[str, float] | None) -> str | N
         )
     labels, invalid = stats.get(LABELS_TOTAL, 0.0), stats.get(INVALID_RATE, 0.0)
     if labels == 0:
-        if not stats.get(BACKEND_UP, 0.0):
+        if stats.get(BACKEND_STATE) == STARTING:
+            why = f"{where} was still loading when the run ended (a first run also converts the embedded model)"
+        elif not stats.get(BACKEND_UP, 0.0):
             why = f"{where} never answered (see the annotator lines above)"
         elif invalid > 0.5:
             why = f"{invalid:.0%} of the answers could not be read as labels"

@@ -9,7 +9,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from annotator.annotator import BACKEND_UP, INVALID_RATE, LABELS_TOTAL, PENDING
+from annotator.annotator import (
+    BACKEND_STATE,
+    BACKEND_UP,
+    INVALID_RATE,
+    LABELS_TOTAL,
+    PENDING,
+    STARTING,
+)
 from cluster.annotation import backend_options, labels_verdict, preflight
 from cluster.config import ConfigError, dump_yaml, load_config
 
@@ -17,7 +24,15 @@ SECRET = "sk-test-not-a-real-key"
 
 
 def _config(tmp_path, *overrides):
-    return load_config(None, [f"run_dir={tmp_path}/run", "reward_model.name=hashing", "reward.intrinsic_coef=0.4", *overrides])
+    return load_config(
+        None,
+        [
+            f"run_dir={tmp_path}/run",
+            "reward_model.name=hashing",
+            "reward.intrinsic_coef=0.4",
+            *overrides,
+        ],
+    )
 
 
 def test_openai_keys_reach_the_backend_and_the_key_comes_from_the_environment(
@@ -95,7 +110,9 @@ def test_a_server_that_refuses_the_key_stops_the_run_naming_the_variable(
     server = _Server(status)
     try:
         config = _config(tmp_path, "annotator.backend=openai", f"annotator.base_url={server.url}")
-        with pytest.raises(ConfigError, match=f"HTTP {status}.*OPENAI_API_KEY is set but refused") as e:
+        with pytest.raises(
+            ConfigError, match=f"HTTP {status}.*OPENAI_API_KEY is set but refused"
+        ) as e:
             preflight(config)
         assert SECRET not in str(e.value)
     finally:
@@ -131,7 +148,12 @@ def test_no_labels_or_unreadable_answers_end_the_run_with_why_and_what_to_do(tmp
     healthy = {LABELS_TOTAL: 300.0, BACKEND_UP: 1.0, INVALID_RATE: 0.02, PENDING: 3.0}
     assert labels_verdict(config, healthy) is None
     assert "never reported" in labels_verdict(config, None)
-    assert labels_verdict(_config(tmp_path, "reward_model.name=none", "reward.intrinsic_coef=0"), None) is None
+    loading = {**never_up, BACKEND_STATE: STARTING}
+    assert "still loading when the run ended" in labels_verdict(config, loading)
+    assert (
+        labels_verdict(_config(tmp_path, "reward_model.name=none", "reward.intrinsic_coef=0"), None)
+        is None
+    )
 
 
 @pytest.mark.nle
