@@ -1,5 +1,5 @@
-"""The `rogueray` command line: train, resume, scale, labels. Every input is checked before Ray
-starts."""
+"""The `rogueray` command line: train, resume, scale, labels, evaluate, replay, compare, doctor,
+judge. Every input is checked before Ray starts."""
 
 from __future__ import annotations
 
