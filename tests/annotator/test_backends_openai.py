@@ -200,11 +200,10 @@ def test_completions_endpoint_needs_a_template_for_chats(scripted):
 def test_many_requests_in_flight_at_once(scripted):
     scripted.delay_s = 0.2
     backend = _fast(scripted, max_concurrency=16)
-    t0 = time.monotonic()
     results = asyncio.run(backend.choice_probs([_chat(f"fire {i}") for i in range(32)], YES_NO))
-    elapsed = time.monotonic() - t0
     assert all(r is not None for r in results)
-    assert elapsed < 2.0  # 32 x 0.2 s = 6.4 s one at a time; 16 at once: ~0.4 s
+    # Counted by the server, not timed: requests overlap, and never more than max_concurrency.
+    assert 1 < scripted.max_in_flight <= 16
 
 
 # ---- faults -------------------------------------------------------------------------------

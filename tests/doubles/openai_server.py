@@ -113,6 +113,9 @@ class OpenAICompatServer:
         self.host = host
         self.port = port
         self.delay_s = 0.0
+        self.in_flight = 0  # POSTs being answered now, and the most at once
+        self.max_in_flight = 0
+        self._in_flight_lock = threading.Lock()
         self.garbage: str | None = None
         self.fail_status: int | None = None
         self.fail_count: int | None = None  # None: every POST fails while fail_status is set
@@ -325,7 +328,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         if srv.delay_s:
+            with srv._in_flight_lock:
+                srv.in_flight += 1
+                srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
             time.sleep(srv.delay_s)
+            with srv._in_flight_lock:
+                srv.in_flight -= 1
         srv.authorization = self.headers.get("Authorization")
         if srv.fail_status and srv.fail_count != 0:
             if srv.fail_count is not None:
