@@ -39,13 +39,22 @@ def startup_banner(config: RunConfig, resume_step: int | None) -> list[str]:
     ]
     if wants_annotator(config):
         ann = config.annotator
-        where = ann.base_url if ann.backend == "openai" else "in process"
-        lines.append(
+        head = (
             f"{PREFIX} reward model {config.reward_model.name}, intrinsic coef "
-            f"{config.reward.intrinsic_coef:g}; annotator backend {ann.backend} ({where}), "
-            f"model {ann.model}: loads in the background (the first run also fetches and "
-            "converts the embedded model, about a minute); training does not wait for it"
+            f"{config.reward.intrinsic_coef:g}; annotator backend {ann.backend}"
         )
+        if ann.backend == "openai":
+            tail = f" at {ann.base_url}: labels once it answers; training does not wait for it"
+        elif ann.backend == "rules":
+            tail = " (regex rules, no LLM)"
+        else:
+            first = " (the first run also fetches and converts it, about a minute)"
+            embedded = ann.model == "smollm2-135m"
+            tail = (
+                f" (in process), model {ann.model}: loads in the background"
+                f"{first if embedded else ''}; training does not wait for it"
+            )
+        lines.append(head + tail)
     else:
         lines.append(f"{PREFIX} reward model {config.reward_model.name} (extrinsic reward only)")
     if config.mode == "ray":
