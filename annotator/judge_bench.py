@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from annotator.asking import INVALID, ask
 from annotator.calibration import Calibrator
-from annotator.parsing import parse_answer
 from annotator.prompts import GOALS, Prompt, classification_prompt, ranking_prompt
 
 SET_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "judge_set"
@@ -237,35 +237,11 @@ class Answers:
     labelled: int = 0
 
 
-def _chat(prompt: Prompt) -> list[dict[str, str]]:
-    return [{"role": r, "content": c} for r, c in prompt.messages]
-
-
 async def _ask(backend, prompts: Sequence[Prompt]) -> list[object]:
-    """One batch: a value per prompt, "invalid" (answered, unusable) or None (request failed)."""
-    chats = [_chat(p) for p in prompts]
-    first = prompts[0]
-    if first.style == "direct":
-        probs = await backend.choice_probs(chats, first.choices)
-        out: list[object] = []
-        for p, prompt in zip(probs, prompts, strict=True):
-            if p is None:
-                out.append(None)
-            elif not p:
-                out.append("invalid")
-            else:
-                values = prompt.values
-                out.append(float(sum(v * values[c] for c, v in p.items() if c in values)))
-        return out
-    texts = await backend.generate(chats, max_tokens=first.max_tokens, temperature=0.0)
-    out = []
-    for text, prompt in zip(texts, prompts, strict=True):
-        if text is None:
-            out.append(None)
-        else:
-            value = parse_answer(text, prompt)
-            out.append("invalid" if value is None else value)
-    return out
+    """One batch, read as the annotator reads it (`annotator.asking.ask`, every prompt asked
+    greedily): a value per prompt, "invalid" (answered, unusable) or None (request failed)."""
+    outs = await ask(backend, list(prompts), [False] * len(prompts))
+    return ["invalid" if out is INVALID else out for out in outs]
 
 
 async def _ask_all(
