@@ -5,28 +5,12 @@ Real NetHack; the NetHack seeds each reset used are read back from NLE."""
 import numpy as np
 import pytest
 
-from actors import nle_tasks
 from actors.rollout import RolloutWorker
 from learner.models import UniformPolicy
 
 pytestmark = pytest.mark.nle
 
 ENV_ID = "NetHackScoreExtendedActions-v1"
-
-
-@pytest.fixture
-def nethack_seeds(monkeypatch):
-    """Every (core, disp) pair NetHack was reset with, in order."""
-    seen: list[tuple[int, int]] = []
-    real_reset = nle_tasks.OniTask.reset
-
-    def reset(self, **kwargs):
-        out = real_reset(self, **kwargs)
-        seen.append(tuple(int(s) for s in self.get_seeds()[:2]))
-        return out
-
-    monkeypatch.setattr(nle_tasks.OniTask, "reset", reset)
-    return seen
 
 
 def _worker(**kwargs):

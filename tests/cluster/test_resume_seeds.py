@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from actors import nle_tasks
 from cluster.checkpoint import list_checkpoints
 from cluster.config import load_config
 from cluster.driver import train
@@ -14,20 +13,6 @@ from cluster.driver import train
 pytestmark = [pytest.mark.nle, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def nethack_seeds(monkeypatch):
-    seen: list[tuple[int, int]] = []
-    real_reset = nle_tasks.OniTask.reset
-
-    def reset(self, **kwargs):
-        out = real_reset(self, **kwargs)
-        seen.append(tuple(int(s) for s in self.get_seeds()[:2]))
-        return out
-
-    monkeypatch.setattr(nle_tasks.OniTask, "reset", reset)
-    return seen
 
 
 def _run(run_dir, seen, total_env_steps=64):
