@@ -123,6 +123,29 @@ def _config_for(run_dir: Path, state: dict[str, Any], env_id: str | None) -> Run
     )
 
 
+def prepare(
+    target: str | Path, env_id: str | None, episodes: int, max_episode_steps: int | None
+) -> tuple[Loaded, Any, Any, RunConfig]:
+    """What evaluate and replay share before playing: the episode count checked (EvaluationError),
+    torch on a few threads, the checkpoint's policy and reward model on CPU, and its config with
+    the episode cap (`max_episode_steps`, or the run's own) applied."""
+    import torch
+
+    if episodes < 1:
+        raise EvaluationError(f"--episodes must be >= 1, got {episodes}")
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    loaded = load_for_evaluation(target, env_id)
+    policy, reward_model = build_policy_and_reward(loaded)
+    config = loaded.config
+    cap = max_episode_steps if max_episode_steps is not None else config.env.max_episode_steps
+    return (
+        loaded,
+        policy,
+        reward_model,
+        replace(config, env=replace(config.env, max_episode_steps=cap)),
+    )
+
+
 def build_policy_and_reward(loaded: Loaded):
     """The policy (eval mode, CPU) and the reward model (None without one) of the checkpoint."""
     from cluster.annotation import build_reward_model, wants_annotator
@@ -322,16 +345,8 @@ def evaluate(
     progress: bool | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Evaluate; returns the summary JSON's content and the paths written."""
-    import torch
-
-    if episodes < 1:
-        raise EvaluationError(f"--episodes must be >= 1, got {episodes}")
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    loaded = load_for_evaluation(target, env_id)
-    policy, reward_model = build_policy_and_reward(loaded)
-    config = loaded.config
-    cap = max_episode_steps if max_episode_steps is not None else config.env.max_episode_steps
-    config = replace(config, env=replace(config.env, max_episode_steps=cap))
+    loaded, policy, reward_model, config = prepare(target, env_id, episodes, max_episode_steps)
+    cap = config.env.max_episode_steps
     from tqdm import tqdm
 
     results: list[EpisodeResult] = []

@@ -376,19 +376,13 @@ def replay(
 ) -> tuple[Path, list[EpisodeRecord]]:
     """Record `episodes` episodes of the checkpoint's policy; returns the output folder and the
     records (with the paths written for each episode)."""
-    import torch
 
-    from cluster.evaluate import EvaluationError, build_policy_and_reward, load_for_evaluation
+    from cluster.evaluate import EvaluationError, prepare
 
-    if episodes < 1:
-        raise EvaluationError(f"--episodes must be >= 1, got {episodes}")
     if mode not in ("greedy", "sampled"):
         raise EvaluationError(f"--mode must be greedy or sampled, got {mode!r}")
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    loaded = load_for_evaluation(target, env_id)
-    policy, reward_model = build_policy_and_reward(loaded)
-    config = loaded.config
-    cap = max_episode_steps if max_episode_steps is not None else config.env.max_episode_steps
+    loaded, policy, reward_model, config = prepare(target, env_id, episodes, max_episode_steps)
+    cap = config.env.max_episode_steps
     out = (
         Path(out_dir) if out_dir is not None else loaded.run_dir / "replay" / loaded.checkpoint.stem
     )
