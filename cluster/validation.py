@@ -49,6 +49,12 @@ def _calibrations() -> tuple[str, ...]:
     return CALIBRATIONS
 
 
+def _endpoints() -> tuple[str, ...]:
+    from annotator.backends.openai_wire import ENDPOINTS
+
+    return ENDPOINTS
+
+
 def _reward_models() -> tuple[str, ...]:
     from reward_models.registry import REWARD_MODELS  # imports torch: only when validating
 
@@ -64,6 +70,7 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "annotator.style": _styles,
     "annotator.goal": _goals,
     "annotator.calibration": _calibrations,
+    "annotator.endpoint": _endpoints,
 }
 """String keys with a fixed set of values -> the values, from their owners (annotator backends,
 prompts, calibrations, reward models), so a new one needs no second edit here."""

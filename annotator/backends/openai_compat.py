@@ -55,6 +55,7 @@ from annotator.backends.base import (
 from annotator.backends.openai_http import OpenAIHTTP, RefusedRequest
 from annotator.backends.openai_retry import Secret
 from annotator.backends.openai_wire import (
+    ENDPOINTS,
     InvalidAnswer,
     answer_text,
     first_token_logprobs,
@@ -64,8 +65,6 @@ from annotator.backends.openai_wire import (
 )
 
 log = logging.getLogger(__name__)
-
-_ENDPOINTS = ("chat", "completions")
 
 
 class _NoChoice(InvalidAnswer):
@@ -118,7 +117,7 @@ class OpenAIBackend(OpenAIHTTP):
     ) -> None:
         super().__init__()
         self.base_url = normalize_base_url(base_url)
-        if endpoint not in _ENDPOINTS:
+        if endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint {endpoint!r} is not supported; allowed: chat, completions")
         for name, value in (("max_concurrency", max_concurrency), ("top_logprobs", top_logprobs)):
             if not isinstance(value, int) or value < 1:

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from annotator.backends.base import match_choice
 
+ENDPOINTS = ("chat", "completions")  # /v1/chat/completions, /v1/completions
+
 
 class InvalidAnswer(Exception):
     """The server answered, but not with something usable (not retried)."""
