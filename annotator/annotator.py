@@ -22,21 +22,24 @@ from annotator.calibration import Calibrator
 from annotator.config import AnnotatorConfig
 from annotator.kinds import annotation_kind
 from annotator.label_store import LabelStore
+from annotator.metrics import (
+    ANSWERING,
+    BACKEND_STATE,
+    BACKEND_UP,
+    BATCH_SIZE,
+    DROPPED,
+    FAILED_REQUESTS,
+    FIRST_LABEL_DELAY,
+    INVALID_RATE,
+    LABELS_PER_S,
+    LABELS_TOTAL,
+    NOT_ANSWERING,
+    PENDING,
+    POSITIVE_FRACTION,
+    STARTING,
+)
 from annotator.pacing import BatchSizer, Notices, sleep_or_stop, unreadable_notice
 from reward_models import sample_pairs
-
-LABELS_TOTAL = "annotator/labels_total"
-LABELS_PER_S = "annotator/labels_per_s"
-PENDING = "annotator/pending"
-INVALID_RATE = "annotator/invalid_answer_rate"
-POSITIVE_FRACTION = "annotator/positive_fraction"
-DROPPED = "annotator/dropped_total"
-FAILED_REQUESTS = "annotator/failed_requests"
-BACKEND_UP = "annotator/backend_up"
-BACKEND_STATE = "annotator/backend_state"  # STARTING, ANSWERING or NOT_ANSWERING
-STARTING, ANSWERING, NOT_ANSWERING = 0.0, 1.0, -1.0
-BATCH_SIZE = "annotator/batch_size"
-FIRST_LABEL_DELAY = "annotator/first_label_delay_s"
 
 NOTICE_INTERVAL_S = 60.0  # one console line per kind of trouble at most this often
 FIRST_BATCH = 4  # small, so the first labels arrive within seconds on a loaded machine

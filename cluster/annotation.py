@@ -167,7 +167,7 @@ def _probe_server(config: RunConfig, timeout_s: float) -> list[str]:
 def labels_verdict(config: RunConfig, stats: dict[str, float] | None) -> str | None:
     """At the end of a run with an annotator: a message when it went wrong (no labels, or most
     answers unreadable), saying why and what to do; None when labelling worked."""
-    from annotator.annotator import (
+    from annotator.metrics import (
         BACKEND_STATE,
         BACKEND_UP,
         INVALID_RATE,

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from annotator.annotator import ANSWERING, BACKEND_STATE, NOT_ANSWERING, STARTING
+from annotator.metrics import ANSWERING, BACKEND_STATE, NOT_ANSWERING, STARTING
 
 if TYPE_CHECKING:
     from cluster.config import RunConfig

@@ -16,8 +16,15 @@ import numpy as np
 import yaml
 
 from actors.messages import EpisodeStats
+from annotator.metrics import (  # the annotator names its stats (Annotator.stats)
+    INVALID_RATE,
+    LABELS_TOTAL,
+    PENDING,
+    POSITIVE_FRACTION,
+)
 from cluster.console import Console
 from learner.metrics import RETURN_INTRINSIC
+from reward_models.base import ACCURACY as RM_ACCURACY  # reward models name their stats
 
 # One point per finished episode.
 EPISODE_RETURN = "episode/return_extrinsic"
@@ -36,16 +43,6 @@ ENV_STEPS_PER_S = "perf/env_steps_per_s"
 WORKERS_ALIVE = "system/workers_alive"
 WORKERS_WAITING = "system/workers_waiting"  # added by `rogueray scale`, waiting for CPUs
 WORKER_RESTARTS = "system/worker_restarts"
-
-# The annotator's stats (annotator/annotator.py) and the reward model's (reward_models/base.py),
-# restated so that this module and `rogueray compare` do not import them.
-LABELS_TOTAL = "annotator/labels_total"
-PENDING = "annotator/pending"
-INVALID_RATE = "annotator/invalid_answer_rate"
-POSITIVE_FRACTION = "annotator/positive_fraction"
-BACKEND_UP = "annotator/backend_up"
-ANNOTATOR_STATE = "annotator/state"
-RM_ACCURACY = "reward_model/accuracy"
 
 WINDOW_SIZE = 100
 

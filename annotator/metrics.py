@@ -1,0 +1,16 @@
+"""The annotator's metric names (TensorBoard tags), as constants: the keys of `Annotator.stats`.
+One place per name: `cluster/metrics.py` and the console import them from here."""
+
+LABELS_TOTAL = "annotator/labels_total"
+LABELS_PER_S = "annotator/labels_per_s"
+PENDING = "annotator/pending"
+INVALID_RATE = "annotator/invalid_answer_rate"
+POSITIVE_FRACTION = "annotator/positive_fraction"
+DROPPED = "annotator/dropped_total"
+FAILED_REQUESTS = "annotator/failed_requests"
+BACKEND_UP = "annotator/backend_up"
+BACKEND_STATE = "annotator/backend_state"  # STARTING, ANSWERING or NOT_ANSWERING
+STARTING, ANSWERING, NOT_ANSWERING = 0.0, 1.0, -1.0
+"""The values of BACKEND_STATE: not yet answered, answering, not answering (down or failed)."""
+BATCH_SIZE = "annotator/batch_size"
+FIRST_LABEL_DELAY = "annotator/first_label_delay_s"
