@@ -22,6 +22,7 @@ from annotator.calibration import Calibrator
 from annotator.config import AnnotatorConfig
 from annotator.kinds import annotation_kind
 from annotator.label_store import LabelStore
+from annotator.latency import LabelLatency
 from annotator.metrics import (
     ANSWERING,
     BACKEND_STATE,
@@ -83,6 +84,7 @@ class Annotator:
         self._started = time.monotonic()
         self._first_caption: float | None = None
         self._first_label_delay: float | None = None
+        self._latency = LabelLatency()  # first sighting -> label, p50/p95 in stats()
         self._backend_up = False
         self._sizer = BatchSizer(FIRST_BATCH, config.batch_size, config.target_batch_s)
         self._notices = Notices(NOTICE_INTERVAL_S)
@@ -109,6 +111,7 @@ class Annotator:
             if self._first_caption is None and caption_counts:
                 self._first_caption = time.monotonic()
             self._sightings.update(caption_counts)
+            self._latency.seen(caption_counts, time.monotonic())
             self._unflushed.update(caption_counts)
             for caption in caption_counts:
                 if self._pairs:
@@ -139,7 +142,7 @@ class Annotator:
                 FAILED_REQUESTS: float(self.counts["failed"]),
                 BACKEND_UP: float(self._backend_up),
                 BACKEND_STATE: self._state(),
-                BATCH_SIZE: float(self._sizer.size),
+                BATCH_SIZE: float(self._sizer.size), **self._latency.stats(),
                 **(
                     {}
                     if self._first_label_delay is None
@@ -336,6 +339,7 @@ class Annotator:
             self.counts["positive"] += sum(self.kind.positive(label) for label in labels)
             for (item, _), label in zip(valid, labels, strict=True):
                 self._queue.labelled(item)
+                self._latency.labelled(item, time.monotonic())
                 self._outbox.append(label)
             for item in invalid:
                 self._queue.unreadable(item, self._retry_limit())

@@ -14,3 +14,6 @@ STARTING, ANSWERING, NOT_ANSWERING = 0.0, 1.0, -1.0
 """The values of BACKEND_STATE: not yet answered, answering, not answering (down or failed)."""
 BATCH_SIZE = "annotator/batch_size"
 FIRST_LABEL_DELAY = "annotator/first_label_delay_s"
+LABEL_LATENCY_P50 = "annotator/label_latency_p50_s"
+"""Median seconds from a caption's first sighting to its stored label, over recent labels."""
+LABEL_LATENCY_P95 = "annotator/label_latency_p95_s"
