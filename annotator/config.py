@@ -1,12 +1,19 @@
 """The annotator's settings: which LLM, how to ask it, how hard to push it. A typed dataclass,
 one of the sections of the run config (`annotator.*`), documented field by field; each number
-declares its domain in its type (cluster/schema.py)."""
+declares its domain in its type (config_schema/domains.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.schema import Count, Fraction, NonNegative, NonNegativeInt, OpenFraction, Positive
+from config_schema.domains import (
+    Count,
+    Fraction,
+    NonNegative,
+    NonNegativeInt,
+    OpenFraction,
+    Positive,
+)
 
 
 @dataclass

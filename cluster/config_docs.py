@@ -12,8 +12,8 @@ import sys
 from typing import Any
 
 from cluster.config import RunConfig
-from cluster.schema import ConfigKey, config_keys, field_docs, sections
 from cluster.validation import CHOICES
+from config_schema.keys import ConfigKey, config_keys, field_docs, sections
 
 COMMAND = "python -m cluster.config_docs > docs/config.md"
 

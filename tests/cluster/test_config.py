@@ -10,7 +10,8 @@ import pytest
 
 from cluster.config import ConfigError, RunConfig, load_config
 from cluster.config_docs import COMMAND, render
-from cluster.schema import Positive, config_keys, field_docs, sections
+from config_schema.domains import Positive
+from config_schema.keys import config_keys, field_docs, sections
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = config_keys(RunConfig)
