@@ -1,5 +1,5 @@
 """The `rogueray` command line: train, resume, scale, labels, evaluate, replay, compare, doctor,
-judge. Every input is checked before Ray starts."""
+judge, and offline Motif's collect, annotate, fit-reward. Every input is checked before Ray starts."""
 
 from __future__ import annotations
 
@@ -7,10 +7,20 @@ import argparse
 import errno
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from cluster import compare_cli, doctor, evaluate_cli, judge_cli, labels_cli, replay_cli
+from cluster import (
+    compare_cli,
+    doctor,
+    evaluate_cli,
+    judge_cli,
+    labels_cli,
+    motif_cli,
+    replay_cli,
+)
 from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
+from cluster.ray_job import job_run_dir
 from cluster.scaling import ScaleError, request_workers, running_driver, withdraw_request
 from cluster.validation import saved_config
 
@@ -61,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_parser(sub)
     compare_cli.add_parser(sub)
     judge_cli.add_parser(sub)
+    motif_cli.add_parsers(sub)
     return parser
 
 
@@ -172,6 +183,17 @@ def _run_tool(args) -> int:
         raise
 
 
+def _run_motif(args) -> int:
+    """collect, annotate, fit-reward: what the user must fix is one line and exit 2."""
+    from cluster.collect import DatasetError
+
+    try:
+        return motif_cli.run(args)
+    except (DatasetError, ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"rogueray: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def _split_config_arg(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
     """`rogueray train key=value` (no file): the first positional is an override, not a file."""
     if config is not None and "=" in config and not Path(config).exists():
@@ -186,6 +208,25 @@ def _load_for_train(args) -> RunConfig:
 
 def _load_for_resume(args) -> RunConfig:
     return load_config(saved_config(args.run_dir), [f"run_dir={args.run_dir}", *args.overrides])
+
+
+def _job_run_dir(args) -> None:
+    """As the entrypoint of a Ray job, resume's relative RUN_DIR is taken relative to the home
+    directory: the job's working directory is a temporary copy of the code (cluster/ray_job.py)."""
+    if args.command == "resume":
+        args.run_dir, line = job_run_dir(args.run_dir)
+        if line is not None and not (args.quiet or args.print_config):
+            print(line, flush=True)
+
+
+def _job_config(config: RunConfig, args) -> RunConfig:
+    """`train`'s config with its run_dir as a Ray job's entrypoint must use it."""
+    run_dir, line = job_run_dir(config.run_dir)
+    if line is None:
+        return config
+    if not (args.quiet or args.print_config):
+        print(line, flush=True)
+    return replace(config, run_dir=run_dir)
 
 
 _DISK_ERRORS = {
@@ -251,14 +292,18 @@ def _main(argv: list[str] | None = None) -> int:
             return 2
     if args.command in ("evaluate", "replay", "compare"):
         return _run_tool(args)
+    if args.command in motif_cli.COMMANDS:
+        return _run_motif(args)
     if args.command == "judge":
         try:
             return judge_cli.run(args)
         except (ConfigError, ValueError, FileNotFoundError) as exc:
             print(f"rogueray: error: {exc}", file=sys.stderr)
             return 2
+    _job_run_dir(args)
     try:
         config = _load_for_train(args) if args.command == "train" else _load_for_resume(args)
+        config = _job_config(config, args)
     except ConfigError as exc:
         print(f"rogueray: error: {exc}", file=sys.stderr)
         return 2

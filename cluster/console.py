@@ -58,7 +58,10 @@ def startup_banner(config: RunConfig, resume_step: int | None) -> list[str]:
     else:
         lines.append(f"{PREFIX} reward model {config.reward_model.name} (extrinsic reward only)")
     if config.mode == "ray":
-        where = "a local Ray" if config.ray_address is None else f"Ray at {config.ray_address}"
+        from cluster.ray_job import joined_address
+
+        address = joined_address(config.ray_address)
+        where = "a local Ray" if address is None else f"Ray at {address}"
         lines.append(f"{PREFIX} starting {where}, then the workers, the learner and the annotator")
     lines.append(f"{PREFIX} TensorBoard: tensorboard --logdir {config.run_dir}")
     return lines

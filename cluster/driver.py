@@ -21,6 +21,7 @@ from cluster.config import ConfigError, RunConfig, dump_yaml
 from cluster.console import startup_banner
 from cluster.loop import TrainingLoop
 from cluster.loop import notify as _notify
+from cluster.ray_job import joined_address
 from cluster.run_files import check_run_files
 from cluster.runner import Runner
 from cluster.scaling import (
@@ -137,6 +138,8 @@ def _make_runner(config: RunConfig, spec: EnvSpec, flag: StopFlag) -> tuple[Runn
     from cluster.placement import start_ray
     from cluster.ray_runner import RayRunner
 
+    # The entrypoint of a Ray job joins the job's cluster (RAY_ADDRESS): cluster/ray_job.py.
+    config = replace(config, ray_address=joined_address(config.ray_address))
     started_ray = start_ray(config, quiet=True)
     flag.reinstall()  # ray.init replaced our SIGINT/SIGTERM handlers with its own
     try:
