@@ -41,6 +41,10 @@ def build_reward_model(config: RunConfig) -> RewardModel:
         "normalize": rm.normalize,
         "device": rm.device,
         "seed": config.seed,
+        "goal": config.annotator.goal,
+        "goal_sentence": rm.goal_sentence,
+        "embedding": rm.embedding,
+        "cache_size": rm.embedding_cache,
     }
     if rm.threshold is not None:
         candidates["threshold"] = rm.threshold

@@ -135,7 +135,7 @@ class RewardModelConfig:
     """From this many labels on, one gradient step per learner update instead (ONI's schedule)."""
     threshold: Finite | None = None
     """Reward threshold; None keeps the model's own (classification 0.5 on P(helpful), ranking
-    -0.5 on the normalised output, hashing none)."""
+    -0.5 on the normalised output, hashing none, ellm 0.4 on the cosine similarity)."""
     normalize: bool = True
     """Ranking: normalise and threshold as ONI intended; false reproduces the released code."""
     width: str = "oni"
@@ -143,6 +143,14 @@ class RewardModelConfig:
     step; what a CPU learner can afford while labels stream in)."""
     device: str = "cpu"
     """Torch device the reward model trains and scores on, e.g. "cpu" or "cuda:0"."""
+    goal_sentence: str | None = None
+    """ellm: the sentence whose similarity to each caption is the reward; None takes the one of
+    annotator.goal (GOAL_SENTENCES in reward_models/ellm.py)."""
+    embedding: str = "all-minilm-l6-v2"
+    """ellm: the sentence embedding (EMBEDDERS in reward_models/embedding.py)."""
+    embedding_cache: Count = 20_000
+    """ellm: captions whose embeddings are kept, least recently used dropped first (1.5 KB each
+    for all-minilm-l6-v2)."""
 
 
 @dataclass

