@@ -31,9 +31,9 @@ def test_config_loads(path, tmp_path):
 def test_oni_grid_is_complete():
     names = {p.stem for p in CONFIGS if p.parent.name == "oni"}
     for task in ("score", "staircase-lvl3", "staircase-lvl4", "oracle"):
-        for method in ("extrinsic", "hashing", "classification", "ranking"):
+        for method in ("extrinsic", "hashing", "classification", "ranking", "ellm"):
             assert f"{task}-{method}" in names
-    for method in ("hashing", "classification", "ranking"):
+    for method in ("hashing", "classification", "ranking", "ellm"):
         assert f"score-reward-free-{method}" in names
 
 
