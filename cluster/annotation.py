@@ -41,6 +41,8 @@ def build_reward_model(config: RunConfig) -> RewardModel:
         "normalize": rm.normalize,
         "device": rm.device,
         "seed": config.seed,
+        "path": rm.path,
+        "quantile": rm.quantile,
         "goal": config.annotator.goal,
         "goal_sentence": rm.goal_sentence,
         "embedding": rm.embedding,

@@ -1,5 +1,6 @@
 """The `rogueray` command line: train, resume, scale, labels, evaluate, replay, compare, doctor,
-judge. Every input is checked before Ray starts."""
+judge, and offline Motif's collect, annotate, fit-reward. Every input is checked before Ray
+starts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from cluster import compare_cli, doctor, evaluate_cli, judge_cli, labels_cli, replay_cli
+from cluster import (
+    compare_cli,
+    doctor,
+    evaluate_cli,
+    judge_cli,
+    labels_cli,
+    motif_cli,
+    replay_cli,
+)
 from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
 from cluster.ray_job import job_run_dir
 from cluster.scaling import ScaleError, request_workers, running_driver, withdraw_request
@@ -63,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_parser(sub)
     compare_cli.add_parser(sub)
     judge_cli.add_parser(sub)
+    motif_cli.add_parsers(sub)
     return parser
 
 
@@ -174,6 +184,17 @@ def _run_tool(args) -> int:
         raise
 
 
+def _run_motif(args) -> int:
+    """collect, annotate, fit-reward: what the user must fix is one line and exit 2."""
+    from cluster.collect import DatasetError
+
+    try:
+        return motif_cli.run(args)
+    except (DatasetError, ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"rogueray: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def _split_config_arg(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
     """`rogueray train key=value` (no file): the first positional is an override, not a file."""
     if config is not None and "=" in config and not Path(config).exists():
@@ -272,6 +293,8 @@ def _main(argv: list[str] | None = None) -> int:
             return 2
     if args.command in ("evaluate", "replay", "compare"):
         return _run_tool(args)
+    if args.command in motif_cli.COMMANDS:
+        return _run_motif(args)
     if args.command == "judge":
         try:
             return judge_cli.run(args)

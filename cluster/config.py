@@ -22,6 +22,7 @@ from cluster.schema import (
     Count,
     Discount,
     Finite,
+    Fraction,
     NonNegative,
     NonNegativeInt,
     OddCount,
@@ -124,7 +125,8 @@ class RewardConfig:
 @dataclass
 class RewardModelConfig:
     name: str = "none"
-    """Intrinsic reward model: "none", "hashing" (ONI-retrieval), "classification", "ranking"."""
+    """Intrinsic reward model: "none", "hashing" (ONI-retrieval), "classification", "ranking",
+    "motif" (offline Motif: a frozen reward fitted by `rogueray fit-reward`)."""
     learning_rate: Positive = 1e-4
     """Adam step size of the reward model (classification, ranking)."""
     batch_size: Count = 256
@@ -143,6 +145,12 @@ class RewardModelConfig:
     step; what a CPU learner can afford while labels stream in)."""
     device: str = "cpu"
     """Torch device the reward model trains and scores on, e.g. "cpu" or "cuda:0"."""
+    path: str | None = None
+    """motif: the fitted reward file `rogueray fit-reward DATASET` wrote (e.g.
+    datasets/score/reward/motif_reward.pt); checked before Ray starts."""
+    quantile: Fraction = 0.5
+    """motif: the normalised reward is zeroed unless above this quantile of it over the distinct
+    training captions; one of 0.05, 0.10, ..., 0.95 (Motif used the median, 0.5)."""
     goal_sentence: str | None = None
     """ellm: the sentence whose similarity to each caption is the reward; None takes the one of
     annotator.goal (GOAL_SENTENCES in reward_models/ellm.py)."""

@@ -1,7 +1,8 @@
 """Pre-flight checks of the files a run opens, before Ray starts: the label store, the
-checkpoints (that they can be read; loading them is cluster/checkpoint.py's) and the model cache.
-A file that cannot be used is a ConfigError (exit 2) naming the file and what to do, rather than
-an actor dying inside Ray with the reason at the end of its traceback."""
+checkpoints (that they can be read; loading them is cluster/checkpoint.py's), the model cache
+and a fitted Motif reward (reward_model.path). A file that cannot be used is a ConfigError
+(exit 2) naming the file and what to do, rather than an actor dying inside Ray with the reason at
+the end of its traceback."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def check_run_files(config: RunConfig, *, checkpoints: bool = True) -> None:
         _check_checkpoints(Path(config.run_dir))
     from cluster.annotation import label_store_path, wants_annotator
 
+    if config.reward_model.name == "motif":
+        from reward_models.motif import MotifFileError, load_fitted
+
+        try:
+            load_fitted(config.reward_model.path)
+        except MotifFileError as exc:
+            raise ConfigError(f"config key 'reward_model.path': {exc}") from None
     if not wants_annotator(config):
         return
     from annotator.label_store import LabelStoreError, verify_store

@@ -123,6 +123,9 @@ def _validate_intrinsic(config: RunConfig) -> None:
             f"reward_model.name={rm.name!r} needs reward.intrinsic_coef > 0 (got "
             f"{config.reward.intrinsic_coef}); set it (ONI used 0.4) or reward_model.name=none"
         )
+    if rm.name == "motif":
+        _check_motif(rm.path, rm.quantile)
+        return  # a frozen fitted reward: no annotator, no LLM to check
     if rm.name == "ellm":
         _check_ellm(rm)
         return  # a fixed similarity: no annotator, no LLM to check
@@ -133,6 +136,24 @@ def _validate_intrinsic(config: RunConfig) -> None:
             _check_rules(ann.model)
     elif rm.name != "none" and ann.node_resource is None:
         _check_model(ann.model)  # else it lives on the LLM node, where the annotator checks it
+
+
+def _check_motif(path: str | None, quantile: float) -> None:
+    """reward_model.name=motif: a path is given and the quantile is one the fitted file carries
+    (the file itself is read before Ray starts, by cluster/run_files.py)."""
+    from reward_models.motif import QUANTILE_LEVELS
+
+    if not path:
+        raise ConfigError(
+            "reward_model.name=motif needs reward_model.path: the file `rogueray fit-reward "
+            "DATASET` wrote (e.g. datasets/score/reward/motif_reward.pt)"
+        )
+    if not any(abs(quantile - level) < 1e-9 for level in QUANTILE_LEVELS):
+        levels = ", ".join(f"{q:.2f}" for q in QUANTILE_LEVELS)
+        raise ConfigError(
+            f"config key 'reward_model.quantile' must be one of {levels} (the quantiles a fitted "
+            f"Motif reward carries); got {quantile!r}"
+        )
 
 
 def _check_ellm(rm) -> None:

@@ -9,6 +9,7 @@ from reward_models.base import NoRewardModel, RewardModel
 from reward_models.classification import ClassificationRewardModel
 from reward_models.ellm import EllmRewardModel
 from reward_models.hashing import HashingRewardModel
+from reward_models.motif import MotifRewardModel
 from reward_models.ranking import RankingRewardModel
 
 REWARD_MODELS: dict[str, type[RewardModel]] = {
@@ -17,8 +18,10 @@ REWARD_MODELS: dict[str, type[RewardModel]] = {
     "classification": ClassificationRewardModel,
     "ranking": RankingRewardModel,
     "ellm": EllmRewardModel,
+    "motif": MotifRewardModel,
 }
-"""Name (the config's `reward_model.name`) -> class; ONI's retrieval is `hashing`."""
+"""Name (the config's `reward_model.name`) -> class; ONI's retrieval is `hashing`; `motif` is
+offline Motif (a frozen fitted reward, reward_models/motif.py)."""
 
 
 def reward_model_options(name: str) -> dict[str, Any]:

@@ -30,9 +30,9 @@ def test_options_are_passed():
 
 def test_unknown_name_lists_the_names():
     with pytest.raises(ValueError) as error:
-        make_reward_model("motif")
+        make_reward_model("motiv")
     message = str(error.value)
-    assert "'motif'" in message
+    assert "'motiv'" in message
     assert all(name in message for name in ("none", "hashing", "classification", "ranking"))
 
 

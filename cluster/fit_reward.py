@@ -1,0 +1,203 @@
+"""`rogueray fit-reward DATASET`: offline Motif's reward model (Klissarov et al. 2023, section 3;
+Motif's scripts/train_reward.py) fitted on the pair labels `rogueray annotate` stored, with
+reward_models/ranking.py's network and Bradley-Terry loss (ties are 0.5 targets; unknown pairs
+are not in the label store, so never trained on).
+
+- Split: a random `val_fraction` of the distinct pairs (seeded) is held out for validation.
+- Training: `epochs` epochs of ceil(train pairs / batch_size) Adam steps, each on a random batch
+  of distinct training pairs (RankingRewardModel's own steps). TensorBoard under
+  `OUT/tensorboard`: fit/{train,val}_{loss,accuracy} per epoch (accuracy over non-tie pairs).
+- Normalisation: mean and (population) std of the raw reward over every caption occurrence in
+  the training pairs (two per pair: frequency-weighted, as Motif's reward_mean / reward_var).
+- Quantiles: the 0.05, ..., 0.95 quantiles (numpy's linear rule) of the normalised reward over
+  the distinct captions of the training pairs, as Motif's train_norm_quantiles.csv. They are a
+  field of the fitted file (`quantiles`), which `motif` reads; `OUT/quantiles.json` is a
+  readable copy of that field.
+Written: `OUT/motif_reward.pt` (reward_models/motif.py's format), quantiles.json, metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from actors.messages import PairLabel
+from annotator.label_store import LabelStore, StoreInspector
+from cluster.collect import DatasetError, load_dataset
+from cluster.motif_annotate import LABEL_STORE
+from reward_models.pair_sampling import pair_key
+
+log = logging.getLogger(__name__)
+
+REWARD_FILE = "motif_reward.pt"
+SMALL = {"embed_dim": 16, "channels": 32, "text_dim": 64, "head_sizes": (64, 128)}
+ONI = {"embed_dim": 32, "channels": 64, "text_dim": 128, "head_sizes": (256, 512)}
+
+
+@dataclass
+class FitResult:
+    path: Path
+    train_pairs: int
+    val_pairs: int
+    history: list[dict[str, float]]
+    mean: float
+    std: float
+    quantiles: dict[float, float]
+
+
+def choose_group(store_path: Path, group: tuple[str, str] | None) -> tuple[str, str]:
+    """The (model id, prompt version) to fit on: `group`, or the store's only one with pair
+    labels. DatasetError when there is none, or several and none was named."""
+    if not store_path.is_file():
+        raise DatasetError(
+            f"{store_path} does not exist: no pairs were labelled; run `rogueray annotate "
+            f"{store_path.parent}` first"
+        )
+    with StoreInspector(store_path) as inspector:
+        groups = [(m, p) for m, p, _, pairs in inspector.groups() if pairs]
+    if group is not None:
+        if group not in groups:
+            raise DatasetError(f"{store_path} has no pair labels for {group}; it has: {groups}")
+        return group
+    if not groups:
+        raise DatasetError(f"{store_path} holds no pair labels; run `rogueray annotate` first")
+    if len(groups) > 1:
+        named = "; ".join(f"--model-id {m} --prompt-version {p}" for m, p in groups)
+        raise DatasetError(f"{store_path} holds pair labels of several judges; choose: {named}")
+    return groups[0]
+
+
+def split_pairs(labels: list[PairLabel], val_fraction: float, seed: int):
+    """Distinct pairs of different captions (the latest label of each), shuffled with `seed`
+    and split into (train, validation); validation gets round(val_fraction * N) pairs."""
+    latest = {pair_key(x.first, x.second): x for x in labels if x.first != x.second}
+    pairs = list(latest.values())
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_val = int(round(val_fraction * len(pairs)))
+    shuffled = [pairs[i] for i in order]
+    return shuffled[n_val:], shuffled[:n_val]
+
+
+def bt_metrics(raw_first: np.ndarray, raw_second: np.ndarray, preference: np.ndarray):
+    """Bradley-Terry cross-entropy (mean) and accuracy over non-tie pairs (NaN when none) of
+    rewards [N], [N] against preferences for the first [N]."""
+    logits = np.stack([raw_first, raw_second], axis=1).astype(np.float64)
+    log_p = logits - np.logaddexp(logits[:, 0], logits[:, 1])[:, None]
+    loss = -(preference * log_p[:, 0] + (1 - preference) * log_p[:, 1]).mean()
+    decided = preference != 0.5
+    hits = (raw_first > raw_second) == (preference > 0.5)
+    accuracy = float(hits[decided].mean()) if decided.any() else float("nan")
+    return float(loss), accuracy
+
+
+def _rewards(model, labels: list[PairLabel]) -> tuple[np.ndarray, np.ndarray]:
+    captions = sorted({c for x in labels for c in (x.first, x.second)})
+    raw = dict(zip(captions, model.outputs(captions).numpy(), strict=True)) if captions else {}
+    return (np.array([raw[x.first] for x in labels], np.float64),
+            np.array([raw[x.second] for x in labels], np.float64))  # fmt: skip
+
+
+def _evaluate(model, labels: list[PairLabel]) -> tuple[float, float]:
+    if not labels:
+        return float("nan"), float("nan")
+    first, second = _rewards(model, labels)
+    return bt_metrics(first, second, np.array([x.preference for x in labels]))
+
+
+def statistics(model, train: list[PairLabel]) -> tuple[float, float, dict[float, float]]:
+    """(mean, std, quantiles) as the module docstring defines them."""
+    from reward_models.motif import QUANTILE_LEVELS
+
+    first, second = _rewards(model, train)
+    occurrences = np.concatenate([first, second])
+    mean, std = float(occurrences.mean()), float(occurrences.std())
+    std = std if std > 0 else 1.0
+    captions = sorted({c for x in train for c in (x.first, x.second)})
+    z = (model.outputs(captions).numpy().astype(np.float64) - mean) / std
+    values = np.quantile(z, QUANTILE_LEVELS)
+    return mean, std, {q: float(v) for q, v in zip(QUANTILE_LEVELS, values, strict=True)}
+
+
+def fit_reward(
+    dataset: str | Path,
+    *,
+    out: str | Path | None = None,
+    group: tuple[str, str] | None = None,
+    val_fraction: float = 0.2,
+    epochs: int = 10,
+    batch_size: int = 1024,
+    lr: float = 1e-4,
+    width: str = "oni",
+    seed: int = 0,
+    progress: Callable[[int], None] = lambda n: None,
+) -> FitResult:
+    """Fit, evaluate and save (see the module docstring). `progress(1)` after each epoch.
+    Raises DatasetError (no dataset, no labels) and ValueError (bad option)."""
+    if not 0.0 <= val_fraction < 1.0 or epochs < 1 or batch_size < 1 or width not in ("oni", "small"):
+        raise ValueError("need 0 <= --val-fraction < 1, --epochs >= 1, --batch-size >= 1, "
+                         "--width oni|small")  # fmt: skip
+    data = load_dataset(dataset)
+    group = choose_group(data.path / LABEL_STORE, group)
+    with LabelStore(data.path / LABEL_STORE, model_id=group[0], prompt_version=group[1]) as store:
+        train, val = split_pairs(store.pair_labels(), val_fraction, seed)
+    if not train:
+        raise DatasetError(f"{data.path}: no pairs of two different captions to train on")
+    model, options = _model(train, lr=lr, batch_size=batch_size, width=width, seed=seed)
+    out = Path(out) if out is not None else data.path / "reward"
+    history = _train(model, train, val, epochs, out / "tensorboard", progress)
+    mean, std, quantiles = statistics(model, train)
+    info = {"dataset": str(data.path.resolve()), "model_id": group[0], "prompt_version": group[1],
+            "train_pairs": len(train), "val_pairs": len(val), "epochs": epochs, "lr": lr,
+            "batch_size": batch_size, "seed": seed, "history": history}  # fmt: skip
+    _save(out, model, options, mean, std, quantiles, info)
+    return FitResult(out / REWARD_FILE, len(train), len(val), history, mean, std, quantiles)
+
+
+def _model(train, *, lr, batch_size, width, seed):
+    from reward_models.ranking import RankingRewardModel
+
+    options = dict(SMALL if width == "small" else ONI)
+    model = RankingRewardModel(lr=lr, batch_size=batch_size, steps_per_label_batch=0,
+                               switch_dataset_size=0, normalize=False, threshold=None,
+                               seed=seed, **options)  # fmt: skip
+    model.add_labels(train)  # stored only: steps_per_label_batch=0
+    return model, options
+
+
+def _train(model, train, val, epochs: int, tb_dir: Path, progress) -> list[dict[str, float]]:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from reward_models.base import ACCURACY, LOSS
+
+    steps = math.ceil(len(train) / model.batch_size)
+    history = []
+    with SummaryWriter(str(tb_dir)) as writer:
+        for epoch in range(1, epochs + 1):
+            metrics = [model.train_iteration() for _ in range(steps)]
+            row = {"epoch": epoch,
+                   "train_loss": float(np.mean([m[LOSS] for m in metrics])),
+                   "train_accuracy": float(np.mean([m.get(ACCURACY, np.nan) for m in metrics]))}
+            row["val_loss"], row["val_accuracy"] = _evaluate(model, val)  # fmt: skip
+            for key, value in row.items():
+                if key != "epoch" and np.isfinite(value):
+                    writer.add_scalar(f"fit/{key}", value, epoch)
+            history.append(row)
+            log.info("fit-reward epoch %d: %s", epoch, row)
+            progress(1)
+    return history
+
+
+def _save(out: Path, model, options, mean, std, quantiles, info) -> None:
+    from reward_models.motif import FittedReward, save_fitted
+
+    fitted = FittedReward(options, model.net.state_dict(), mean, std, quantiles, info)
+    save_fitted(out / REWARD_FILE, fitted)
+    readable = {f"{q:.2f}": v for q, v in quantiles.items()}
+    (out / "quantiles.json").write_text(json.dumps(readable, indent=1) + "\n", encoding="utf-8")
+    metrics = {"mean": mean, "std": std, **{k: v for k, v in info.items()}}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
