@@ -21,7 +21,6 @@ each other (labels reach the learner through the driver)."""
 
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
 LONG_FILES = {
-    "annotator/backends/local.py": "transformers backend with its prefix KV cache path",
     "annotator/model_store.py": "obtaining, verifying and converting the embedded model",
     "annotator/judge_bench.py": "judge benchmark, being written in parallel",
     "cluster/replay.py": "replay, being written in parallel",
@@ -29,7 +28,6 @@ LONG_FILES = {
 LONG_FUNCTIONS = {
     "actors/rollout.py:_unroll": "the per-step hot loop: a call per step costs measurable time",
     "learner/losses.py:appo_loss": "one loss, term by term, compared against a slow reference",
-    "annotator/backends/local.py:__init__": "validates and loads model, tokenizer and options",
     "annotator/backends/openai_compat.py:__init__": "validates every transport option",
     "annotator/backends/vllm_engine.py:__init__": "validates and starts the vLLM engine",
     "annotator/judge_bench.py:load_judge_set": "judge benchmark, being written in parallel",

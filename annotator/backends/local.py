@@ -11,17 +11,11 @@ probability the answer is invalid (``{}``). It is None
 only when the prompt is too long (``max_prompt_tokens``) or its batch failed. The output layer
 runs in float32 whatever the model's dtype.
 
-Shared-prefix KV cache (``prefix_cache=True``, the default). The annotator's prompts are a long
-system message (~300 tokens, the same for every prompt of one kind/style/goal) followed by a short
-user message with the caption (~20 tokens). Every chat is rendered and tokenized whole; the token
-lists are grouped by common prefix (lexicographic order; a group is split where that saves
-recomputed tokens); each group's prefix is run once at batch size 1 and its keys/values kept in a
-small LRU (``PREFIX_CACHE_ENTRIES``, keyed by the prefix's token ids). Then only the suffixes run,
-right-padded, ``batch_size`` at a time, on a fresh ``DynamicCache`` built from the cached tensors
-expanded to the batch (the cached tensors are never modified), with position ids continuing after
-the prefix; each row's answer is read after its last real token. A cached prefix serves any prompt
-that shares part of it (keys/values of the first m tokens depend only on those m tokens), so
-prompts whose shared part ends inside a caption ("<message>You ...") still reuse the entry.
+Shared-prefix KV cache (``prefix_cache=True``, the default; ``prefix_cache.py``). Every chat is
+rendered and tokenized whole; the token lists are grouped by common prefix (lexicographic order;
+a group is split where that saves recomputed tokens); each group's prefix is run once and its
+keys/values kept in a small LRU (``PREFIX_CACHE_ENTRIES``), and only the suffixes run,
+``batch_size`` at a time, after it.
 Groups whose common prefix is shorter than ``MIN_PREFIX_TOKENS`` (and everything, with
 ``prefix_cache=False``) take the plain path: prompts sorted by length, left-padded, one full
 forward pass per batch. At least one token of every prompt is always in the suffix. In float32 the
@@ -38,7 +32,6 @@ import asyncio
 import logging
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,15 +44,12 @@ from annotator.backends.base import (
     renormalize,
     validate_choices,
 )
-from annotator.backends.prefix_groups import common_prefix_length, prefix_groups
+from annotator.backends.prefix_cache import PrefixCache, PrefixUnsupported, last_hidden_after_prefix
+from annotator.backends.prefix_groups import prefix_groups
 
 log = logging.getLogger(__name__)
 
 _DTYPES = ("bfloat16", "float32", "float16")
-
-
-class _PrefixUnsupported(RuntimeError):
-    """The model's cache is not a plain per-layer key/value cache (e.g. sliding-window layers)."""
 
 
 class TransformersBackend(LLMBackend):
@@ -99,15 +89,8 @@ class TransformersBackend(LLMBackend):
         min_choice_mass: float = 0.1,
     ) -> None:
         super().__init__()
-        if not 0.0 <= min_choice_mass < 1.0:
-            raise ValueError(f"min_choice_mass must be in [0, 1), got {min_choice_mass!r}")
+        _check_options(min_choice_mass, dtype, batch_size, torch_threads)
         self.min_choice_mass = float(min_choice_mass)
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype {dtype!r} is not supported; allowed: {', '.join(_DTYPES)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if torch_threads is not None and torch_threads < 1:
-            raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -139,16 +122,14 @@ class TransformersBackend(LLMBackend):
         self._head_weight: Any = None
         self._head_bias: Any = None
         self.prefix_cache = bool(prefix_cache)
-        self._prefixes: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
+        self._kv_cache = PrefixCache(
+            self._device, min_tokens=self.MIN_PREFIX_TOKENS, max_entries=self.PREFIX_CACHE_ENTRIES
+        )
+        self._prefixes = self._kv_cache.entries
         #: how the prefix cache was used: prefixes computed from scratch, extended from a cached
         #: one, reused as cached; prompts scored after a cached prefix / run whole
-        self.prefix_stats = {
-            "computed": 0,
-            "extended": 0,
-            "reused": 0,
-            "rows_cached": 0,
-            "rows_whole": 0,
-        }
+        self.prefix_stats = self._kv_cache.stats
+        self.prefix_stats.update(rows_cached=0, rows_whole=0)
 
     # ---- async interface ------------------------------------------------------------------
 
@@ -308,48 +289,48 @@ class TransformersBackend(LLMBackend):
             for i, r in zip(batch, score(logprobs), strict=True):
                 results[i] = None if r is not None and _has_nan(r) else r
 
-        pending = list(groups)
-        while pending:
-            rows, prefix = pending.pop(0)
-            rows = sorted(rows, key=lambda i: len(ids[i]))
-            for s in range(0, len(rows), self.batch_size):
-                batch = rows[s : s + self.batch_size]
-                try:
-                    with self._lock:
-                        self._check_open()
-                        kv, m = self._prefix_kv(prefix, len(rows))
-                        logprobs = self._last_logprobs_after_prefix(kv, m, [ids[i] for i in batch])
-                        self.prefix_stats["rows_cached"] += len(batch)
-                    finish(batch, logprobs)
-                except _PrefixUnsupported as e:
-                    log.warning("prefix cache disabled: %s", e)
-                    with self._lock:
-                        self.prefix_cache = False
-                        self._prefixes.clear()
-                    whole = whole + rows[s:] + [i for r, _ in pending for i in r]
-                    pending = []
-                    break
-                except RuntimeError as e:
-                    if self._closed:
-                        raise
-                    log.warning("forward pass over %d prompts failed: %s", len(batch), e)
+        for n, (rows, prefix) in enumerate(groups):
+            if left := self._score_rows(rows, ids, finish, prefix):  # the cache is unsupported
+                whole = whole + left + [i for r, _ in groups[n + 1 :] for i in r]
+                break
+        self._score_rows(whole, ids, finish, None)
+        self.stats.failed += sum(r is None for r in results)
+        return results
 
-        whole = sorted(whole, key=lambda i: len(ids[i]))
-        for s in range(0, len(whole), self.batch_size):
-            batch = whole[s : s + self.batch_size]
+    def _score_rows(
+        self, rows: list[int], ids: list[list[int]], finish: Any, prefix: tuple[int, ...] | None
+    ) -> list[int]:
+        """Score the prompts ``rows`` (indices into ``ids``), shortest first, ``batch_size`` at a
+        time: after the cached ``prefix``, or whole when it is None; ``finish(batch, logprobs)``
+        takes each batch's results. A batch that fails is logged and its answers stay None.
+        Returns the rows left unscored because the model's cache turned out not to support
+        prefixes (the prefix cache is then switched off); [] otherwise."""
+        rows = sorted(rows, key=lambda i: len(ids[i]))
+        for s in range(0, len(rows), self.batch_size):
+            batch = rows[s : s + self.batch_size]
             try:
                 with self._lock:
                     self._check_open()
-                    logprobs = self._last_logprobs_whole([ids[i] for i in batch])
-                    self.prefix_stats["rows_whole"] += len(batch)
+                    if prefix is None:
+                        logprobs = self._last_logprobs_whole([ids[i] for i in batch])
+                    else:
+                        kv, m = self._kv_cache.kv(self.model, prefix, len(rows))
+                        logprobs = self._last_logprobs_after_prefix(kv, m, [ids[i] for i in batch])
+                    self.prefix_stats["rows_whole" if prefix is None else "rows_cached"] += len(
+                        batch
+                    )
                 finish(batch, logprobs)
+            except PrefixUnsupported as e:
+                log.warning("prefix cache disabled: %s", e)
+                with self._lock:
+                    self.prefix_cache = False
+                    self._prefixes.clear()
+                return rows[s:]
             except RuntimeError as e:
                 if self._closed:
                     raise
                 log.warning("forward pass over %d prompts failed: %s", len(batch), e)
-        failed = sum(r is None for r in results)
-        self.stats.failed += failed
-        return results
+        return []
 
     def _keep(self, lengths: list[int], indices: Any) -> list[int]:
         """The indices of prompts to run; too-long prompts are left out (their answer stays None)."""
@@ -388,108 +369,27 @@ class TransformersBackend(LLMBackend):
     def _last_logprobs_after_prefix(
         self, kv: list[tuple[Any, Any]], m: int, rows: list[list[int]]
     ) -> Any:
-        """Cached path: every row starts with the m tokens whose keys/values ``kv`` holds (batch
-        1, possibly longer than m); the suffixes run right-padded on a fresh cache of the prefix
-        expanded to the batch, and each row is read after its last real token."""
-        from transformers import DynamicCache
-
-        torch = self._torch
-        n = len(rows)
-        lengths = [len(r) - m for r in rows]
-        width = max(lengths)
-        input_ids = torch.full((n, width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, m + width), dtype=torch.long)
-        mask[:, :m] = 1
-        for j, r in enumerate(rows):
-            input_ids[j, : lengths[j]] = torch.tensor(r[m:], dtype=torch.long)
-            mask[j, m : m + lengths[j]] = 1
-        positions = (m + torch.arange(width, dtype=torch.long)).expand(n, -1)
-        # DynamicLayer.update concatenates, so the cache gets its own copies: kv stays untouched
-        cache = DynamicCache(
-            ddp_cache_data=[
-                (k[:, :, :m].expand(n, -1, -1, -1), v[:, :, :m].expand(n, -1, -1, -1))
-                for k, v in kv
-            ]
-        )
-        last = torch.tensor(lengths, dtype=torch.long) - 1
-        with torch.inference_mode():
-            out = self.model.base_model(
-                input_ids=input_ids.to(self._device),
-                attention_mask=mask.to(self._device),
-                position_ids=positions.to(self._device),
-                past_key_values=cache,
-                use_cache=True,
-            ).last_hidden_state
-            hidden = out[torch.arange(n, device=out.device), last.to(out.device)]
+        """Cached path: every row starts with the m tokens whose keys/values ``kv`` holds; fp32
+        log-softmax after each row's last real token (``prefix_cache.last_hidden_after_prefix``)."""
+        with self._torch.inference_mode():
+            hidden = last_hidden_after_prefix(
+                self.model, self._device, self.tokenizer.pad_token_id, kv, m, rows
+            )
             return self._head_fp32(hidden).log_softmax(-1).cpu()
 
-    def _prefix_kv(self, prefix: tuple[int, ...], n_rows: int) -> tuple[list[tuple[Any, Any]], int]:
-        """Keys/values (per layer, batch 1) covering at least the first m tokens of ``prefix``,
-        and m. The cached entry sharing most of ``prefix`` is reused as is, or extended when the
-        missing tokens are worth it; with no entry sharing MIN_PREFIX_TOKENS, the prefix is
-        computed from scratch. New prefixes enter the LRU (an extension replaces the entry it
-        extends when that entry lies wholly inside it).
 
-        Missing tokens are worth extending when there are at least MIN_PREFIX_TOKENS of them and
-        either several rows share them or they are a quarter of the prefix or more (another
-        goal's or kind's system message). A single prompt of an already cached family misses only
-        its caption and the chat footer: those run in its suffix and no entry is added, so a
-        stream of single prompts does not push the other families out of the LRU."""
-        best, m = None, 0
-        for key in self._prefixes:
-            n = common_prefix_length(key, prefix)
-            if n > m:
-                best, m = key, n
-        if best is not None and m >= self.MIN_PREFIX_TOKENS:
-            self._prefixes.move_to_end(best)
-            base = self._prefixes[best]
-            gap = len(prefix) - m
-            if gap < self.MIN_PREFIX_TOKENS or (n_rows == 1 and 4 * gap < len(prefix)):
-                self.prefix_stats["reused"] += 1
-                return base, m
-            kv = self._run_prefix([(k[:, :, :m], v[:, :, :m]) for k, v in base], prefix[m:], m)
-            self.prefix_stats["extended"] += 1
-            if m == len(best):
-                del self._prefixes[best]
-        else:
-            kv = self._run_prefix(None, prefix, 0)
-            self.prefix_stats["computed"] += 1
-        self._prefixes[prefix] = kv
-        while len(self._prefixes) > self.PREFIX_CACHE_ENTRIES:
-            self._prefixes.popitem(last=False)
-        return kv, len(prefix)
-
-    def _run_prefix(
-        self, base: list[tuple[Any, Any]] | None, tokens: tuple[int, ...], start: int
-    ) -> list[tuple[Any, Any]]:
-        """Run ``tokens`` (batch 1) after ``start`` tokens whose keys/values ``base`` holds; the
-        per-layer keys/values of all start + len(tokens) tokens."""
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
-
-        torch = self._torch
-        if base is None:
-            cache = DynamicCache(config=self.model.config)
-        else:
-            cache = DynamicCache(ddp_cache_data=base)
-        total = start + len(tokens)
-        with torch.inference_mode():
-            self.model.base_model(
-                input_ids=torch.tensor([tokens], dtype=torch.long, device=self._device),
-                attention_mask=torch.ones((1, total), dtype=torch.long, device=self._device),
-                position_ids=torch.arange(start, total, device=self._device).unsqueeze(0),
-                past_key_values=cache,
-                use_cache=True,
-            )
-        layers = getattr(cache, "layers", None)
-        if not layers or any(
-            type(layer) is not DynamicLayer or layer.keys is None or layer.keys.shape[-2] != total
-            for layer in layers
-        ):
-            raise _PrefixUnsupported(
-                f"{type(self.model).__name__}'s cache is not a plain key/value cache per layer"
-            )
-        return [(layer.keys, layer.values) for layer in layers]
+def _check_options(
+    min_choice_mass: float, dtype: str, batch_size: int, torch_threads: int | None
+) -> None:
+    """Raises ValueError naming the first option outside what is allowed."""
+    if not 0.0 <= min_choice_mass < 1.0:
+        raise ValueError(f"min_choice_mass must be in [0, 1), got {min_choice_mass!r}")
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; allowed: {', '.join(_DTYPES)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if torch_threads is not None and torch_threads < 1:
+        raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
 
 
 def _has_nan(result: Any) -> bool:
