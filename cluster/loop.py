@@ -168,7 +168,11 @@ class TrainingLoop:
     def say_restarts(self) -> None:
         restarts = self.runner.restarts
         if restarts > self.restarts_said:
-            notify(f"rollout worker restarted ({restarts} so far); training goes on", self.quiet)
+            notify(
+                f"rollout worker lost ({restarts} so far; its process or node died): Ray "
+                "restarts it where a node has room, training goes on with the others",
+                self.quiet,
+            )
             self.restarts_said = restarts
 
     def log_caption_table(self) -> None:
