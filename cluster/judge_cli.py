@@ -53,6 +53,18 @@ def add_parser(sub) -> None:
         help="also write every answer as CSV (caption, goal, team label, judge score) to FILE",
     )
     judge.add_argument("--no-progress", action="store_true", help="no progress bar")
+    judge.add_argument(
+        "--embedding",
+        metavar="NAME",
+        help="measure the ELLM-style similarity reward (reward_model.name=ellm) instead of an "
+        "LLM: P(helpful) = cosine similarity of the caption and the goal's sentence in this "
+        "sentence embedding (all-minilm-l6-v2); accuracy and positive rate at --threshold",
+    )
+    judge.add_argument(
+        "--threshold",
+        type=float,
+        help="with --embedding: the similarity threshold T in [-1, 1) (default: ellm's, 0.4)",
+    )
 
 
 def _overrides(items: list[str]) -> list[str]:
@@ -116,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     data = load_judge_set(args.set_dir or SET_DIR, min_captions=300 if args.set_dir is None else 1)
     goals = args.goals.split(",") if args.goals else None
     data = data.subset(goals, args.limit)
+    if args.embedding:
+        return _similarity(args, data, ann)
     answers, model_id = asyncio.run(
         _measure(config, data, args.pairs, not args.no_progress and sys.stderr.isatty())
     )
@@ -162,3 +176,43 @@ def _write_answers(path: Path, data, answers) -> None:
                 data.captions, data.labels[goal], answers.scores[goal], strict=True
             ):
                 writer.writerow([caption, goal, team, "" if score is None else f"{score:.6g}"])
+
+
+def _similarity(args: argparse.Namespace, data, ann) -> int:
+    """--embedding: the ELLM-style reward as a judge (annotator/judge_similarity.py)."""
+    from tqdm import tqdm
+
+    from annotator.judge_bench import format_table, summarise
+    from annotator.judge_similarity import at_threshold, similarity_answers
+    from reward_models.ellm import DEFAULT_THRESHOLD
+    from reward_models.embedding import EmbeddingUnavailable
+
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    if not -1.0 <= threshold < 1.0:
+        raise ValueError(f"--threshold must be in [-1, 1) (a cosine similarity); got {threshold}")
+    if args.pairs == "ranking":
+        raise ValueError("--pairs ranking asks an LLM; with --embedding use scores or none")
+    show = not args.no_progress and sys.stderr.isatty()
+    total = len(data.captions) * len(data.goals)
+    with tqdm(total=total, unit="q", disable=not show, desc="judge", file=sys.stderr) as bar:
+        try:
+            answers = similarity_answers(data, embedding=args.embedding, progress=bar.update)
+        except EmbeddingUnavailable as exc:
+            raise ValueError(str(exc)) from None
+    if args.pairs == "none":
+        answers.preferences = []
+    kw = {"quantile": ann.calibration_quantile, "window": ann.calibration_window}
+    report = summarise(data, at_threshold(answers, threshold), calibration="none", **kw)
+    report["judge"] = {"embedding": args.embedding, "threshold": threshold, "pairs": args.pairs}
+    title = (
+        f"judge: ELLM-style similarity, embedding {args.embedding}; accuracy and positive rate "
+        f"at similarity > {threshold} (the reward's threshold)"
+    )
+    print(format_table(report, title).replace("calibration none", f"threshold {threshold}"))
+    if args.answers:
+        _write_answers(Path(args.answers), data, answers)
+        print(f"answers written to {args.answers}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"report written to {args.json}")
+    return 0

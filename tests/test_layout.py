@@ -28,8 +28,6 @@ LONG_FILES = {
 LONG_FUNCTIONS = {
     "actors/rollout.py:_unroll": "the per-step hot loop: a call per step costs measurable time",
     "learner/losses.py:appo_loss": "one loss, term by term, compared against a slow reference",
-    "annotator/backends/openai_compat.py:__init__": "validates every transport option",
-    "annotator/backends/vllm_engine.py:__init__": "validates and starts the vLLM engine",
     "annotator/judge_bench.py:load_judge_set": "judge benchmark, being written in parallel",
     "cluster/cli.py:_main": "the CLI's dispatch with its exit codes",
     "cluster/evaluate.py:play": "evaluation episodes with recording; split due",

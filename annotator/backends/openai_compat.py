@@ -117,17 +117,14 @@ class OpenAIBackend(OpenAIHTTP):
     ) -> None:
         super().__init__()
         self.base_url = normalize_base_url(base_url)
-        if endpoint not in ENDPOINTS:
-            raise ValueError(f"endpoint {endpoint!r} is not supported; allowed: chat, completions")
-        for name, value in (("max_concurrency", max_concurrency), ("top_logprobs", top_logprobs)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if request_timeout <= 0 or connect_timeout <= 0:
-            raise ValueError("request_timeout and connect_timeout must be > 0")
-        if not 0.0 <= min_choice_mass < 1.0:
-            raise ValueError(f"min_choice_mass must be in [0, 1), got {min_choice_mass!r}")
+        _check_options(
+            endpoint=endpoint,
+            max_concurrency=max_concurrency,
+            top_logprobs=top_logprobs,
+            max_retries=max_retries,
+            timeouts=(request_timeout, connect_timeout),
+            min_choice_mass=min_choice_mass,
+        )
         self.endpoint = endpoint
         self.max_concurrency = max_concurrency
         self.request_timeout = float(request_timeout)
@@ -320,3 +317,26 @@ class OpenAIBackend(OpenAIHTTP):
         return self._tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
+
+
+def _check_options(
+    *,
+    endpoint: str,
+    max_concurrency: int,
+    top_logprobs: int,
+    max_retries: int,
+    timeouts: tuple[float, float],
+    min_choice_mass: float,
+) -> None:
+    """Raises ValueError naming the first transport option outside what is allowed."""
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"endpoint {endpoint!r} is not supported; allowed: chat, completions")
+    for name, value in (("max_concurrency", max_concurrency), ("top_logprobs", top_logprobs)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+    if min(timeouts) <= 0:
+        raise ValueError("request_timeout and connect_timeout must be > 0")
+    if not 0.0 <= min_choice_mass < 1.0:
+        raise ValueError(f"min_choice_mass must be in [0, 1), got {min_choice_mass!r}")

@@ -137,13 +137,10 @@ class VLLMBackend(LLMBackend):
         }
         if gpu_memory_utilization is not None:
             args["gpu_memory_utilization"] = gpu_memory_utilization
-        args.update(engine_kwargs or {})
-        accepted = set(inspect.signature(AsyncEngineArgs).parameters)
-        unknown = sorted(set(args) - accepted)
-        if unknown:
-            raise ValueError(f"AsyncEngineArgs of this vLLM does not accept {unknown}")
         self.max_model_len = max_model_len
-        self._engine = _start_engine(AsyncEngineArgs(**args))
+        self._engine = _start_engine(
+            _engine_args(AsyncEngineArgs, {**args, **(engine_kwargs or {})})
+        )
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._choice_ids_cache: dict[tuple[str, ...], list[list[int]]] = {}
@@ -258,6 +255,14 @@ class VLLMBackend(LLMBackend):
             self.stats.failed += 1
             log.warning("vllm request failed: %s: %s", type(e).__name__, e)
             return None
+
+
+def _engine_args(engine_args_cls: Any, args: dict[str, Any]) -> Any:
+    """``AsyncEngineArgs(**args)``; ValueError naming the keys this vLLM does not accept."""
+    unknown = sorted(set(args) - set(inspect.signature(engine_args_cls).parameters))
+    if unknown:
+        raise ValueError(f"AsyncEngineArgs of this vLLM does not accept {unknown}")
+    return engine_args_cls(**args)
 
 
 def _start_engine(engine_args: Any) -> Any:

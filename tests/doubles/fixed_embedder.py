@@ -11,19 +11,25 @@ from reward_models.embedding import Embedder
 
 
 class FixedEmbedderDouble(Embedder):
-    """`vectors` maps each text to a vector (normalised here); an unknown text is an error."""
+    """`vectors` maps each text to a vector (normalised here); an unknown text gets `default`,
+    or is an error (KeyError) when no default is given."""
 
     name = "fixed-double"
 
-    def __init__(self, vectors: Mapping[str, Sequence[float]]):
+    def __init__(
+        self, vectors: Mapping[str, Sequence[float]], default: Sequence[float] | None = None
+    ):
         self.vectors = {
             text: np.asarray(v, np.float64) / np.linalg.norm(v) for text, v in vectors.items()
         }
         self.dim = len(next(iter(self.vectors.values())))
+        self.default = None if default is None else np.asarray(default, np.float64)
         self.asked: list[list[str]] = []
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.asked.append(list(texts))
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        return np.stack([self.vectors[t] for t in texts]).astype(np.float32)
+        rows = [self.vectors[t] if self.default is None else self.vectors.get(t, self.default)
+                for t in texts]
+        return np.stack(rows).astype(np.float32)
