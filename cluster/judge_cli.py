@@ -3,7 +3,8 @@
 benchmarks/judge_set/ and reports AUC of P(helpful) against the team's labels per goal and
 overall, accuracy and positive rate at the configured calibration, agreement on the caption
 pairs, the invalid-answer rate and labels/s, as a table and as JSON. The metrics are in
-annotator/judge_bench.py; the labelling guide is docs/judge-labelling.md."""
+annotator/judge_bench.py, the set's reading in annotator/judge_set.py; the labelling guide is
+docs/judge-labelling.md."""
 
 from __future__ import annotations
 
@@ -119,7 +120,8 @@ async def _measure(config, data, pairs: str, show_progress: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from annotator.judge_bench import SET_DIR, format_table, load_judge_set, summarise
+    from annotator.judge_bench import format_table, summarise
+    from annotator.judge_set import SET_DIR, load_judge_set
     from cluster.config import load_config
 
     config = load_config(None, _overrides(args.overrides))

@@ -22,13 +22,11 @@ each other (labels reach the learner through the driver)."""
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
 LONG_FILES = {
     "annotator/model_store.py": "obtaining, verifying and converting the embedded model",
-    "annotator/judge_bench.py": "judge benchmark, being written in parallel",
     "cluster/replay.py": "replay, being written in parallel",
 }
 LONG_FUNCTIONS = {
     "actors/rollout.py:_unroll": "the per-step hot loop: a call per step costs measurable time",
     "learner/losses.py:appo_loss": "one loss, term by term, compared against a slow reference",
-    "annotator/judge_bench.py:load_judge_set": "judge benchmark, being written in parallel",
     "cluster/cli.py:_main": "the CLI's dispatch with its exit codes",
     "cluster/evaluate.py:play": "evaluation episodes with recording; split due",
     "cluster/replay.py:replay": "replay, being written in parallel",

@@ -11,20 +11,15 @@ import pytest
 
 from annotator.backends import make_backend
 from annotator.judge_bench import (
-    MIN_CAPTIONS,
-    SET_DIR,
-    JudgeSet,
-    JudgeSetError,
-    Pair,
     auc,
     calibrated_positive,
     decided_preference,
-    load_judge_set,
     pair_agreement,
     precision_recall,
     run_benchmark,
     summarise,
 )
+from annotator.judge_set import MIN_CAPTIONS, SET_DIR, JudgeSet, JudgeSetError, Pair, load_judge_set
 from annotator.prompts import GOALS
 
 # ---- metrics, computed by hand ----------------------------------------------------------------
