@@ -2,9 +2,9 @@
 caption set (annotator/judge_set.py) through the real prompts.
 
 Pure metrics (no model): ``auc``, ``pair_agreement``, ``decided_preference``, ``accuracy``.
-``annotator.judge_set.load_judge_set`` reads and checks the data; ``run_benchmark`` asks a backend (anything with the
-``LLMBackend`` interface) every (caption, goal) and every pair, and ``summarise`` turns the
-answers into the report `rogueray judge` prints (cluster/judge_cli.py).
+``annotator.judge_set.load_judge_set`` reads and checks the data; ``run_benchmark`` asks a
+backend (anything with the ``LLMBackend`` interface) every (caption, goal) and every pair, and
+``summarise`` turns the answers into the report `rogueray judge` prints (cluster/judge_cli.py).
 """
 
 from __future__ import annotations
