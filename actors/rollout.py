@@ -161,7 +161,7 @@ class RolloutWorker:
         no_starts = torch.zeros(1, num_envs, dtype=torch.bool)
         noise = gumbel_noise(self._rng, logits.shape)
 
-        with torch.no_grad():
+        with torch.no_grad(), self.policy.autocast("cpu"):  # weights cast once per unroll
             for t in range(steps):
                 step_logits, value, self._state = self.policy(
                     self._obs_rows[t], self._state, no_starts

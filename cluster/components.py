@@ -38,7 +38,13 @@ def make_policy(config: RunConfig, spec: EnvSpec) -> torch.nn.Module:
     model = config.model
     recurrent = model.recurrent
     return build_policy(
-        model.kind, spec.obs_spec, spec.num_actions, model.hidden_size, recurrent, model.crop_size
+        model.kind,
+        spec.obs_spec,
+        spec.num_actions,
+        model.hidden_size,
+        recurrent,
+        model.crop_size,
+        model.precision,
     )
 
 

@@ -73,6 +73,11 @@ class ModelConfig:
     """Use a GRU core; the MLP policy defaults to feed-forward when "auto" picks it."""
     crop_size: OddCount = 9
     """Side of the glyph crop centred on the hero (NetHack network)."""
+    precision: str = "auto"
+    """Compute precision of the policy's encoder, in workers and learner: "float32", "bfloat16"
+    (autocast; weights, GRU state and loss stay float32), or "auto": bfloat16 for the NetHack
+    network where the device computes it natively (CUDA with bfloat16, x86 with AVX512-BF16 or
+    AMX), float32 otherwise."""
 
 
 @dataclass

@@ -55,6 +55,12 @@ def _endpoints() -> tuple[str, ...]:
     return ENDPOINTS
 
 
+def _precisions() -> tuple[str, ...]:
+    from learner.precision import PRECISIONS  # imports torch: only when validating
+
+    return PRECISIONS
+
+
 def _reward_models() -> tuple[str, ...]:
     from reward_models.registry import REWARD_MODELS  # imports torch: only when validating
 
@@ -70,6 +76,7 @@ def _embeddings() -> tuple[str, ...]:
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "mode": lambda: MODES,
     "model.kind": lambda: MODEL_KINDS,
+    "model.precision": _precisions,
     "reward_model.name": _reward_models,
     "reward_model.width": lambda: REWARD_MODEL_WIDTHS,
     "reward_model.embedding": _embeddings,

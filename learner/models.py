@@ -4,9 +4,13 @@ bottom-line stats, message bytes), so rollout workers never render images."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from learner.precision import autocast, autocast_dtype
 
 MAX_GLYPH = 5976  # nle.nethack.MAX_GLYPH; fixed here so the learner needs no NLE import
 BLSTATS_X, BLSTATS_Y = 0, 1
@@ -81,12 +85,25 @@ class ActorCritic(nn.Module):
     """Encoder -> optional GRU core -> policy logits and value.
 
     forward(obs [T, B, ...], state [B, H], starts [T, B] bool) -> (logits [T, B, A],
-    values [T, B], final state [B, H]); `starts[t]` zeroes the state before step t (a new
-    episode began there). Feed-forward cores use H = 0.
+    values [T, B], final state [B, H]), all float32; `starts[t]` zeroes the state before step t
+    (a new episode began there). Feed-forward cores use H = 0.
+
+    `precision` (learner/precision.py) picks float32 or bfloat16 autocast for the encoder's
+    convolutions and matrix products, per device at call time; the GRU core, its state and the
+    heads stay float32.
     """
 
-    def __init__(self, encoder: nn.Module, num_actions: int, hidden_size: int, recurrent: bool):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_actions: int,
+        hidden_size: int,
+        recurrent: bool,
+        precision: str = "float32",
+    ):
         super().__init__()
+        autocast_dtype(precision, "cpu")  # rejects an unknown precision now
+        self.precision = precision
         self.encoder = encoder
         self.core = nn.GRUCell(encoder.out_size, hidden_size) if recurrent else None
         self.state_size = hidden_size if recurrent else 0
@@ -103,12 +120,26 @@ class ActorCritic(nn.Module):
     def initial_state(self, batch_size: int) -> torch.Tensor:
         return torch.zeros(batch_size, self.state_size)
 
+    def autocast(self, device_type: str = "cpu") -> torch.autocast:
+        """The context `forward` computes in; a caller making many small calls (a rollout
+        worker's unroll) enters it once around them all, so weights are cast once."""
+        return autocast(self.precision, device_type)
+
     def forward(
         self, obs: dict[str, torch.Tensor], state: torch.Tensor, starts: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         steps, batch = starts.shape
         flat = {k: v.reshape(steps * batch, *v.shape[2:]) for k, v in obs.items()}
-        features = self.encoder(flat)
+        device_type = state.device.type
+        with autocast(self.precision, device_type):
+            features = self.encoder(flat).float()
+        with torch.autocast(device_type, enabled=False):  # float32 even inside a caller's context
+            return self._core_and_heads(features, state, starts)
+
+    def _core_and_heads(
+        self, features: torch.Tensor, state: torch.Tensor, starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        steps, batch = starts.shape
         if self.core is None:
             core_out = features
         else:
@@ -131,8 +162,14 @@ def build_policy(
     hidden_size: int,
     recurrent: bool,
     crop_size: int = 9,
+    precision: str = "float32",
 ) -> ActorCritic:
-    """Build the network for an environment's observation spec ({key: (shape, dtype)})."""
+    """Build the network for an environment's observation spec ({key: (shape, dtype)}).
+
+    `precision` "auto" gives the NetHack encoder bfloat16 where the hardware computes it natively
+    (learner/precision.py); the MLP encoder stays float32, as it costs too little to gain.
+    Raises ValueError naming a kind that does not suit the observations, or a bad precision.
+    """
     if kind == "auto":
         kind = "nethack" if "glyphs" in obs_spec else "mlp"
     if kind == "nethack":
@@ -150,7 +187,9 @@ def build_policy(
         encoder = VectorEncoder(int(obs_spec["vector"][0][0]), hidden_size)
     else:
         raise ValueError(f"model.kind must be auto, nethack or mlp; got {kind!r}")
-    return ActorCritic(encoder, num_actions, hidden_size, recurrent)
+    if kind == "mlp" and precision == "auto":
+        precision = "float32"
+    return ActorCritic(encoder, num_actions, hidden_size, recurrent, precision)
 
 
 class UniformPolicy(nn.Module):
@@ -158,6 +197,7 @@ class UniformPolicy(nn.Module):
     throughput benchmarks, and a random-agent baseline."""
 
     state_size = 0
+    precision = "float32"
 
     def __init__(self, num_actions: int):
         super().__init__()
@@ -165,6 +205,9 @@ class UniformPolicy(nn.Module):
 
     def initial_state(self, batch_size: int) -> torch.Tensor:
         return torch.zeros(batch_size, 0)
+
+    def autocast(self, device_type: str = "cpu") -> contextlib.nullcontext:
+        return contextlib.nullcontext()
 
     def forward(self, obs, state: torch.Tensor, starts: torch.Tensor):
         steps, batch = starts.shape
