@@ -91,6 +91,8 @@ def run_checks(config, *, start_ray: bool = False, probe_timeout_s: float = 300.
         ("tensorboard", check_tensorboard),
         ("run_dir", lambda: check_run_dir(config)),
     ]
+    if config.reward_model.name == "motif":
+        checks.append(("motif reward", lambda: check_motif_reward(config)))
     for name, check in checks:
         try:
             yield Result(name, True, check())
@@ -311,6 +313,20 @@ def check_model_cache(config) -> str:
         "downloads and converts it (about a minute)"
     )
     return state + ("" if uses else " (this run does not use it)")
+
+
+def check_motif_reward(config) -> str:
+    """reward_model.name=motif: the fitted file (reward_model.path) loads."""
+    from reward_models.motif import MotifFileError, load_fitted
+
+    rm = config.reward_model
+    try:
+        fitted = load_fitted(rm.path or "")
+    except MotifFileError as exc:
+        raise Failed(str(exc)) from None
+    pairs = fitted.info.get("train_pairs", "?")
+    eps = fitted.quantiles[round(rm.quantile, 2)]
+    return f"{rm.path}: fitted on {pairs} pairs; threshold (quantile {rm.quantile:.2f}) {eps:.3f}"
 
 
 def check_tensorboard() -> str:

@@ -79,3 +79,12 @@ def test_motif_config_errors_before_ray(tmp_path):
     corrupt = load_config(config, [run, f"reward_model.path={tmp_path}/bad.pt"])
     with pytest.raises(ConfigError, match="not a readable fitted Motif reward"):
         check_run_files(corrupt)
+
+
+def test_doctor_checks_the_fitted_file(tmp_path):
+    from cluster.doctor import Failed, check_motif_reward
+
+    config = load_config(ROOT / "configs/oni/score-motif.yaml",
+                         [f"run_dir={tmp_path}/run", f"reward_model.path={tmp_path}/none.pt"])  # fmt: skip
+    with pytest.raises(Failed, match="does not exist.*fit-reward"):
+        check_motif_reward(config)
