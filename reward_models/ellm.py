@@ -31,8 +31,9 @@ GOAL_SENTENCES: dict[str, str] = {
 that reports progress toward it: the embedding compares it with messages."""
 
 DEFAULT_THRESHOLD = 0.4
-"""T on the cosine similarity. Chosen from the similarities of benchmarks/judge_set/ captions
-(docs/reward-models.md shows the figures), not tuned per task."""
+"""T on the cosine similarity, chosen after looking at the similarities of the judge set's
+captions (benchmarks/judge_set/): above 0.4 it pays 6.8 % of (caption, goal) items where the team
+labels 7.1 % helpful (README, the judge table). Not tuned per task."""
 
 
 class EllmRewardModel(RewardModel):
