@@ -131,7 +131,8 @@ class RewardConfig:
 class RewardModelConfig:
     name: str = "none"
     """Intrinsic reward model: "none", "hashing" (ONI-retrieval), "classification", "ranking",
-    "motif" (offline Motif: a frozen reward fitted by `rogueray fit-reward`)."""
+    "motif" (offline Motif: a frozen reward fitted by `rogueray fit-reward`), "ellm" (ELLM-style
+    similarity of the caption to a goal sentence; no LLM)."""
     learning_rate: Positive = 1e-4
     """Adam step size of the reward model (classification, ranking)."""
     batch_size: Count = 256
