@@ -131,8 +131,7 @@ class RewardConfig:
 class RewardModelConfig:
     name: str = "none"
     """Intrinsic reward model: "none", "hashing" (ONI-retrieval), "classification", "ranking",
-    "motif" (offline Motif: a frozen reward fitted by `rogueray fit-reward`), "ellm" (ELLM-style
-    similarity of the caption to a goal sentence; no LLM)."""
+    "motif" (frozen, fitted by `rogueray fit-reward`), "ellm" (similarity to a goal sentence)."""
     learning_rate: Positive = 1e-4
     """Adam step size of the reward model (classification, ranking)."""
     batch_size: Count = 256
@@ -158,13 +157,11 @@ class RewardModelConfig:
     """motif: the normalised reward is zeroed unless above this quantile of it over the distinct
     training captions; one of 0.05, 0.10, ..., 0.95 (Motif used the median, 0.5)."""
     goal_sentence: str | None = None
-    """ellm: the sentence whose similarity to each caption is the reward; None takes the one of
-    annotator.goal (GOAL_SENTENCES in reward_models/ellm.py)."""
+    """ellm: the sentence compared with captions; None: annotator.goal's (ellm.GOAL_SENTENCES)."""
     embedding: str = "all-minilm-l6-v2"
     """ellm: the sentence embedding (EMBEDDERS in reward_models/embedding.py)."""
     embedding_cache: Count = 20_000
-    """ellm: captions whose embeddings are kept, least recently used dropped first (1.5 KB each
-    for all-minilm-l6-v2)."""
+    """ellm: captions whose embeddings are kept (an LRU; 1.5 KB each for all-minilm-l6-v2)."""
 
 
 @dataclass
