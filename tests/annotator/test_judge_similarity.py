@@ -65,3 +65,18 @@ def test_judge_command_report_matches_its_answers(tmp_path, capsys):
         called = [float(r["judge"]) > 0.4 for r in rows if r["goal"] == goal]
         assert report["per_goal"][goal]["positive_rate"] == round(sum(called) / 80, 4)
     assert report["judge"]["threshold"] == 0.4 and "threshold 0.4" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--embedding", "fasttext"], "unknown embedding 'fasttext'; choose one of: all-minilm"),
+        (["--embedding", "all-minilm-l6-v2", "--threshold", "1"], "--threshold must be in [-1, 1)"),
+        (["--embedding", "all-minilm-l6-v2", "--pairs", "ranking"], "--pairs ranking asks an LLM"),
+    ],
+)
+def test_bad_similarity_judge_arguments_exit_2_naming_them(args, message, capsys):
+    from cluster.cli import main
+
+    assert main(["judge", *args, "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
