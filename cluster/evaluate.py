@@ -14,18 +14,16 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from cluster.config import ConfigError, RunConfig, load_config
+from cluster.evaluate_play import MODES, EpisodeResult, play
 from cluster.evaluate_stats import mean_ci
 
-MODES = ("greedy", "sampled")
 METRICS = ("return_extrinsic", "success", "max_depth", "length", "return_intrinsic")
 SUMMARY_NAME = {"success": "success_rate"}  # the mean of 0/1 successes
 EPISODE_FIELDS = ("mode", "episode", "seed", *METRICS, "truncated")
@@ -33,19 +31,6 @@ EPISODE_FIELDS = ("mode", "episode", "seed", *METRICS, "truncated")
 
 class EvaluationError(Exception):
     """Something the user must fix (the CLI prints it and exits 2)."""
-
-
-@dataclass(frozen=True)
-class EpisodeResult:
-    mode: str
-    episode: int
-    seed: int
-    return_extrinsic: float
-    success: float | None  # 1.0 / 0.0 where the task has a goal
-    max_depth: int | None
-    length: int
-    return_intrinsic: float | None  # None without a reward model
-    truncated: bool
 
 
 @dataclass
@@ -171,115 +156,6 @@ def build_policy_and_reward(loaded: Loaded):
         reward_model = build_reward_model(config)
         reward_model.load_state_dict(learner_state["reward_model"])
     return policy, reward_model
-
-
-def play(
-    config: RunConfig,
-    policy,
-    reward_model,
-    *,
-    mode: str,
-    episodes: int,
-    seed: int,
-    num_envs: int,
-    max_episode_steps: int | None,
-    on_episode: Callable[[EpisodeResult], None] | None = None,
-) -> list[EpisodeResult]:
-    """Play `episodes` episodes (seeds seed..seed+episodes-1) with `num_envs` envs at once."""
-    import torch
-
-    from actors.captions import normalize_caption
-    from actors.envs import make_env
-    from learner.reward import episode_intrinsic
-
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    rng = np.random.default_rng([seed, MODES.index(mode)])
-    num_envs = max(1, min(num_envs, episodes))
-    envs = [make_env(config.env.id, max_episode_steps=max_episode_steps) for _ in range(num_envs)]
-    reward_cfg = config.reward
-    results: dict[int, EpisodeResult] = {}
-    next_episode = 0
-    slots: list[dict | None] = [None] * num_envs
-    obs_rows: list[dict | None] = [None] * num_envs
-
-    def start(i: int) -> None:
-        nonlocal next_episode
-        if next_episode >= episodes:
-            slots[i] = None
-            return
-        index, next_episode = next_episode, next_episode + 1
-        obs_rows[i] = envs[i].reset(seed=seed + index)[0]
-        slots[i] = {"index": index, "rewards": [], "captions": [], "depth": 0}
-
-    def finish(i: int, info: dict, truncated: bool) -> EpisodeResult:
-        slot = slots[i]
-        intrinsic = None
-        if reward_model is not None:
-            intrinsic = float(
-                episode_intrinsic(
-                    captions=slot["captions"],
-                    rewards=slot["rewards"],
-                    reward_config=reward_cfg,
-                    read_rewards=reward_model.read_rewards,
-                ).sum()
-            )
-        success = info.get("success")
-        return EpisodeResult(
-            mode=mode,
-            episode=slot["index"],
-            seed=seed + slot["index"],
-            return_extrinsic=float(np.sum(slot["rewards"])),
-            success=None if success is None else float(bool(success)),
-            max_depth=slot["depth"] or None,
-            length=len(slot["rewards"]),
-            return_intrinsic=intrinsic,
-            truncated=truncated,
-        )
-
-    try:
-        for i in range(num_envs):
-            start(i)
-        state = policy.initial_state(num_envs)
-        starts = torch.zeros(1, num_envs, dtype=torch.bool)
-        keys = list(obs_rows[0])
-        with torch.no_grad():
-            while any(slot is not None for slot in slots):
-                # finished envs keep stepping their last observation's row; their actions unused
-                batch = {
-                    k: torch.from_numpy(np.stack([obs_rows[i][k] for i in range(num_envs)])[None])
-                    for k in keys
-                }
-                logits, _, state = policy(batch, state, starts)
-                logits = logits[0].numpy()
-                if mode == "greedy":
-                    actions = np.argmax(logits, axis=-1)
-                else:
-                    actions = np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1)
-                for i, env in enumerate(envs):
-                    slot = slots[i]
-                    if slot is None:
-                        continue
-                    obs, reward, term, trunc, info = env.step(int(actions[i]))
-                    slot["rewards"].append(float(reward))
-                    slot["depth"] = max(slot["depth"], int(info.get("depth", 0)))
-                    caption = info.get("caption")
-                    if caption is not None and config.env.normalize_captions:
-                        caption = normalize_caption(caption)
-                    slot["captions"].append(caption)
-                    obs_rows[i] = obs
-                    if term or trunc:
-                        result = finish(i, info, trunc and not term)
-                        results[result.episode] = result
-                        if on_episode is not None:
-                            on_episode(result)
-                        start(i)
-                        if state.shape[1]:
-                            state[i] = 0.0
-    finally:
-        for env in envs:
-            env.close()
-    return [results[k] for k in sorted(results)]
 
 
 def summarize(results: list[EpisodeResult]) -> dict[str, dict[str, dict]]:

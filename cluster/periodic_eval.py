@@ -8,7 +8,7 @@ its own process and on the CPU (no Ray), with `cluster/evaluate.py`'s episode ru
     eval/return_intrinsic                         runs with a reward model
 
 at the env step the evaluation started. It then records the first `clip_frames` steps of one
-more episode with `cluster/replay.py`'s renderer (NetHack's terminal, or a gymnasium env's
+more episode with `cluster/replay_render.py`'s renderer (NetHack's terminal, or a gymnasium env's
 rgb_array frame) and puts them into TensorBoard as an animated GIF under `eval/clip` (the image
 summary that `SummaryWriter.add_video` writes, encoded by imageio instead of moviepy, which is
 not a dependency). Every evaluation plays the same seeds, so its curve compares like with like.
@@ -150,9 +150,7 @@ class PeriodicEvaluator:
                 )  # fmt: skip
             finally:
                 env.close()
-        if nethack:
-            return [renderer.terminal(c, k, s) for (c, k), s in zip(raw, record.steps, strict=True)]
-        return [renderer.frame(rgb, s) for rgb, s in zip(raw, record.steps, strict=True)]
+        return renderer.frames(raw, record.steps, nethack)
 
     def write_clip(self, frames: list[np.ndarray], step: int) -> None:
         """The frames as one animated-GIF image summary (TensorBoard's Images tab plays it)."""

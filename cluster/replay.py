@@ -15,11 +15,11 @@ process, on the CPU, as `rogueray evaluate` does) and record what it did:
 - a transcript per episode (`episode_000.txt`, tab-separated: step, action, caption, label,
   r_int, reward).
 
-Checkpoint and policy loading are `cluster.evaluate`'s."""
+Checkpoint and policy loading are `cluster.evaluate`'s; the frames and videos
+`cluster/replay_render.py`'s; the ttyrec conversion `cluster/ttyrec.py`'s."""
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sqlite3
@@ -28,18 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster.replay_render import Renderer, write_videos
+from cluster.ttyrec import classic_ttyrec
+
 TTY_KEYS = ("tty_chars", "tty_colors")
 TRANSCRIPT_FIELDS = ("step", "action", "caption", "label", "r_int", "reward")
 DEFAULT_SEED = 1_000_000_007  # `rogueray evaluate`'s: episode i of both plays the same game
-# NetHack's 16 curses colours (black drawn dark grey, so that it shows on the black background).
-PALETTE = (
-    (85, 85, 85), (170, 0, 0), (0, 170, 0), (170, 85, 0), (0, 0, 170), (170, 0, 170),
-    (0, 170, 170), (170, 170, 170), (85, 85, 85), (255, 85, 85), (85, 255, 85),
-    (255, 255, 85), (85, 85, 255), (255, 85, 255), (85, 255, 255), (255, 255, 255),
-)  # fmt: skip
-BACKGROUND = (0, 0, 0)
-STATUS_BACKGROUND = (24, 24, 48)
-STATUS_COLOUR = (230, 230, 120)
 
 
 @dataclass
@@ -62,107 +56,6 @@ class EpisodeRecord:
     @property
     def return_extrinsic(self) -> float:
         return float(sum(s.reward for s in self.steps))
-
-
-def find_font() -> Path | None:
-    """A monospace TrueType font: matplotlib's bundled DejaVu Sans Mono (matplotlib is a
-    dependency), else a system DejaVu or Liberation mono."""
-    try:
-        import matplotlib
-
-        bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSansMono.ttf"
-        if bundled.is_file():
-            return bundled
-    except ImportError:
-        pass
-    for candidate in (
-        "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
-        "/usr/share/fonts/truetype/liberation/LiberationMono-Regular.ttf",
-        "/usr/share/fonts/dejavu/DejaVuSansMono.ttf",
-    ):
-        if Path(candidate).is_file():
-            return Path(candidate)
-    return None
-
-
-class Renderer:
-    """Draws terminal screens (NLE's tty_chars/tty_colors) or rgb frames with a status line."""
-
-    def __init__(self, font_size: int = 14, status_lines: int = 2):
-        from PIL import ImageFont
-
-        path = find_font()
-        if path is not None:
-            self.font = ImageFont.truetype(str(path), font_size)
-        else:  # Pillow's own bitmap-free default font (Pillow >= 10.1 scales it)
-            self.font = ImageFont.load_default(font_size)
-        left, top, right, bottom = self.font.getbbox("M_gy|")
-        self.cell_w = max(1, math.ceil(self.font.getlength("M")))
-        self.cell_h = max(1, bottom - min(0, top) + 2)
-        self.status_lines = status_lines
-
-    def status(self, step: Step) -> list[str]:
-        label = f"{step.label:.2f}" if step.label is not None else "pending"
-        if step.label is None and step.r_int is None:  # no reward model, so no labels
-            label = "n/a"
-        r_int = "n/a" if step.r_int is None else f"{step.r_int:+.4f}"
-        return [
-            f"step {step.step}  action {step.action}  reward {step.reward:+g}  "
-            f"r_int {r_int}  LLM label {label}",
-            f"caption: {step.caption or '(no message)'}",
-        ]
-
-    def _draw_status(self, draw, top: int, width: int, lines: list[str]) -> None:
-        columns = max(1, int(width / self.font.getlength("M")) - 1)
-        draw.rectangle(
-            [0, top, width, top + self.cell_h * self.status_lines + 4], fill=STATUS_BACKGROUND
-        )
-        for k, line in enumerate(lines[: self.status_lines]):
-            text = line if len(line) <= columns else line[: columns - 1] + "…"
-            draw.text((self.cell_w // 2, top + 2 + k * self.cell_h), text, font=self.font,
-                      fill=STATUS_COLOUR)  # fmt: skip
-
-    def terminal(self, chars: np.ndarray, colors: np.ndarray, step: Step) -> np.ndarray:
-        from PIL import Image, ImageDraw
-
-        rows, cols = chars.shape
-        width = _even(cols * self.cell_w)
-        height = _even(rows * self.cell_h + self.cell_h * self.status_lines + 4)
-        image = Image.new("RGB", (width, height), BACKGROUND)
-        draw = ImageDraw.Draw(image)
-        codes = np.asarray(colors, np.int64) & 15
-        # One character per grid cell (the font's advance is not a whole number of pixels, so
-        # strings drawn whole would drift off the grid); blanks are skipped.
-        for r, c in zip(*np.nonzero((chars != ord(" ")) & (chars != 0)), strict=True):
-            draw.text((c * self.cell_w, r * self.cell_h), chr(chars[r, c]), font=self.font,
-                      fill=PALETTE[codes[r, c]])  # fmt: skip
-        self._draw_status(draw, rows * self.cell_h, width, self.status(step))
-        return np.asarray(image)
-
-    def frame(self, rgb: np.ndarray, step: Step) -> np.ndarray:
-        from PIL import Image, ImageDraw
-
-        if isinstance(rgb, str):  # no picture: the observation as text
-            rgb = self._text_image(rgb)
-        h, w = rgb.shape[:2]
-        width = _even(max(w, 60 * self.cell_w))
-        height = _even(h + self.cell_h * self.status_lines + 4)
-        image = Image.new("RGB", (width, height), BACKGROUND)
-        image.paste(Image.fromarray(np.asarray(rgb, np.uint8)[..., :3]), ((width - w) // 2, 0))
-        self._draw_status(ImageDraw.Draw(image), h, width, self.status(step))
-        return np.asarray(image)
-
-    def _text_image(self, text: str) -> np.ndarray:
-        from PIL import Image, ImageDraw
-
-        image = Image.new("RGB", (60 * self.cell_w, 3 * self.cell_h), BACKGROUND)
-        ImageDraw.Draw(image).text((self.cell_w // 2, self.cell_h), text, font=self.font,
-                                   fill=PALETTE[7])  # fmt: skip
-        return np.asarray(image)
-
-
-def _even(n: int) -> int:
-    return n + (n % 2)  # video encoders want even sizes
 
 
 def caption_labels(loaded) -> dict[str, float]:
@@ -339,30 +232,6 @@ def read_transcript(path: str | Path) -> list[dict[str, str]]:
     return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
 
 
-def write_videos(stem: Path, frames: list[np.ndarray], fps: float) -> dict[str, Path]:
-    """The GIF (always) and the MP4 (when imageio finds ffmpeg) of `frames`."""
-    import imageio.v3 as iio
-
-    paths = {"gif": stem.with_suffix(".gif")}
-    # loop=0: repeat forever; every frame differs (the status line counts steps), so Pillow
-    # merges none of them and the GIF has one frame per step.
-    iio.imwrite(paths["gif"], np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
-    if mp4_available():
-        paths["mp4"] = stem.with_suffix(".mp4")
-        iio.imwrite(paths["mp4"], np.stack(frames), extension=".mp4", fps=fps, codec="libx264",
-                    macro_block_size=1)  # fmt: skip
-    return paths
-
-
-def mp4_available() -> bool:
-    try:
-        import imageio_ffmpeg
-
-        return bool(imageio_ffmpeg.get_ffmpeg_exe())
-    except (ImportError, RuntimeError):
-        return False
-
-
 def replay(
     target: str | Path,
     *,
@@ -400,12 +269,7 @@ def replay(
                 config, policy, reward_model, env, i, seed + i, mode, labels, rng
             )
             stem = out / f"episode_{i:03d}"
-            if nethack:
-                frames = [
-                    renderer.terminal(c, k, s) for (c, k), s in zip(raw, record.steps, strict=True)
-                ]
-            else:
-                frames = [renderer.frame(rgb, s) for rgb, s in zip(raw, record.steps, strict=True)]
+            frames = renderer.frames(raw, record.steps, nethack)
             record.paths.update(write_videos(stem, frames, fps))
             record.paths["transcript"] = stem.with_suffix(".txt")
             write_transcript(record.paths["transcript"], record)
@@ -413,66 +277,23 @@ def replay(
     finally:
         env.close()  # NLE closes the last ttyrec here
     if nethack:
-        for record in records:
-            found = sorted(savedir.glob(f"nle.*.{record.index}.ttyrec*.bz2"))
-            if found:
-                suffix = found[0].name.split(f".{record.index}.", 1)[1]  # ttyrec3.bz2
-                target_path = out / f"episode_{record.index:03d}.{suffix}"
-                os.replace(found[0], target_path)
-                record.paths["ttyrec"] = target_path
-                record.paths["ttyrec_classic"] = out / f"episode_{record.index:03d}.ttyrec"
-                classic_ttyrec(target_path, record.paths["ttyrec_classic"])
-        shutil.rmtree(savedir, ignore_errors=True)
+        _collect_ttyrecs(savedir, out, records)
     return out, records
 
 
-def classic_ttyrec(src: str | Path, dst: str | Path) -> int:
-    """Write NLE's ttyrec3 (bz2, 13-byte headers with a channel: 0 output, 1 keys, 2 scores) as a
-    classic ttyrec (12-byte headers, output only), which ttyrec players (ttyplay, ipbt,
-    `python -m nle.scripts.ttyplay -1`) play; returns the frames written."""
-    import bz2
-    import struct
-
-    frames = 0
-    with bz2.open(src, "rb") as fin, open(dst, "wb") as fout:
-        while header := fin.read(13):
-            if len(header) < 13:
-                raise ValueError(f"{src}: truncated ttyrec header")
-            sec, usec, length, channel = struct.unpack("<iiiB", header)
-            data = fin.read(length)
-            if channel == 0:
-                fout.write(struct.pack("<iii", sec, usec, len(data)) + data)
-                frames += 1
-    return frames
-
-
-def read_ttyrec(path: str | Path, rows: int = 24, cols: int = 80, chunk: int = 256):
-    """Every frame of an NLE ttyrec through NLE's own reader (nle._pyconverter.Converter, the
-    one nle.dataset uses): {"chars": [N, rows, cols] uint8, "inputs": [N] uint8, ...}."""
-    from nle import _pyconverter, nethack
-
-    converter = _pyconverter.Converter(rows, cols, nethack.TTYREC_VERSION)
-    converter.load_ttyrec(str(path))
-    parts = {k: [] for k in ("chars", "colors", "cursors", "timestamps", "inputs", "scores")}
-    while True:
-        buf = {
-            "chars": np.zeros((chunk, rows, cols), np.uint8),
-            "colors": np.zeros((chunk, rows, cols), np.int8),
-            "cursors": np.zeros((chunk, 2), np.int16),
-            "timestamps": np.zeros(chunk, np.int64),
-            "inputs": np.zeros(chunk, np.uint8),
-            "scores": np.zeros(chunk, np.int32),
-        }
-        remaining = converter.convert(
-            buf["chars"], buf["colors"], buf["cursors"], buf["timestamps"], buf["inputs"],
-            buf["scores"],
-        )  # fmt: skip
-        filled = chunk - remaining
-        for k, v in buf.items():
-            parts[k].append(v[:filled])
-        if remaining:
-            break
-    return {k: np.concatenate(v) for k, v in parts.items()}
+def _collect_ttyrecs(savedir: Path, out: Path, records: list[EpisodeRecord]) -> None:
+    """Move each episode's ttyrec (NLE wrote it into `savedir`) into `out`, beside it the same
+    game as a classic ttyrec; then remove `savedir`."""
+    for record in records:
+        found = sorted(savedir.glob(f"nle.*.{record.index}.ttyrec*.bz2"))
+        if found:
+            suffix = found[0].name.split(f".{record.index}.", 1)[1]  # ttyrec3.bz2
+            target_path = out / f"episode_{record.index:03d}.{suffix}"
+            os.replace(found[0], target_path)
+            record.paths["ttyrec"] = target_path
+            record.paths["ttyrec_classic"] = out / f"episode_{record.index:03d}.ttyrec"
+            classic_ttyrec(target_path, record.paths["ttyrec_classic"])
+    shutil.rmtree(savedir, ignore_errors=True)
 
 
 def format_report(out: Path, records: list[EpisodeRecord]) -> str:

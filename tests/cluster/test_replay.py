@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from cluster.cli import main
-from cluster.replay import Renderer, Step, read_transcript, read_ttyrec
+from cluster.replay import Renderer, Step, read_transcript
+from cluster.ttyrec import read_ttyrec
 
 ROOT = Path(__file__).resolve().parents[2]
 CARTPOLE = str(ROOT / "configs" / "cartpole.yaml")
