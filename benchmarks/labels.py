@@ -52,84 +52,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from label_captions import CAPTIONS, WARMUP_CAPTIONS  # noqa: E402
+
 from annotator.prompts import classification_prompt  # noqa: E402
 
 BACKENDS = ("transformers", "vllm", "openai")
 SERVED_NAME = "smollm2"
-
-# Messages as NetHack shows them on the top line (several per kind of event).
-CAPTIONS: tuple[str, ...] = (
-    "You kill the newt!",
-    "You kill the jackal!",
-    "You destroy the kobold zombie!",
-    "You hit the grid bug.",
-    "You miss the sewer rat.",
-    "The jackal bites!",
-    "The newt bites!",
-    "The gnome lord hits!",
-    "The hill orc misses.",
-    "You are hit by an arrow!",
-    "You die...",
-    "Welcome to experience level 2.",
-    "Welcome to experience level 5.",
-    "You feel more confident in your weapon skills.",
-    "$ - 23 gold pieces.",
-    "$ - 7 gold pieces.",
-    "You see here 14 gold pieces.",
-    "There is a staircase down here.",
-    "There is a staircase up here.",
-    "You climb down the stairs.",
-    "You can't go down here.",
-    "This door is locked.",
-    "The door opens.",
-    "The door closes.",
-    "WHAMM!!",
-    "As you kick the door, it crashes open!",
-    "You find a hidden passage.",
-    "You find a hidden door.",
-    "It's a wall.",
-    "It's solid stone.",
-    "You hear some noises in the distance.",
-    "You hear the footsteps of a guard on patrol.",
-    "You hear a door open.",
-    "You hear bubbling water.",
-    "You feel hungry.",
-    "You are beginning to feel weak.",
-    "You faint from lack of food.",
-    "This food really hits the spot!",
-    "You finish eating the jackal corpse.",
-    "Blecch!  Rotten food!",
-    "You see here a scroll labeled ELBIB YLOH.",
-    "You see here a blue potion.",
-    "f - a wand of striking.",
-    "g - an uncursed +1 ring mail.",
-    "h - 2 uncursed food rations.",
-    "You have a little trouble lifting k - a boulder.",
-    "There is a boulder in your way.",
-    "With great effort you move the boulder.",
-    "You are now wearing a leather armor.",
-    "You are beginning to feel hungry.",
-    "The kitten eats a newt corpse.",
-    "You stop. Your kitten is in the way.",
-    "You swap places with your kitten.",
-    "Really attack the shopkeeper?",
-    "Hello, welcome to Asidonhopo's general store!",
-    "You enter an opulent throne room!",
-    "You have a sad feeling for a moment, then it passes.",
-    "You feel a strange vibration under your feet.",
-    "There is a fountain here.",
-    "The water's flow reduces to a trickle.",
-    "You are stuck in a bear trap.",
-    "A trap door opens up under you!",
-    "You fall through a trap door!",
-    "",
-)
-WARMUP_CAPTIONS = (
-    "You kill the gecko!",
-    "$ - 3 gold pieces.",
-    "You hear a distant squeak.",
-    "The fox bites!",
-)
 
 
 def log(message: str) -> None:
