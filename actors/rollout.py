@@ -100,6 +100,13 @@ class RolloutWorker:
         )
         self.policy_version = weights.version
 
+    @property
+    def acting_version(self) -> int:
+        """Version of the weights choosing the actions: this worker's copy's, or, for a policy
+        answered elsewhere (cluster/inference.py's RemotePolicy, which has `weights_version`),
+        the version behind its latest answer."""
+        return getattr(self.policy, "weights_version", self.policy_version)
+
     def use_restart_streams(self, restarts: int) -> None:
         """`restarts`: how often this worker's process was lost in this run start, as the driver
         counts it (Ray constructs a restarted process with the original arguments, so it begins
@@ -211,7 +218,7 @@ class RolloutWorker:
             caption_counts=caption_counts,
             captions=tuple(caption_index),
             initial_state=initial_state,
-            policy_version=self.policy_version,
+            policy_version=self.acting_version,
             worker_id=self.worker_id,
             episodes=tuple(finished),
         )

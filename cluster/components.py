@@ -49,15 +49,17 @@ def make_policy(config: RunConfig, spec: EnvSpec) -> torch.nn.Module:
 
 
 def make_worker(
-    config: RunConfig, spec: EnvSpec, worker_id: int, caption_sink=None
+    config: RunConfig, spec: EnvSpec, worker_id: int, caption_sink=None, policy=None
 ) -> RolloutWorker:
+    """A rollout worker with its own copy of the policy, or with `policy` (e.g. a RemotePolicy
+    answered by the shared inference actor)."""
     torch.manual_seed(config.seed + worker_id)  # weight init; actions use the worker's own rng
     return RolloutWorker(
         env_id=config.env.id,
         num_envs=config.env.num_envs_per_worker,
         unroll_length=config.rollout.unroll_length,
         unrolls_per_sample=config.rollout.unrolls_per_sample,
-        policy=make_policy(config, spec),
+        policy=policy if policy is not None else make_policy(config, spec),
         seed=config.seed,
         worker_id=worker_id,
         max_episode_steps=config.env.max_episode_steps,

@@ -61,6 +61,14 @@ class RolloutConfig:
     node_resource: str | None = None
     """A custom Ray resource each worker asks 0.001 of, so that workers run only on nodes that
     declare it (the rollout nodes of cluster/launch/ declare `rogueray_rollout`)."""
+    inference: str = "worker"
+    """Where the policy chooses actions: "worker" (each worker runs its own copy on its CPU) or
+    "shared" (one inference actor batches every worker's steps into one forward pass, SEED RL /
+    Sample Factory style, on `inference_device`; Ray mode only; one more CPU). Measured on a
+    2-core laptop: benchmarks/inference_placement.py; docs/performance.md has the figures."""
+    inference_device: str = "cpu"
+    """Torch device of the shared inference actor: "cpu", or "cuda"/"cuda:N" (it then shares the
+    GPU with a CUDA learner, half each)."""
 
 
 @dataclass

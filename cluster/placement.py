@@ -30,8 +30,7 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
         if config.ray_num_cpus is not None and config.ray_num_cpus < needed:
             raise ConfigError(
                 f"config key 'ray_num_cpus' ({config.ray_num_cpus}) is below the {needed} CPUs "
-                f"this run needs (rollout.num_workers={config.rollout.num_workers} + 1 learner"
-                f"{' + 1 annotator' if wants_annotator(config) else ''})"
+                f"this run needs ({cpu_breakdown(config)})"
             )
         # Logical CPUs: on a laptop the learner and workers share cores; Ray must not wait for more.
         # Ray runs its worker processes at nice 15 by default, so on a busy laptop any ordinary
@@ -48,13 +47,36 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
 
 
 def cpus_needed(config: RunConfig) -> int:
-    """One CPU per rollout worker, one for the learner, one for the annotator when there is one."""
-    return config.rollout.num_workers + 1 + int(wants_annotator(config))
+    """One CPU per rollout worker, one for the learner, one for the annotator when there is one,
+    one for the shared inference actor when there is one."""
+    shared = config.rollout.inference == "shared"
+    return config.rollout.num_workers + 1 + int(wants_annotator(config)) + int(shared)
+
+
+def cpu_breakdown(config: RunConfig) -> str:
+    """What the CPUs of `cpus_needed` are for, e.g. "rollout.num_workers=2 + 1 learner"."""
+    parts = [f"rollout.num_workers={config.rollout.num_workers}", "1 learner"]
+    if wants_annotator(config):
+        parts.append("1 annotator")
+    if config.rollout.inference == "shared":
+        parts.append("1 inference actor")
+    return " + ".join(parts)
+
+
+def learner_and_inference_gpus(config: RunConfig) -> tuple[float, float]:
+    """GPUs the learner and the shared inference actor ask for: one each alone, half each when
+    both use CUDA (they share the GPU, as in Sample Factory's single-GPU setup)."""
+    learner = 1.0 if config.learner.device.startswith("cuda") else 0.0
+    shared = config.rollout.inference == "shared"
+    inference = 1.0 if shared and config.rollout.inference_device.startswith("cuda") else 0.0
+    if learner and inference:
+        return 0.5, 0.5
+    return learner, inference
 
 
 def gpus_needed(config: RunConfig) -> float:
-    learner = 1.0 if config.learner.device.startswith("cuda") else 0.0
-    return learner + (config.annotator.num_gpus if wants_annotator(config) else 0.0)
+    annotator = config.annotator.num_gpus if wants_annotator(config) else 0.0
+    return sum(learner_and_inference_gpus(config)) + annotator
 
 
 def check_resources(config: RunConfig) -> None:
@@ -62,10 +84,9 @@ def check_resources(config: RunConfig) -> None:
     total = ray.cluster_resources()
     cpus = cpus_needed(config)
     if total.get("CPU", 0) < cpus:
-        annotator = " + 1 annotator" if wants_annotator(config) else ""
         raise ConfigError(
             f"the Ray cluster has {total.get('CPU', 0):g} CPUs; this run needs {cpus} "
-            f"(rollout.num_workers={config.rollout.num_workers} + 1 learner{annotator}). "
+            f"({cpu_breakdown(config)}). "
             "Lower rollout.num_workers or add CPU nodes."
         )
     gpus = gpus_needed(config)

@@ -13,7 +13,8 @@ from actors.messages import EpisodeStats, PolicyWeights
 from cluster.annotation import AnnotatorActor, wants_annotator
 from cluster.components import ConfiguredLearner, EnvSpec, make_worker
 from cluster.config import RunConfig
-from cluster.placement import check_resources, placed, sliver
+from cluster.inference import InferenceActor, RemotePolicy
+from cluster.placement import check_resources, learner_and_inference_gpus, placed, sliver
 
 WORKER_LOST = (RayActorError, ActorUnavailableError)  # died, or restarting after a death
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
@@ -30,11 +31,22 @@ class RayRunner:
 
     def __init__(self, config: RunConfig, spec: EnvSpec):
         check_resources(config)
-        wants_gpu = config.learner.device.startswith("cuda")
+        learner_gpus, inference_gpus = learner_and_inference_gpus(config)
         learner_cls = ray.remote(
-            num_cpus=1, num_gpus=1 if wants_gpu else 0, **placed(config.learner.node_resource)
+            num_cpus=1, num_gpus=learner_gpus, **placed(config.learner.node_resource)
         )(ConfiguredLearner)
         self.learner = learner_cls.remote(config, spec)
+        self.inference = None  # the shared inference actor (rollout.inference=shared)
+        self._inference_name = None
+        if config.rollout.inference == "shared":
+            self._inference_name = f"rogueray-inference-{uuid.uuid4().hex[:12]}"
+            self.inference = ray.remote(
+                num_cpus=1,
+                num_gpus=inference_gpus,
+                max_restarts=-1,
+                name=self._inference_name,
+                **placed(config.rollout.node_resource),
+            )(InferenceActor).remote(config, spec)
         self.annotator = None
         if wants_annotator(config):
             # Named, so that workers (and their restarts) find it without holding its handle as a
@@ -142,8 +154,9 @@ class RayRunner:
 
     def sync_weights(self) -> None:
         self._weights_ref = self.learner.get_weights.remote()
-        for worker in self.workers.values():
-            worker.set_weights.remote(self._weights_ref)
+        holders = [self.inference] if self.inference else self.workers.values()
+        for holder in holders:
+            holder.set_weights.remote(self._weights_ref)
         if not self._samples:
             for worker_id in self.workers:
                 self._submit(worker_id)
@@ -172,7 +185,7 @@ class RayRunner:
                 if k >= num_workers - current - short:
                     self._waiting.add(worker_id)
                 if self._weights_ref is not None:
-                    self.workers[worker_id].set_weights.remote(self._weights_ref)
+                    self._give_weights(worker_id)
                     self._submit(worker_id)
         in_flight = {w for w, _ in self._samples.values()}
         for worker_id in sorted(self.workers)[num_workers:]:  # the newest go first
@@ -182,6 +195,8 @@ class RayRunner:
                 ray.kill(actor)  # nothing to hand over (its sample, if any, never started)
             else:
                 self._retiring[worker_id] = actor
+        if self.inference is not None:
+            self.inference.set_num_workers.remote(len(self.workers))
         done = f"rollout workers: {current} -> {len(self.workers)}"
         if short:
             done += f"; {short} wait for CPUs (the autoscaler was asked for them)"
@@ -207,9 +222,14 @@ class RayRunner:
         worker_id, self._next_id = self._next_id, self._next_id + 1
         annotator = self._annotator_name if self.annotator else None
         self.workers[worker_id] = self._worker_cls.remote(
-            self._config, self._spec, worker_id, annotator
+            self._config, self._spec, worker_id, annotator, self._inference_name
         )
         return worker_id
+
+    def _give_weights(self, worker_id: int) -> None:
+        """Current weights to a new or restarted worker (with shared inference, none need them)."""
+        if self.inference is None:
+            self.workers[worker_id].set_weights.remote(self._weights_ref)
 
     def _submit(self, worker_id: int) -> None:
         lives = self._lives.get(worker_id, 0)
@@ -241,7 +261,7 @@ class RayRunner:
                 # streams no earlier process of this worker used.
                 self._lives[worker_id] = self._lives.get(worker_id, 0) + 1
                 if self._weights_ref is not None:
-                    self.workers[worker_id].set_weights.remote(self._weights_ref)
+                    self._give_weights(worker_id)
                 self._submit(worker_id)
                 continue
             self._restarting.discard(worker_id)
@@ -278,7 +298,7 @@ class RayRunner:
                 ray.get(self.annotator.stop.remote(), timeout=30)
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
-        others = [self.learner, *([self.annotator] if self.annotator else [])]
+        others = [self.learner, *[a for a in (self.annotator, self.inference) if a is not None]]
         for actor in [*self.workers.values(), *self._retiring.values(), *others]:
             ray.kill(actor)
 
@@ -289,11 +309,24 @@ class _WorkerActor:
     it finds the annotator by name (a handle as a constructor argument is not always restored
     after a restart) and moves a restarted process onto fresh seed streams per request."""
 
-    def __init__(self, config: RunConfig, spec, worker_id: int, annotator_name: str | None = None):
+    def __init__(
+        self,
+        config: RunConfig,
+        spec,
+        worker_id: int,
+        annotator_name: str | None = None,
+        inference_name: str | None = None,
+    ):
         sink = None
         if annotator_name is not None:
             sink = ray.get_actor(annotator_name).submit.remote  # fire and forget
-        self.worker = make_worker(config, spec, worker_id, sink)
+        policy = None
+        if inference_name is not None:  # found by name, like the annotator
+            model = config.model
+            policy = RemotePolicy(
+                ray.get_actor(inference_name), model.hidden_size if model.recurrent else 0
+            )
+        self.worker = make_worker(config, spec, worker_id, sink, policy)
 
     def set_weights(self, weights: PolicyWeights) -> None:
         self.worker.set_weights(weights)

@@ -23,6 +23,7 @@ class ConfigError(ValueError):
 MODES = ("ray", "serial")
 REWARD_MODEL_WIDTHS = ("oni", "small")
 MODEL_KINDS = ("auto", "nethack", "mlp")
+INFERENCE = ("worker", "shared")
 
 
 def _backends() -> tuple[str, ...]:
@@ -77,6 +78,7 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "mode": lambda: MODES,
     "model.kind": lambda: MODEL_KINDS,
     "model.precision": _precisions,
+    "rollout.inference": lambda: INFERENCE,
     "reward_model.name": _reward_models,
     "reward_model.width": lambda: REWARD_MODEL_WIDTHS,
     "reward_model.embedding": _embeddings,
@@ -115,6 +117,12 @@ def validate(config: RunConfig) -> None:
             f"rollout.unrolls_per_sample = {per_fragment}"
         )
     _check_device(config.learner.device)
+    _check_device(config.rollout.inference_device, "rollout.inference_device")
+    if config.rollout.inference == "shared" and config.mode != "ray":
+        raise ConfigError(
+            "config key 'rollout.inference' is 'shared', which needs mode=ray (a Ray actor "
+            "serves the workers); use rollout.inference=worker in serial mode"
+        )
     _validate_intrinsic(config)
     _check_run_dir(config.run_dir)
     try:
@@ -238,7 +246,7 @@ def _one_of(value: str, key: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"config key {key!r} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def _check_device(device: str) -> None:
+def _check_device(device: str, key: str = "learner.device") -> None:
     if (
         device in ("auto", "cpu")
         or device == "cuda"
@@ -246,7 +254,7 @@ def _check_device(device: str) -> None:
     ):
         return
     raise ConfigError(
-        f"config key 'learner.device' must be auto, cpu, cuda or cuda:N; got {device!r}"
+        f"config key {key!r} must be auto, cpu, cuda or cuda:N; got {device!r}"
     )
 
 

@@ -94,3 +94,27 @@ def test_ray_runner_keeps_the_protocol(tmp_path):
         runner.close()
         if started:
             ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_runner_keeps_the_protocol_with_shared_inference(tmp_path):
+    """rollout.inference=shared: the workers' steps are answered by the inference actor, which
+    alone holds the weights; the protocol is the same."""
+    import ray
+
+    from cluster.placement import start_ray
+    from cluster.ray_runner import RayRunner
+
+    config = _config(tmp_path, "ray", "ray_num_cpus=5", "rollout.inference=shared")
+    started = start_ray(config)
+    runner = RayRunner(config, env_spec(config))
+    try:
+        _exercise(runner, config, ray.ObjectRef)
+        stats = ray.get(runner.inference.stats.remote())
+        assert stats["requests"] >= 16  # one per step of a worker's envs: 2 fragments x 8 steps
+        assert 1 <= stats["batches"] <= stats["requests"]
+    finally:
+        runner.close()
+        if started:
+            ray.shutdown()

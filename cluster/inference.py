@@ -1,0 +1,145 @@
+"""Shared policy inference (`rollout.inference: shared`): one actor runs the policy for all the
+rollout workers, batching their requests into one forward pass (SEED RL, Espeholt et al. 2020,
+section 2; Sample Factory's policy workers, Petrenko et al. 2020, section 3.1).
+
+Workers then only step environments. Each step a worker sends its envs' observations and
+recurrent state (`act`), and the actor answers once it has a request from every worker or
+`max_wait_s` has passed. The GRU state travels with the request, so the actor holds no
+per-worker state and a restarted worker loses nothing. The actor is the only holder of the
+policy's weights: the runner sends them here instead of to every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import torch
+
+from actors.messages import PolicyWeights
+from cluster.components import EnvSpec, make_policy
+from cluster.config import RunConfig
+
+Obs = dict[str, np.ndarray]
+
+
+class InferenceActor:
+    """Batched policy forward passes for `num_workers` rollout workers (a Ray async actor).
+
+    `act(obs [1, N, ...], state [N, H])` -> (logits float32 [N, A], values float32 [N],
+    next state float32 [N, H], weights version int). Requests are answered in arrival order.
+    """
+
+    def __init__(self, config: RunConfig, spec: EnvSpec, max_wait_s: float = 0.002):
+        from learner.learner import resolve_device
+
+        torch.set_num_threads(1)  # one CPU, as Ray reserved
+        self.device = resolve_device(config.rollout.inference_device)
+        self.policy = make_policy(config, spec).to(self.device).eval()
+        self.version = 0
+        self.expected = max(1, config.rollout.num_workers)
+        self.max_wait_s = max_wait_s
+        self._queue: list[tuple[Obs, np.ndarray, asyncio.Future]] = []
+        self._arrived = asyncio.Event()
+        self._batcher: asyncio.Task | None = None
+        self.batches = self.requests = 0
+
+    def set_weights(self, weights: PolicyWeights) -> None:
+        self.policy.load_state_dict(
+            {k: torch.from_numpy(np.asarray(v)) for k, v in weights.state.items()}
+        )
+        self.version = weights.version
+
+    def set_num_workers(self, num_workers: int) -> None:
+        """How many requests make a full batch (the runner calls it when workers change)."""
+        self.expected = max(1, num_workers)
+
+    def stats(self) -> dict[str, float]:
+        """Requests and batches so far (their ratio is the mean number of workers per batch)."""
+        return {"requests": float(self.requests), "batches": float(self.batches)}
+
+    async def act(self, obs: Obs, state: np.ndarray):
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((obs, state, future))
+        self._arrived.set()
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.create_task(self._serve())
+        return await future
+
+    async def _serve(self) -> None:
+        """Answer queued requests in batches until the queue is empty."""
+        while self._queue:
+            deadline = time.monotonic() + self.max_wait_s
+            while len(self._queue) < self.expected and time.monotonic() < deadline:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), deadline - time.monotonic())
+                except TimeoutError:
+                    break
+            batch, self._queue = self._queue, []
+            try:
+                results = self._forward([(obs, state) for obs, state, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - every waiting worker gets the error
+                for _, _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, _, future), result in zip(batch, results, strict=True):
+                future.set_result(result)
+
+    def _forward(self, requests: list[tuple[Obs, np.ndarray]]) -> list[tuple]:
+        sizes = [state.shape[0] for _, state in requests]
+        dev = self.device
+        obs = {
+            k: torch.from_numpy(np.concatenate([o[k] for o, _ in requests], axis=1)).to(dev)
+            for k in requests[0][0]
+        }
+        state = torch.from_numpy(np.concatenate([s for _, s in requests])).to(dev)
+        starts = torch.zeros(1, sum(sizes), dtype=torch.bool, device=dev)
+        with torch.no_grad():
+            logits, values, state = (x.cpu() for x in self.policy(obs, state, starts))
+        self.batches += 1
+        self.requests += len(requests)
+        bounds = np.cumsum([0, *sizes])
+        return [
+            (
+                logits[0, a:b].numpy(),
+                values[0, a:b].numpy(),
+                state[a:b].numpy(),
+                self.version,
+            )
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+
+
+class RemotePolicy:
+    """The policy interface a RolloutWorker calls (ActorCritic's `forward`, `initial_state`,
+    `autocast`), answered by an InferenceActor. `weights_version` is the version of the weights
+    behind the last answer; the worker stamps its fragments with it."""
+
+    def __init__(self, actor, state_size: int):
+        self.actor = actor
+        self.state_size = state_size
+        self.weights_version = 0
+
+    def __call__(self, obs: dict[str, torch.Tensor], state: torch.Tensor, starts: torch.Tensor):
+        import ray
+
+        ref = self.actor.act.remote({k: v.numpy() for k, v in obs.items()}, state.numpy())
+        logits, values, next_state, self.weights_version = ray.get(ref)
+        return (
+            torch.from_numpy(logits)[None],
+            torch.from_numpy(values)[None],
+            torch.from_numpy(next_state),
+        )
+
+    def initial_state(self, batch_size: int) -> torch.Tensor:
+        return torch.zeros(batch_size, self.state_size)
+
+    def eval(self) -> RemotePolicy:
+        return self
+
+    def autocast(self, device_type: str = "cpu"):
+        import contextlib
+
+        return contextlib.nullcontext()

@@ -1,0 +1,69 @@
+"""The shared inference actor (cluster/inference.py) without Ray: requests that arrive together
+are answered by one forward pass, and each answer is what the policy gives for that request
+alone."""
+
+import asyncio
+
+import numpy as np
+import torch
+
+from cluster.components import env_spec
+from cluster.config import load_config
+from cluster.inference import InferenceActor
+from tests.cluster.test_runner_protocol import ROOT
+
+
+def _actor(tmp_path, num_workers: int, max_wait_s: float) -> InferenceActor:
+    config = load_config(
+        ROOT / "configs/cartpole.yaml",
+        [f"run_dir={tmp_path}/run", f"rollout.num_workers={num_workers}", "model.recurrent=true"],
+    )
+    return InferenceActor(config, env_spec(config), max_wait_s=max_wait_s)
+
+
+def _request(seed: int, envs: int, hidden: int = 64):  # configs/cartpole.yaml's hidden_size
+    rng = np.random.default_rng(seed)
+    obs = {"vector": rng.normal(size=(1, envs, 4)).astype(np.float32)}
+    state = rng.normal(size=(envs, hidden)).astype(np.float32) * 0.1
+    return obs, state
+
+
+async def _ask_together(actor, requests):
+    return await asyncio.gather(*(actor.act(obs, state) for obs, state in requests))
+
+
+def test_requests_from_every_worker_share_one_forward_pass(tmp_path):
+    actor = _actor(tmp_path, num_workers=3, max_wait_s=1.0)
+    requests = [_request(seed, envs) for seed, envs in ((0, 2), (1, 3), (2, 1))]
+    answers = asyncio.run(_ask_together(actor, requests))
+    assert actor.stats() == {"requests": 3.0, "batches": 1.0}
+    for (obs, state), (logits, values, next_state, version) in zip(requests, answers, strict=True):
+        with torch.no_grad():
+            want = actor.policy(
+                {"vector": torch.from_numpy(obs["vector"])},
+                torch.from_numpy(state),
+                torch.zeros(1, state.shape[0], dtype=torch.bool),
+            )
+        np.testing.assert_allclose(logits, want[0][0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(values, want[1][0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(next_state, want[2].numpy(), rtol=1e-5, atol=1e-6)
+        assert logits.shape == (state.shape[0], 2) and version == 0
+
+
+def test_a_lone_request_is_answered_after_the_wait(tmp_path):
+    actor = _actor(tmp_path, num_workers=4, max_wait_s=0.01)
+    ((logits, _, _, _),) = asyncio.run(_ask_together(actor, [_request(5, 2)]))
+    assert logits.shape == (2, 2)
+    assert actor.stats() == {"requests": 1.0, "batches": 1.0}
+
+
+def test_weights_and_their_version_reach_the_answers(tmp_path):
+    from actors.messages import PolicyWeights
+
+    actor = _actor(tmp_path, num_workers=1, max_wait_s=0.0)
+    state = {k: np.zeros_like(v.numpy()) for k, v in actor.policy.state_dict().items()}
+    actor.set_weights(PolicyWeights(state, 7))
+    ((logits, values, _, version),) = asyncio.run(_ask_together(actor, [_request(3, 2)]))
+    assert version == 7
+    np.testing.assert_array_equal(logits, 0.0)  # all-zero weights: zero logits and values
+    np.testing.assert_array_equal(values, 0.0)
