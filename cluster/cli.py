@@ -301,6 +301,12 @@ def _main(argv: list[str] | None = None) -> int:
         except (ConfigError, ValueError, FileNotFoundError) as exc:
             print(f"rogueray: error: {exc}", file=sys.stderr)
             return 2
+    return _train_or_resume(args)
+
+
+def _train_or_resume(args: argparse.Namespace) -> int:
+    """`rogueray train` / `resume`: the config loaded and checked, the run, its last line; the
+    exit code (2 for what the user must fix)."""
     _job_run_dir(args)
     try:
         config = _load_for_train(args) if args.command == "train" else _load_for_resume(args)
