@@ -3,7 +3,7 @@ YAML with dotted `key=value` overrides. Unknown keys and wrong types fail here; 
 checked by `cluster.validation`. Both happen before Ray starts, and every error names the key,
 the value and what is allowed. Every key has a docstring (docs/config.md is generated from them
 by `python -m cluster.config_docs`), and every number declares its domain in its type
-(`Positive`, `Count`, ... from cluster/schema.py), which one check enforces for all of them."""
+(`Positive`, `Count`, ... from config_schema/domains.py), which one check enforces for all of them."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from annotator.config import AnnotatorConfig
-from cluster.schema import (
-    ConfigKey,
+from cluster.validation import ConfigError, validate
+from config_schema.domains import (
     Count,
     Discount,
     Finite,
@@ -28,11 +28,8 @@ from cluster.schema import (
     OddCount,
     Positive,
     Seed,
-    config_keys,
-    domain_error,
-    sections,
 )
-from cluster.validation import ConfigError, validate
+from config_schema.keys import ConfigKey, config_keys, domain_error, sections
 
 
 @dataclass

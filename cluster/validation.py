@@ -1,6 +1,6 @@
 """Checks of a loaded run config's values and invariants, before Ray starts: every error names
 the key, the value and what is allowed. Numbers are checked against the domains their fields
-declare (cluster/schema.py); this module adds the string choices, whose allowed values come from
+declare (config_schema/domains.py); this module adds the string choices, whose allowed values come from
 their owners (annotator backends, prompts, calibrations, reward models) so a new one needs no
 second edit here, and the checks that span keys or touch the file system."""
 
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cluster.schema import check_domains
+from config_schema.keys import check_domains
 
 if TYPE_CHECKING:
     from cluster.config import RunConfig
@@ -94,7 +94,7 @@ prompts, calibrations, reward models), so a new one needs no second edit here.""
 
 def validate(config: RunConfig) -> None:
     """Check values and invariants; raises ConfigError naming the key. Every number is checked
-    against the domain its field declares (cluster/schema.py); the rest is checked here."""
+    against the domain its field declares (config_schema/domains.py); the rest is checked here."""
     from actors.envs import validate_env_id
 
     error = check_domains(config)
@@ -253,9 +253,7 @@ def _check_device(device: str, key: str = "learner.device") -> None:
         or (device.startswith("cuda:") and device[5:].isdigit())
     ):
         return
-    raise ConfigError(
-        f"config key {key!r} must be auto, cpu, cuda or cuda:N; got {device!r}"
-    )
+    raise ConfigError(f"config key {key!r} must be auto, cpu, cuda or cuda:N; got {device!r}")
 
 
 def _check_run_dir(run_dir: str) -> None:
