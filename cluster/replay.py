@@ -28,22 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster.replay_render import Renderer, write_videos
+from cluster.replay_render import Renderer, Step, write_videos
 from cluster.ttyrec import classic_ttyrec
 
 TTY_KEYS = ("tty_chars", "tty_colors")
 TRANSCRIPT_FIELDS = ("step", "action", "caption", "label", "r_int", "reward")
 DEFAULT_SEED = 1_000_000_007  # `rogueray evaluate`'s: episode i of both plays the same game
-
-
-@dataclass
-class Step:
-    step: int
-    action: str
-    caption: str | None
-    label: float | None
-    r_int: float | None
-    reward: float
 
 
 @dataclass

@@ -6,13 +6,10 @@ them (imageio; the MP4 only when imageio finds ffmpeg)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from cluster.replay import Step
 
 # NetHack's 16 curses colours (black drawn dark grey, so that it shows on the black background).
 PALETTE = (
@@ -23,6 +20,20 @@ PALETTE = (
 BACKGROUND = (0, 0, 0)
 STATUS_BACKGROUND = (24, 24, 48)
 STATUS_COLOUR = (230, 230, 120)
+
+
+@dataclass
+class Step:
+    """One step as a frame's status line and a transcript row show it: the action's name, the
+    reward, the caption, the LLM label the run's store holds for it (None: not labelled) and the
+    intrinsic reward (None without a reward model)."""
+
+    step: int
+    action: str
+    caption: str | None
+    label: float | None
+    r_int: float | None
+    reward: float
 
 
 def find_font() -> Path | None:
