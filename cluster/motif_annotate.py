@@ -14,7 +14,13 @@ becomes (Motif's four outcomes):
 - unknown (no readable answer after `annotator.max_retries` re-asks of a reasoned answer; a
   direct answer whose choices carry too little probability is not re-asked): one line in
   `DATASET/unknown_pairs.jsonl`, so it is never asked again, and never trained on.
-A request that fails outright (server down) leaves its pairs unanswered, to be asked again."""
+A request that fails outright (server down) leaves its pairs unanswered, to be asked again.
+
+`both_orders=True` asks every pair in both orders and keeps the mean of the two preferences for
+the same caption, (p(a, b) + 1 - p(b, a)) / 2, which cancels a judge's preference for a position
+(the embedded SmolLM2 prefers the first message on every pair it was shown); either order
+unreadable makes the pair unknown. Those labels are kept under their own prompt version
+(BOTH_ORDERS_SUFFIX appended), apart from single-order ones. Motif asked one order."""
 
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ log = logging.getLogger(__name__)
 LABEL_STORE = "labels.sqlite"
 UNKNOWN = "unknown_pairs.jsonl"
 FAILED_REQUEST_TRIES = 3
+BOTH_ORDERS_SUFFIX = "+both-orders"
 
 
 @dataclass
@@ -136,6 +143,7 @@ async def annotate_dataset(
     batch_size: int = 32,
     max_retries: int = 2,
     seed: int = 0,
+    both_orders: bool = False,
     progress: Callable[[int], None] = lambda n: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> AnnotationReport:
@@ -156,14 +164,27 @@ async def annotate_dataset(
             report.stopped = True
             break
         chunk = todo[start : start + chunk_size]
-        prompts = [kind.prompt(item, goal=goal, style=style) for item in chunk]
+        asked = chunk + [(b, a) for a, b in chunk] if both_orders else chunk
+        prompts = [kind.prompt(item, goal=goal, style=style) for item in asked]
         values = await _answer_chunk(
             backend, prompts, batch_size=batch_size, max_retries=max_retries
         )
+        if both_orders:
+            pairs_of = zip(values[: len(chunk)], values[len(chunk) :], strict=True)
+            values = [_mean_of_orders(v, w) for v, w in pairs_of]
         _commit(store, kind, unknown_path, group, chunk, values, report)
         progress(sum(v is not None for v in values))
     log.info("annotate %s: %s", path, report)
     return report
+
+
+def _mean_of_orders(forward, backward):
+    """The preference for the first caption from both orders' answers (see the docstring)."""
+    if forward is None or backward is None:
+        return None
+    if forward is INVALID or backward is INVALID:
+        return INVALID
+    return (float(forward) + 1.0 - float(backward)) / 2.0
 
 
 def _commit(store, kind, unknown_path, group, chunk, values, report: AnnotationReport) -> None:

@@ -42,6 +42,9 @@ def add_parsers(sub) -> None:
     annotate.add_argument("--pairs", type=int, default=5000, help="answered pairs wanted in all")
     annotate.add_argument("--chunk-size", type=int, default=64, help="pairs per committed chunk")
     annotate.add_argument("--seed", type=int, default=0)
+    annotate.add_argument("--both-orders", action="store_true",
+                          help="ask each pair in both orders and average (cancels a judge's "
+                          "position bias; twice the questions)")  # fmt: skip
     annotate.add_argument("--no-progress", action="store_true")
     fit = sub.add_parser("fit-reward", help="offline Motif 3/3: fit the reward model")
     fit.add_argument("dataset")
@@ -150,10 +153,11 @@ async def _annotate_async(args, data, config, progress, stop):
     from annotator.label_store import LabelStore
     from annotator.prompts import ranking_prompt
     from cluster.annotation import backend_options, model_id
-    from cluster.motif_annotate import LABEL_STORE, annotate_dataset
+    from cluster.motif_annotate import BOTH_ORDERS_SUFFIX, LABEL_STORE, annotate_dataset
 
     ann = config.annotator
     version = ranking_prompt("a", "b", goal=ann.goal, style=ann.style).version
+    version += BOTH_ORDERS_SUFFIX if args.both_orders else ""
     store = LabelStore(data.path / LABEL_STORE, model_id=model_id(config), prompt_version=version)
     backend = await asyncio.to_thread(make_backend, ann.backend, **backend_options(config))
     try:
@@ -164,7 +168,7 @@ async def _annotate_async(args, data, config, progress, stop):
             data.path, data.captions, backend=backend, store=store, goal=ann.goal,
             style=ann.style, pairs=args.pairs, chunk_size=args.chunk_size,
             batch_size=ann.batch_size, max_retries=ann.max_retries, seed=args.seed,
-            progress=progress, should_stop=stop,
+            both_orders=args.both_orders, progress=progress, should_stop=stop,
         )  # fmt: skip
     finally:
         await backend.close()
