@@ -65,7 +65,7 @@ def test_oni_config_names_its_laptop_sized_override(path, tmp_path):
     assert config.total_env_steps <= 200_000 and config.rollout.num_workers == 1
 
 
-PACKAGES = ["actors", "annotator", "cluster", "learner", "reward_models"]
+PACKAGES = ["actors", "annotator", "cluster", "config_schema", "learner", "reward_models"]
 
 
 @pytest.mark.slow
