@@ -57,3 +57,15 @@ def test_a_judge_that_is_down_leaves_the_pairs_unasked(tmp_path):
     down.down = True
     report, labels = _run(tmp_path, down, pairs=5)
     assert report.failed == 5 and labels == [] and report.done == 0
+
+
+def test_fit_reward_asks_which_group_when_there_are_several(tmp_path):
+    from cluster.collect import DatasetError
+    from cluster.fit_reward import choose_group
+
+    _run(tmp_path, ScriptedBackendDouble(lambda text: 0.8), pairs=3)
+    assert choose_group(tmp_path / "labels.sqlite", None) == ("double", "v")
+    _run(tmp_path, ScriptedBackendDouble(lambda text: 0.8), pairs=3, version="v+both-orders")
+    with pytest.raises(DatasetError, match="several judges.*--prompt-version v\\+both-orders"):
+        choose_group(tmp_path / "labels.sqlite", None)
+    assert choose_group(tmp_path / "labels.sqlite", ("double", "v")) == ("double", "v")
