@@ -10,7 +10,9 @@ Every run is `rogueray train configs/oni/<task>-<method>.yaml` as a user runs it
 process), with the budget, seed and the laptop shape (`--set` adds overrides). Extrinsic-only
 and ELLM ask no judge, so they run once per seed; the others once per judge. Offline Motif's
 reward is prepared per task and judge first, with the CLI's own steps: `rogueray collect` (random
-policy, `--motif-steps`), `rogueray annotate` (`--motif-pairs`) and `rogueray fit-reward`.
+policy, `--motif-steps`), `rogueray annotate --both-orders` (`--motif-pairs`; each pair asked
+both ways, as the embedded judge prefers whichever caption it reads first) and `rogueray
+fit-reward`.
 
 Writes `OUT_DIR/<task>/<judge>/<method>-s<seed>/` run directories (judge "none" for the two
 judge-free methods), then `rogueray compare` per task and judge into `OUT_DIR/<task>/<judge>-plot/`
@@ -108,8 +110,10 @@ def prepare_motif(task: str, judge: str, out: Path, args) -> Path:
         shutil.copytree(collected, dataset)
     say(f"{task}/{judge}: annotating {args.motif_pairs} pairs, then fitting the Motif reward")
     config = str(config_path(task, "motif"))
+    # Each pair asked in both orders and averaged: SmolLM2 prefers whichever caption comes first.
     cli("annotate", str(dataset), *JUDGES[judge], "--config", config, "--pairs",
-        str(args.motif_pairs), "--no-progress", log_path=dataset.parent / "motif-annotate.log")  # fmt: skip
+        str(args.motif_pairs), "--both-orders", "--no-progress",
+        log_path=dataset.parent / "motif-annotate.log")  # fmt: skip
     cli("fit-reward", str(dataset), "--no-progress", log_path=dataset.parent / "motif-fit.log")
     return reward
 
@@ -168,7 +172,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=20_000, help="env steps per run (20,000)")
     p.add_argument("--motif-steps", type=int, default=20_000, help="steps collected per task")
-    p.add_argument("--motif-pairs", type=int, default=500, help="pairs annotated per judge")
+    p.add_argument("--motif-pairs", type=int, default=250, help="pairs annotated per judge")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     args.tasks = [t for t in args.tasks.split(",") if t]
