@@ -13,16 +13,10 @@ from annotator.annotator import Annotator
 from annotator.label_store import LabelStore
 from annotator.prompts import classification_prompt, ranking_prompt
 from cluster.config import RunConfig
-from reward_models import REWARD_MODELS, RewardModel, make_reward_model, reward_model_options
+from reward_models import REWARD_MODELS, RewardModel
+from reward_models import build_reward_model as reward_model_from
 
 DEFAULT_MODEL = "smollm2-135m"
-SMALL_TEXT_NETWORK = {  # reward_model.width=small; options a model does not take are dropped
-    "embed_dim": 16,
-    "channels": 32,
-    "text_dim": 64,
-    "mlp_sizes": (128, 128),
-    "head_sizes": (64, 128),
-}
 
 
 def wants_annotator(config: RunConfig) -> bool:
@@ -30,29 +24,9 @@ def wants_annotator(config: RunConfig) -> bool:
 
 
 def build_reward_model(config: RunConfig) -> RewardModel:
-    """The configured reward model, given only the options it accepts."""
-    rm = config.reward_model
-    allowed = reward_model_options(rm.name)
-    candidates = {
-        "lr": rm.learning_rate,
-        "batch_size": rm.batch_size,
-        "steps_per_label_batch": rm.steps_per_label_batch,
-        "switch_dataset_size": rm.switch_dataset_size,
-        "normalize": rm.normalize,
-        "device": rm.device,
-        "seed": config.seed,
-        "path": rm.path,
-        "quantile": rm.quantile,
-        "goal": config.annotator.goal,
-        "goal_sentence": rm.goal_sentence,
-        "embedding": rm.embedding,
-        "cache_size": rm.embedding_cache,
-    }
-    if rm.threshold is not None:
-        candidates["threshold"] = rm.threshold
-    if rm.width == "small":
-        candidates.update(SMALL_TEXT_NETWORK)
-    return make_reward_model(rm.name, **{k: v for k, v in candidates.items() if k in allowed})
+    """The configured reward model: `reward_models.build_reward_model` given the run's
+    `reward_model.*` section and the two run-level values it needs (seed, annotator.goal)."""
+    return reward_model_from(config.reward_model, seed=config.seed, goal=config.annotator.goal)
 
 
 def annotation_kind(config: RunConfig) -> str:

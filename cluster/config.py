@@ -21,8 +21,6 @@ from cluster.validation import ConfigError, validate
 from config_schema.domains import (
     Count,
     Discount,
-    Finite,
-    Fraction,
     NonNegative,
     NonNegativeInt,
     OddCount,
@@ -30,6 +28,7 @@ from config_schema.domains import (
     Seed,
 )
 from config_schema.keys import ConfigKey, config_keys, domain_error, sections
+from reward_models.config import RewardModelConfig
 
 
 @dataclass
@@ -130,43 +129,6 @@ class RewardConfig:
     """Weight of the LLM-derived intrinsic reward (0 = extrinsic only)."""
     count_exponent: NonNegative = 3.0
     """beta: the intrinsic reward of a caption seen N times this episode is scaled by N^-beta."""
-
-
-@dataclass
-class RewardModelConfig:
-    name: str = "none"
-    """Intrinsic reward model: "none", "hashing" (ONI-retrieval), "classification", "ranking",
-    "motif" (frozen, fitted by `rogueray fit-reward`), "ellm" (similarity to a goal sentence)."""
-    learning_rate: Positive = 1e-4
-    """Adam step size of the reward model (classification, ranking)."""
-    batch_size: Count = 256
-    """Captions (classification) or pairs (ranking) per reward-model gradient step."""
-    steps_per_label_batch: Count = 32
-    """Gradient steps each time labels arrive, while the data set is below switch_dataset_size."""
-    switch_dataset_size: Count = 25_000
-    """From this many labels on, one gradient step per learner update instead (ONI's schedule)."""
-    threshold: Finite | None = None
-    """Reward threshold; None keeps the model's own (classification 0.5 on P(helpful), ranking
-    -0.5 on the normalised output, hashing none, ellm 0.4 on the cosine similarity)."""
-    normalize: bool = True
-    """Ranking: normalise and threshold as ONI intended; false reproduces the released code."""
-    width: str = "oni"
-    """Text network size: "oni" (ONI's char-CNN, ~470k parameters) or "small" (~4x cheaper per
-    step; what a CPU learner can afford while labels stream in)."""
-    device: str = "cpu"
-    """Torch device the reward model trains and scores on, e.g. "cpu" or "cuda:0"."""
-    path: str | None = None
-    """motif: the fitted reward file `rogueray fit-reward DATASET` wrote (e.g.
-    datasets/score/reward/motif_reward.pt); checked before Ray starts."""
-    quantile: Fraction = 0.5
-    """motif: the normalised reward is zeroed unless above this quantile of it over the distinct
-    training captions; one of 0.05, 0.10, ..., 0.95 (Motif used the median, 0.5)."""
-    goal_sentence: str | None = None
-    """ellm: the sentence compared with captions; None: annotator.goal's (ellm.GOAL_SENTENCES)."""
-    embedding: str = "all-minilm-l6-v2"
-    """ellm: the sentence embedding (EMBEDDERS in reward_models/embedding.py)."""
-    embedding_cache: Count = 20_000
-    """ellm: captions whose embeddings are kept (an LRU; 1.5 KB each for all-minilm-l6-v2)."""
 
 
 @dataclass

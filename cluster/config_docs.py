@@ -41,7 +41,8 @@ def render() -> str:
     lines = [
         "# Config keys",
         "",
-        f"Generated from the dataclasses in `cluster/config.py` and `annotator/config.py` by `{COMMAND}`;",
+        "Generated from the dataclasses in `cluster/config.py`, `annotator/config.py` and",
+        f"`reward_models/config.py` by `{COMMAND}`;",
         "do not edit by hand (a test fails when this file and the code disagree).",
         "",
         "Set a key in a YAML config (sections are mappings) or on the command line with a dotted",

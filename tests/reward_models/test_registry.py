@@ -1,10 +1,17 @@
-"""The registry: every name builds, and bad names or options are reported with what is allowed."""
+"""The registry: every name builds, also from its config section, and bad names or options are
+reported with what is allowed."""
 
 from __future__ import annotations
 
 import pytest
 
-from reward_models import REWARD_MODELS, make_reward_model, reward_model_options
+from reward_models import (
+    REWARD_MODELS,
+    RewardModelConfig,
+    build_reward_model,
+    make_reward_model,
+    reward_model_options,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +64,37 @@ def test_unknown_option_is_named_with_the_allowed_ones():
 def test_invalid_option_values_are_named(name, key, value):
     with pytest.raises(ValueError, match=f"{key}={value!r}"):
         make_reward_model(name, **{key: value})
+
+
+def _parameters(model) -> int:
+    return sum(p.numel() for p in model.net.parameters())
+
+
+def test_built_from_its_config_section():
+    section = RewardModelConfig(
+        name="ranking", learning_rate=3e-4, batch_size=8, threshold=0.25, normalize=False
+    )
+    model = build_reward_model(section, seed=1, goal="gold")
+    assert isinstance(model, REWARD_MODELS["ranking"])
+    assert model.optimizer.param_groups[0]["lr"] == 3e-4 and model.batch_size == 8
+    assert model.threshold == 0.25 and model.normalize is False
+    default = build_reward_model(RewardModelConfig(name="ranking"), seed=1, goal="gold")
+    assert default.threshold == reward_model_options("ranking")["threshold"]  # None keeps it
+
+
+def test_small_width_shrinks_the_text_network():
+    oni = build_reward_model(RewardModelConfig(name="classification"), seed=0, goal="default")
+    small = build_reward_model(
+        RewardModelConfig(name="classification", width="small"), seed=0, goal="default"
+    )
+    assert _parameters(small) * 4 < _parameters(oni)
+
+
+def test_options_a_model_does_not_take_are_left_out():
+    model = build_reward_model(RewardModelConfig(name="hashing", width="small"), seed=0, goal="x")
+    assert isinstance(model, REWARD_MODELS["hashing"]) and model.threshold is None
+
+
+def test_unknown_name_in_the_section_is_reported():
+    with pytest.raises(ValueError, match="'motiv'.*ranking"):
+        build_reward_model(RewardModelConfig(name="motiv"), seed=0, goal="default")
