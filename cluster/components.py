@@ -10,6 +10,7 @@ import torch
 from actors.envs import num_actions, observation_spec
 from actors.rollout import RolloutWorker
 from cluster.config import ConfigError, RunConfig
+from cluster.worker_settings import InferenceSettings, WorkerSettings
 from learner.learner import Learner
 from learner.models import build_policy
 
@@ -34,8 +35,12 @@ def env_spec(config: RunConfig) -> EnvSpec:
     return spec
 
 
-def make_policy(config: RunConfig, spec: EnvSpec) -> torch.nn.Module:
-    model = config.model
+def make_policy(
+    settings: RunConfig | WorkerSettings | InferenceSettings, spec: EnvSpec
+) -> torch.nn.Module:
+    """The policy network `settings.model` describes (the run config's `model.*` section, or a
+    worker's or the inference actor's copy of it) for the env of `spec`."""
+    model = settings.model
     recurrent = model.recurrent
     return build_policy(
         model.kind,
@@ -49,21 +54,21 @@ def make_policy(config: RunConfig, spec: EnvSpec) -> torch.nn.Module:
 
 
 def make_worker(
-    config: RunConfig, spec: EnvSpec, worker_id: int, caption_sink=None, policy=None
+    settings: WorkerSettings, spec: EnvSpec, worker_id: int, caption_sink=None, policy=None
 ) -> RolloutWorker:
     """A rollout worker with its own copy of the policy, or with `policy` (e.g. a RemotePolicy
-    answered by the shared inference actor)."""
-    torch.manual_seed(config.seed + worker_id)  # weight init; actions use the worker's own rng
+    answered by the shared inference actor). `settings`: `WorkerSettings.from_config(config)`."""
+    torch.manual_seed(settings.seed + worker_id)  # weight init; actions use the worker's own rng
     return RolloutWorker(
-        env_id=config.env.id,
-        num_envs=config.env.num_envs_per_worker,
-        unroll_length=config.rollout.unroll_length,
-        unrolls_per_sample=config.rollout.unrolls_per_sample,
-        policy=policy if policy is not None else make_policy(config, spec),
-        seed=config.seed,
+        env_id=settings.env_id,
+        num_envs=settings.num_envs,
+        unroll_length=settings.unroll_length,
+        unrolls_per_sample=settings.unrolls_per_sample,
+        policy=policy if policy is not None else make_policy(settings, spec),
+        seed=settings.seed,
         worker_id=worker_id,
-        max_episode_steps=config.env.max_episode_steps,
-        normalize_captions=config.env.normalize_captions,
+        max_episode_steps=settings.max_episode_steps,
+        normalize_captions=settings.normalize_captions,
         caption_sink=caption_sink,
         incarnation=spec.run_incarnation,
     )

@@ -19,7 +19,7 @@ import torch
 
 from actors.messages import PolicyWeights
 from cluster.components import EnvSpec, make_policy
-from cluster.config import RunConfig
+from cluster.worker_settings import InferenceSettings
 
 Obs = dict[str, np.ndarray]
 
@@ -31,14 +31,16 @@ class InferenceActor:
     next state float32 [N, H], weights version int). Requests are answered in arrival order.
     """
 
-    def __init__(self, config: RunConfig, spec: EnvSpec, max_wait_s: float = 0.002):
+    def __init__(self, settings: InferenceSettings, spec: EnvSpec, max_wait_s: float = 0.002):
+        """`settings`: `InferenceSettings.from_config(config)`; `max_wait_s`: how long (seconds)
+        a batch waits for the requests of the workers that have not asked yet."""
         from learner.learner import resolve_device
 
         torch.set_num_threads(1)  # one CPU, as Ray reserved
-        self.device = resolve_device(config.rollout.inference_device)
-        self.policy = make_policy(config, spec).to(self.device).eval()
+        self.device = resolve_device(settings.device)
+        self.policy = make_policy(settings, spec).to(self.device).eval()
         self.version = 0
-        self.expected = max(1, config.rollout.num_workers)
+        self.expected = max(1, settings.num_workers)
         self.max_wait_s = max_wait_s
         self._queue: list[tuple[Obs, np.ndarray, asyncio.Future]] = []
         self._arrived = asyncio.Event()

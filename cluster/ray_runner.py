@@ -15,6 +15,7 @@ from cluster.components import ConfiguredLearner, EnvSpec, make_worker
 from cluster.config import RunConfig
 from cluster.inference import InferenceActor, RemotePolicy
 from cluster.placement import check_resources, learner_and_inference_gpus, placed, sliver
+from cluster.worker_settings import InferenceSettings, WorkerSettings
 
 WORKER_LOST = (RayActorError, ActorUnavailableError)  # died, or restarting after a death
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
@@ -46,7 +47,7 @@ class RayRunner:
                 max_restarts=-1,
                 name=self._inference_name,
                 **placed(config.rollout.node_resource),
-            )(InferenceActor).remote(config, spec)
+            )(InferenceActor).remote(InferenceSettings.from_config(config), spec)
         self.annotator = None
         if wants_annotator(config):
             # Named, so that workers (and their restarts) find it without holding its handle as a
@@ -56,6 +57,7 @@ class RayRunner:
             options.update(name=self._annotator_name, **placed(config.annotator.node_resource))
             self.annotator = ray.remote(**options)(AnnotatorActor).remote(config)
         self._config, self._spec = config, spec
+        self._worker_settings = WorkerSettings.from_config(config)  # all a worker is sent
         self._worker_cls = ray.remote(
             num_cpus=1,
             max_restarts=-1,
@@ -222,7 +224,7 @@ class RayRunner:
         worker_id, self._next_id = self._next_id, self._next_id + 1
         annotator = self._annotator_name if self.annotator else None
         self.workers[worker_id] = self._worker_cls.remote(
-            self._config, self._spec, worker_id, annotator, self._inference_name
+            self._worker_settings, self._spec, worker_id, annotator, self._inference_name
         )
         return worker_id
 
@@ -311,7 +313,7 @@ class _WorkerActor:
 
     def __init__(
         self,
-        config: RunConfig,
+        settings: WorkerSettings,
         spec,
         worker_id: int,
         annotator_name: str | None = None,
@@ -322,11 +324,8 @@ class _WorkerActor:
             sink = ray.get_actor(annotator_name).submit.remote  # fire and forget
         policy = None
         if inference_name is not None:  # found by name, like the annotator
-            model = config.model
-            policy = RemotePolicy(
-                ray.get_actor(inference_name), model.hidden_size if model.recurrent else 0
-            )
-        self.worker = make_worker(config, spec, worker_id, sink, policy)
+            policy = RemotePolicy(ray.get_actor(inference_name), settings.model.state_size)
+        self.worker = make_worker(settings, spec, worker_id, sink, policy)
 
     def set_weights(self, weights: PolicyWeights) -> None:
         self.worker.set_weights(weights)

@@ -7,6 +7,7 @@ from actors.messages import EpisodeStats, Fragment
 from cluster.annotation import AnnotatorThread, build_annotator, wants_annotator
 from cluster.components import EnvSpec, make_learner, make_worker
 from cluster.config import RunConfig
+from cluster.worker_settings import WorkerSettings
 
 
 class SerialRunner:
@@ -16,7 +17,7 @@ class SerialRunner:
     def __init__(self, config: RunConfig, spec: EnvSpec):
         self.learner = make_learner(config, spec)
         self.annotator = build_annotator(config) if wants_annotator(config) else None
-        self._config, self._spec = config, spec
+        self._worker_settings, self._spec = WorkerSettings.from_config(config), spec
         self._next_id = self._next = 0
         self.workers: list = []
         self.resize(config.rollout.num_workers)
@@ -67,7 +68,7 @@ class SerialRunner:
         current = len(self.workers)
         sink = self.annotator.submit if self.annotator else None
         while len(self.workers) < num_workers:
-            worker = make_worker(self._config, self._spec, self._next_id, sink)
+            worker = make_worker(self._worker_settings, self._spec, self._next_id, sink)
             self._next_id += 1
             if current:  # a running job: the learner's weights, not fresh ones
                 worker.set_weights(self.learner.get_weights())

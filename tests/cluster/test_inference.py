@@ -10,6 +10,7 @@ import torch
 from cluster.components import env_spec
 from cluster.config import load_config
 from cluster.inference import InferenceActor
+from cluster.worker_settings import InferenceSettings
 from tests.cluster.test_runner_protocol import ROOT
 
 
@@ -18,7 +19,9 @@ def _actor(tmp_path, num_workers: int, max_wait_s: float) -> InferenceActor:
         ROOT / "configs/cartpole.yaml",
         [f"run_dir={tmp_path}/run", f"rollout.num_workers={num_workers}", "model.recurrent=true"],
     )
-    return InferenceActor(config, env_spec(config), max_wait_s=max_wait_s)
+    return InferenceActor(
+        InferenceSettings.from_config(config), env_spec(config), max_wait_s=max_wait_s
+    )
 
 
 def _request(seed: int, envs: int, hidden: int = 64):  # configs/cartpole.yaml's hidden_size
