@@ -11,6 +11,7 @@ from typing import Any
 _SOURCES = {
     "ACCURACY": "base",
     "DATASET_SIZE": "base",
+    "FrozenRewardModel": "base",
     "GRADIENT_STEPS": "base",
     "LOSS": "base",
     "NoRewardModel": "base",
@@ -60,6 +61,7 @@ __all__ = [
     "ClassificationRewardModel",
     "EllmRewardModel",
     "Embedder",
+    "FrozenRewardModel",
     "GOAL_SENTENCES",
     "HashingRewardModel",
     "MotifRewardModel",

@@ -108,16 +108,16 @@ class RewardModel(ABC):
         """Restore what `state_dict` returned, into a model built with the same options."""
 
 
-class NoRewardModel(RewardModel):
-    """`none`: extrinsic reward only. r_int is 0 for every caption and labels are ignored."""
+class FrozenRewardModel(RewardModel):
+    """A reward model that learns nothing during the run (`none`, `ellm`, `motif`): no LLM is
+    asked for it (`wants_labels` False), labels are accepted and ignored, its data set stays
+    empty, and by default it has no state to checkpoint. Subclasses give `label_kind` and
+    `_unique_rewards`, and may record their options in `state_dict`."""
 
-    label_kind: ClassVar[str] = "caption"
     wants_labels: ClassVar[bool] = False
 
-    def _unique_rewards(self, captions: list[str]) -> np.ndarray:
-        return np.zeros(len(captions), dtype=np.float32)
-
     def add_labels(self, labels: Sequence[Label]) -> dict[str, float]:
+        """Labels are not used; accepted and ignored. Returns {DATASET_SIZE: 0.0}."""
         return {DATASET_SIZE: 0.0}
 
     @property
@@ -129,3 +129,12 @@ class NoRewardModel(RewardModel):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+class NoRewardModel(FrozenRewardModel):
+    """`none`: extrinsic reward only. r_int is 0 for every caption and labels are ignored."""
+
+    label_kind: ClassVar[str] = "caption"
+
+    def _unique_rewards(self, captions: list[str]) -> np.ndarray:
+        return np.zeros(len(captions), dtype=np.float32)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reward_models.base import DATASET_SIZE, Label, RewardModel, check_option
+from reward_models.base import FrozenRewardModel, check_option
 from reward_models.embedding import EMBEDDERS, Embedder, make_embedder
 
 GOAL_SENTENCES: dict[str, str] = {
@@ -36,7 +36,7 @@ captions (benchmarks/judge_set/): above 0.4 it pays 6.8 % of (caption, goal) ite
 labels 7.1 % helpful (README, the judge table). Not tuned per task."""
 
 
-class EllmRewardModel(RewardModel):
+class EllmRewardModel(FrozenRewardModel):
     """`ellm`: r_int(c) = s(c) if s(c) > threshold else 0, s(c) = <E(c), E(goal)> in [-1, 1]
     (E unit-norm, so the dot product is the cosine). A blank caption (no message) earns 0.
 
@@ -52,7 +52,6 @@ class EllmRewardModel(RewardModel):
     """
 
     label_kind: ClassVar[str] = "caption"
-    wants_labels: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -130,14 +129,6 @@ class EllmRewardModel(RewardModel):
     def cached(self) -> int:
         """Captions whose embedding is in the cache now (<= cache_size)."""
         return len(self._cache)
-
-    def add_labels(self, labels: Sequence[Label]) -> dict[str, float]:
-        """Labels are not used (no LLM is asked); accepted and ignored."""
-        return {DATASET_SIZE: 0.0}
-
-    @property
-    def dataset_size(self) -> int:
-        return 0
 
     def state_dict(self) -> dict[str, Any]:
         """What the reward depends on, for the record; the cache is not saved."""

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from reward_models.base import DATASET_SIZE, Label, RewardModel, check_option
+from reward_models.base import FrozenRewardModel, check_option
 from reward_models.ranking import ScalarRewardNet
 from reward_models.text_encoder import encode_captions
 
@@ -138,7 +138,7 @@ def motif_transform(raw: np.ndarray, mean: float, std: float, epsilon: float) ->
     return np.where(z > epsilon, z, 0.0).astype(np.float32)
 
 
-class MotifRewardModel(RewardModel):
+class MotifRewardModel(FrozenRewardModel):
     """`motif`: the fitted reward of `path`, frozen. r_int(c) = z if z > eps else 0, with
     z = (r(c) - mean) / std and eps the fitted file's `quantile` of z over the distinct training
     captions. It never trains and wants no labels.
@@ -150,7 +150,6 @@ class MotifRewardModel(RewardModel):
     """
 
     label_kind: ClassVar[str] = "pair"
-    wants_labels: ClassVar[bool] = False
 
     def __init__(self, *, path: str | None = None, quantile: float = 0.5, device: str = "cpu"):
         check_option("path", bool(path), path, "the path of a fitted Motif reward file")
@@ -177,13 +176,6 @@ class MotifRewardModel(RewardModel):
     def _unique_rewards(self, captions: list[str]) -> np.ndarray:
         raw = self.raw_rewards(captions)
         return motif_transform(raw, self.fitted.mean, self.fitted.std, self.epsilon)
-
-    def add_labels(self, labels: Sequence[Label]) -> dict[str, float]:
-        return {DATASET_SIZE: 0.0}
-
-    @property
-    def dataset_size(self) -> int:
-        return 0
 
     def state_dict(self) -> dict[str, Any]:
         return {"path": self.path, "sha256": self.sha256, "quantile": self.quantile}

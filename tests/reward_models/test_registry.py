@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from actors.messages import CaptionLabel
 from reward_models import (
+    DATASET_SIZE,
     REWARD_MODELS,
+    FrozenRewardModel,
     RewardModelConfig,
     build_reward_model,
     make_reward_model,
@@ -98,3 +101,13 @@ def test_options_a_model_does_not_take_are_left_out():
 def test_unknown_name_in_the_section_is_reported():
     with pytest.raises(ValueError, match="'motiv'.*ranking"):
         build_reward_model(RewardModelConfig(name="motiv"), seed=0, goal="default")
+
+
+def test_the_models_that_ask_no_llm_share_the_frozen_base():
+    frozen = {name for name, cls in REWARD_MODELS.items() if issubclass(cls, FrozenRewardModel)}
+    assert frozen == {"none", "ellm", "motif"}
+    assert frozen == {name for name, cls in REWARD_MODELS.items() if not cls.wants_labels}
+    model = make_reward_model("none")
+    label = CaptionLabel("you see a door", 1.0)
+    assert model.add_labels([label]) == {DATASET_SIZE: 0.0} and model.dataset_size == 0
+    assert model.state_dict() == {}
