@@ -162,6 +162,25 @@ def summarise(cells: dict[tuple[str, str, str], list[Path]]) -> dict:
     return table
 
 
+def markdown(table: dict, metric: str, label: str) -> str:
+    """One markdown table of `metric`: a row per method, a column per task and judge, each cell
+    the seeds' mean and its 95 % t interval."""
+    columns = [(task, judge) for task, judges in table.items() for judge in judges if judge != "none"]
+    head = " | ".join(f"{task}, {judge} judge" for task, judge in columns)
+    lines = [f"| {label} | {head} |", "|---" * (len(columns) + 1) + "|"]
+    for method in METHODS:
+        cells = []
+        for task, judge in columns:
+            row = table[task].get(judge, {}).get(method) or table[task].get("none", {}).get(method)
+            cell = (row or {}).get(metric)
+            cells.append(
+                "-" if cell is None
+                else f"{cell['mean']:.3g} [{cell['ci95'][0]:.3g}, {cell['ci95'][1]:.3g}]"
+            )  # fmt: skip
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out-dir", required=True, type=Path)
@@ -217,6 +236,11 @@ def main(argv=None) -> int:
         "final": summarise(cells),
         "wall_s": round(time.monotonic() - t0, 1),
     }
+    tables = [
+        markdown(result["final"], "return", "final extrinsic return (in-game score)"),
+        markdown(result["final"], "success", "final success rate"),
+    ]
+    (out / "table.md").write_text("\n\n".join(tables) + "\n")
     print(json.dumps(result, indent=1))
     return 0
 

@@ -26,6 +26,7 @@ from train_runs import EXTRINSIC, SHAPE, loadavg, overrides_of, run_train, stead
 VARIANTS = {
     "worker_float32": {"rollout.inference": "worker", "model.precision": "float32"},
     "worker_auto": {"rollout.inference": "worker", "model.precision": "auto"},
+    "shared_float32": {"rollout.inference": "shared", "model.precision": "float32"},
     "shared_auto": {"rollout.inference": "shared", "model.precision": "auto"},
 }
 
@@ -34,7 +35,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=2, help="alternations (2)")
     p.add_argument("--steps", type=int, default=40_000, help="env steps per run (40,000)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list; the first is 1.0")
+    p.add_argument("--variants", default="worker_float32,worker_auto,shared_auto",
+                   help=f"comma list of {', '.join(VARIANTS)}; the first is 1.0")  # fmt: skip
     p.add_argument("--timeout-s", type=float, default=900.0, help="a run is stopped after this")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every run")  # fmt: skip
