@@ -57,11 +57,12 @@ class RolloutConfig:
     node_resource: str | None = None
     """A custom Ray resource each worker asks 0.001 of, so that workers run only on nodes that
     declare it (the rollout nodes of cluster/launch/ declare `rogueray_rollout`)."""
-    inference: str = "worker"
-    """Where the policy chooses actions: "worker" (each worker runs its own copy on its CPU) or
+    inference: str = "auto"
+    """Where the policy chooses actions: "worker" (each worker runs its own copy on its CPU),
     "shared" (one inference actor batches every worker's steps into one forward pass, SEED RL /
-    Sample Factory style, on `inference_device`; Ray mode only; one more CPU). Measured on a
-    2-core laptop: benchmarks/inference_placement.py; docs/performance.md has the figures."""
+    Sample Factory style, on `inference_device`; Ray mode only; one more CPU), or "auto": shared
+    on a local Ray with a CPU for it (1.4-2.0x faster on a 2-core laptop,
+    benchmarks/inference_placement.py), worker in serial mode and on a joined cluster."""
     inference_device: str = "cpu"
     """Torch device of the shared inference actor: "cpu", or "cuda"/"cuda:N" (it then shares the
     GPU with a CUDA learner, half each)."""

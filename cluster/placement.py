@@ -46,10 +46,28 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
     return False
 
 
+def shared_inference(config: RunConfig) -> bool:
+    """Whether the run has the shared inference actor (cluster/inference.py).
+
+    `rollout.inference` "auto" means shared in Ray mode on a local Ray with a CPU for it: there
+    it measured 1.4-2.0x the env steps/s of per-worker inference on the 2-core CI machine
+    (benchmarks/inference_placement.py, docs/performance.md). Per-worker inference in serial mode
+    and on a joined cluster, where one actor serving every node's workers would send each
+    step's observations across the network (an actor per node is not built yet).
+    """
+    choice = config.rollout.inference
+    if choice != "auto":
+        return choice == "shared"
+    if config.mode != "ray" or config.ray_address is not None or os.environ.get("RAY_ADDRESS"):
+        return False
+    cpus = config.rollout.num_workers + 2 + int(wants_annotator(config))
+    return config.ray_num_cpus is None or config.ray_num_cpus >= cpus
+
+
 def cpus_needed(config: RunConfig) -> int:
     """One CPU per rollout worker, one for the learner, one for the annotator when there is one,
     one for the shared inference actor when there is one."""
-    shared = config.rollout.inference == "shared"
+    shared = shared_inference(config)
     return config.rollout.num_workers + 1 + int(wants_annotator(config)) + int(shared)
 
 
@@ -58,7 +76,7 @@ def cpu_breakdown(config: RunConfig) -> str:
     parts = [f"rollout.num_workers={config.rollout.num_workers}", "1 learner"]
     if wants_annotator(config):
         parts.append("1 annotator")
-    if config.rollout.inference == "shared":
+    if shared_inference(config):
         parts.append("1 inference actor")
     return " + ".join(parts)
 
@@ -67,7 +85,7 @@ def learner_and_inference_gpus(config: RunConfig) -> tuple[float, float]:
     """GPUs the learner and the shared inference actor ask for: one each alone, half each when
     both use CUDA (they share the GPU, as in Sample Factory's single-GPU setup)."""
     learner = 1.0 if config.learner.device.startswith("cuda") else 0.0
-    shared = config.rollout.inference == "shared"
+    shared = shared_inference(config)
     inference = 1.0 if shared and config.rollout.inference_device.startswith("cuda") else 0.0
     if learner and inference:
         return 0.5, 0.5

@@ -14,7 +14,13 @@ from cluster.annotation import AnnotatorActor, wants_annotator
 from cluster.components import ConfiguredLearner, EnvSpec, make_worker
 from cluster.config import RunConfig
 from cluster.inference import InferenceActor, RemotePolicy
-from cluster.placement import check_resources, learner_and_inference_gpus, placed, sliver
+from cluster.placement import (
+    check_resources,
+    learner_and_inference_gpus,
+    placed,
+    shared_inference,
+    sliver,
+)
 from cluster.worker_settings import InferenceSettings, WorkerSettings
 
 WORKER_LOST = (RayActorError, ActorUnavailableError)  # died, or restarting after a death
@@ -37,9 +43,9 @@ class RayRunner:
             num_cpus=1, num_gpus=learner_gpus, **placed(config.learner.node_resource)
         )(ConfiguredLearner)
         self.learner = learner_cls.remote(config, spec)
-        self.inference = None  # the shared inference actor (rollout.inference=shared)
+        self.inference = None  # the shared inference actor (rollout.inference, shared_inference)
         self._inference_name = None
-        if config.rollout.inference == "shared":
+        if shared_inference(config):
             self._inference_name = f"rogueray-inference-{uuid.uuid4().hex[:12]}"
             self.inference = ray.remote(
                 num_cpus=1,

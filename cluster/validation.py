@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 MODES = ("ray", "serial")
 REWARD_MODEL_WIDTHS = ("oni", "small")
 MODEL_KINDS = ("auto", "nethack", "mlp")
-INFERENCE = ("worker", "shared")
+INFERENCE = ("auto", "worker", "shared")
 
 
 def _backends() -> tuple[str, ...]:

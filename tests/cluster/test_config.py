@@ -104,7 +104,7 @@ def test_optional_value_can_be_null(tmp_path):
         (["annotator.backend=openai", "annotator.base_url=localhost:8000"], "got 'localhost:8000'"),
         (["annotator.style=verbose"], "'annotator.style' must be one of reasoned, direct"),
         (["model.precision=half"], "'model.precision' must be one of auto, float32, bfloat16"),
-        (["rollout.inference=gpu"], "'rollout.inference' must be one of worker, shared"),
+        (["rollout.inference=gpu"], "'rollout.inference' must be one of auto, worker, shared"),
         (["rollout.inference=shared", "mode=serial"], "'rollout.inference' is 'shared', which"),
         (["rollout.inference_device=tpu"], "'rollout.inference_device' must be auto, cpu, cuda"),
         (["annotator.goal=fun"], "'annotator.goal' must be one of default"),

@@ -5,6 +5,7 @@ alone."""
 import asyncio
 
 import numpy as np
+import pytest
 import torch
 
 from cluster.components import env_spec
@@ -70,3 +71,33 @@ def test_weights_and_their_version_reach_the_answers(tmp_path):
     assert version == 7
     np.testing.assert_array_equal(logits, 0.0)  # all-zero weights: zero logits and values
     np.testing.assert_array_equal(values, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "shared"),
+    [
+        ([], True),  # a local Ray sized for the run: room for the actor
+        (["mode=serial"], False),
+        (["ray_address=ray://head:10001"], False),  # joined: observations would cross nodes
+        (["ray_num_cpus=3"], False),  # 2 workers + learner leave no CPU for it
+        (["ray_num_cpus=4"], True),
+        (["rollout.inference=worker"], False),
+        (["rollout.inference=shared", "ray_num_cpus=3"], True),  # asked for: check_resources
+    ],
+)
+def test_auto_inference_is_shared_on_a_local_ray_with_room(tmp_path, monkeypatch, overrides, shared):
+    from cluster.placement import cpus_needed, shared_inference
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    config = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r", *overrides])
+    assert config.rollout.num_workers == 2 and config.reward_model.name == "none"  # no annotator
+    assert shared_inference(config) is shared
+    assert cpus_needed(config) == 3 + int(shared)
+
+
+def test_a_ray_job_joins_its_cluster_so_auto_keeps_inference_in_the_workers(tmp_path, monkeypatch):
+    from cluster.placement import shared_inference
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    config = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r"])
+    assert shared_inference(config) is False

@@ -85,7 +85,8 @@ def test_ray_runner_keeps_the_protocol(tmp_path):
     from cluster.placement import start_ray
     from cluster.ray_runner import RayRunner
 
-    config = _config(tmp_path, "ray", "ray_num_cpus=4")  # a CPU free for the resize
+    # Per-worker inference, with a CPU free for the resize (the shared kind is the next test).
+    config = _config(tmp_path, "ray", "ray_num_cpus=4", "rollout.inference=worker")
     started = start_ray(config)
     runner = RayRunner(config, env_spec(config))
     try:

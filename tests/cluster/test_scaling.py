@@ -122,7 +122,9 @@ def test_ray_runner_adds_retires_and_refuses_workers(tmp_path):
     from cluster.placement import start_ray
     from cluster.ray_runner import RayRunner
 
+    # Per-worker inference: the CPU arithmetic below counts workers and the learner only.
     overrides = [f"run_dir={tmp_path}", "rollout.num_workers=1", "ray_num_cpus=4"]
+    overrides.append("rollout.inference=worker")
     config = load_config(CARTPOLE, overrides)
     started = start_ray(config)
     try:
