@@ -31,11 +31,13 @@ def startup_banner(config: RunConfig, resume_step: int | None) -> list[str]:
 
     env, rollout = config.env, config.rollout
     start = f"resuming from step {resume_step:,d}" if resume_step is not None else "new run"
+    workers = f"{rollout.num_workers} rollout worker{'s' if rollout.num_workers != 1 else ''}"
     lines = [
         f"{PREFIX} run dir {config.run_dir} ({start}) | {env.id} | {config.total_env_steps:,d} env steps",
-        f"{PREFIX} {rollout.num_workers} rollout workers x {env.num_envs_per_worker} envs, "
+        f"{PREFIX} {workers} x {env.num_envs_per_worker} envs, "
         f"unroll {rollout.unroll_length}, batch {config.learner.batch_size}, "
         f"learner on {config.learner.device}, mode {config.mode}",
+        f"{PREFIX} policy inference {_inference(config)}, precision {config.model.precision}",
     ]
     if wants_annotator(config):
         ann = config.annotator
@@ -65,6 +67,15 @@ def startup_banner(config: RunConfig, resume_step: int | None) -> list[str]:
         lines.append(f"{PREFIX} starting {where}, then the workers, the learner and the annotator")
     lines.append(f"{PREFIX} TensorBoard: tensorboard --logdir {config.run_dir}")
     return lines
+
+
+def _inference(config: RunConfig) -> str:
+    """rollout.inference as it resolves for this run, for the banner."""
+    from cluster.placement import shared_inference
+
+    if shared_inference(config):
+        return f"in one shared actor on {config.rollout.inference_device} (batched over workers)"
+    return "in each worker"
 
 
 class Console:

@@ -101,3 +101,13 @@ def test_a_ray_job_joins_its_cluster_so_auto_keeps_inference_in_the_workers(tmp_
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     config = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r"])
     assert shared_inference(config) is False
+
+
+def test_the_start_up_banner_says_where_inference_runs(tmp_path, monkeypatch):
+    from cluster.console import startup_banner
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray_mode = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r"])
+    serial = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r", "mode=serial"])
+    assert "policy inference in one shared actor on cpu" in "\n".join(startup_banner(ray_mode, None))
+    assert "policy inference in each worker" in "\n".join(startup_banner(serial, None))
