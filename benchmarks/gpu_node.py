@@ -12,8 +12,9 @@ with 16 rollout workers against raw env stepping on the same cores.
 (b) `rogueray train` (extrinsic reward, `--workers` x 16 envs, unroll 32, batch 4096, GRU 512,
     NetHackScore-v0, learner on `--device`) in Ray mode, or in serial mode when Ray is absent,
     beside raw NetHack stepping in `--workers` processes holding 16 envs each on the same cores.
-    Needs NLE (and Ray for the parallel loop). The rollout workers infer on their CPU: this
-    version has no shared GPU inference actor; `--set KEY=VALUE` passes any key a later one has.
+    Needs NLE (and Ray for the parallel loop). `--inference auto` (default) uses the shared
+    inference actor on the GPU (`rollout.inference=shared`, `rollout.inference_device=--device`)
+    in Ray mode on a CUDA device, else each worker's own CPU copy; `--set KEY=VALUE` adds keys.
 
 A node with Python 3.12 and torch but no Ray or NLE: `--wheels DIR` installs what is missing from
 wheels carried in DIR (`pip download --only-binary=:all: --python-version 3.12 --platform
@@ -55,6 +56,12 @@ def parse_args(argv=None):
     p.add_argument("--wheels", type=Path, help="folder of carried wheels for what is missing")
     p.add_argument("--skip", default="", help="comma list of: learner, loop")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--inference",
+        choices=("auto", "worker", "shared"),
+        default="auto",
+        help="rollout.inference of the loop (auto: shared on a CUDA device in Ray mode)",
+    )
     p.add_argument("--quick", action="store_true", help="2 workers, 1,024 samples, short runs")
     p.add_argument(
         "--pretend-missing",
@@ -143,6 +150,12 @@ def measure_loop(args, have: dict) -> dict:
     mode = "ray" if have["ray"] else "serial"
     extra = {"total_env_steps": args.steps, "rollout.num_workers": args.workers,
              "learner.batch_size": args.batch, "learner.device": args.device}  # fmt: skip
+    inference = args.inference
+    if inference == "auto":
+        inference = "shared" if mode == "ray" and args.device.startswith("cuda") else "worker"
+    extra["rollout.inference"] = inference
+    if inference == "shared":
+        extra["rollout.inference_device"] = args.device
     overrides = [*overrides_of(SHAPE, EXTRINSIC, extra), *args.set]
     if mode == "serial":
         overrides.append("mode=serial")  # later than run_train's mode=ray: it wins
@@ -154,7 +167,7 @@ def measure_loop(args, have: dict) -> dict:
     raw = measure_raw(SHAPE["env.id"], args.workers, 16, raw_args)
     return {
         "mode": mode,
-        "inference": "per-worker CPU (no shared GPU inference actor in this version)",
+        "inference": inference,
         "loop_steps_per_s": loop,
         "loop_wall_s": run["wall_s"],
         "raw_steps_per_s_same_envs": raw["steps_per_s"],

@@ -23,7 +23,16 @@ import sys
 import time
 
 from timing import log, rounded
-from train_runs import EXTRINSIC, SHAPE, last, loadavg, overrides_of, run_train, steady_rate
+from train_runs import (
+    EXTRINSIC,
+    SHAPE,
+    code_version,
+    last,
+    loadavg,
+    overrides_of,
+    run_train,
+    steady_rate,
+)
 
 METHODS = {
     "extrinsic": EXTRINSIC,
@@ -140,6 +149,7 @@ def main(argv=None) -> int:
         "rounds": args.rounds,
         "order": "alternating: " + " ".join(["".join("ABCD"[: len(args.methods)])] * args.rounds),
         "loadavg_start": loadavg(),
+        "code": code_version(),
     }
     runs = []
     for r in range(args.rounds):

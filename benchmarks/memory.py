@@ -22,7 +22,7 @@ import time
 import numpy as np
 from intrinsic_cost import ANNOTATOR_TAGS, METHODS
 from timing import log, rounded
-from train_runs import SHAPE, last, loadavg, overrides_of, run_train, steady_rate
+from train_runs import SHAPE, code_version, last, loadavg, overrides_of, run_train, steady_rate
 
 MB = 1024 * 1024
 TARGET_STEPS = 10_000_000
@@ -123,6 +123,7 @@ def main(argv=None) -> int:
     out = {"benchmark": "memory", "shape": {**SHAPE, "extra_overrides": args.set}}
     out.update(method=args.method, target_steps=args.steps, time_limit_min=args.minutes)
     out.update(sample_every_s=args.every_s, loadavg_start=loadavg())
+    out["code"] = code_version()
     log(f"{args.method}, up to {args.steps:,d} steps or {args.minutes:.0f} min")
     t0 = time.perf_counter()
     run = run_train(

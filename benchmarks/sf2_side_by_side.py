@@ -10,16 +10,19 @@ sees this interpreter's packages (`--system-site-packages`), so it reuses the in
 instead of downloading another; its own numpy, gymnasium and NLE shadow ours.
 
 Both systems run NLE's NetHackScore-v0 with glyphs, blstats and message observations, 2 rollout
-workers x 16 envs, unroll 32, batch 4096 samples, a GRU core of 512 and rogueray's NetHackEncoder
-(Sample Factory through benchmarks/sf2_app.py), on the CPU: Sample Factory 2 APPO with its own
+workers x 16 envs, unroll 32, batch 4096 samples, a GRU core of 512 and rogueray's
+NetHackEncoder (Sample Factory through benchmarks/sf2_app.py), on the CPU. rogueray runs with
+its defaults, so with `model.precision=auto` its encoder computes in bfloat16 on a CPU with
+AVX512-BF16 or AMX, while Sample Factory computes in float32: `--rogueray-set
+model.precision=float32` compares at equal precision. Sample Factory 2 APPO with its own
 inference worker, batcher and learner (2 env splits per worker, its default double buffering;
 input normalisation off, as in rogueray; every process at the priority it starts with, as
-rogueray's, unless --sf2-own-niceness: see sf2_app.py). Runs alternate (rogueray, SF2, rogueray, SF2, ...);
-each rate is env steps per second from the first report with steps to the last (start-up
-excluded): rogueray's console status lines, Sample Factory's "Samples:" count (its 'Total num
-frames', counted per 4096-sample batch, gives the frames_per_s figure beside it). Prints ONE
-JSON object: each run, each system's median and the ratio of medians rogueray / SF2. Not part of
-CI (it downloads packages and runs for minutes)."""
+rogueray's, unless --sf2-own-niceness: see sf2_app.py). Runs alternate (rogueray, SF2, rogueray,
+SF2, ...); each rate is env steps per second from the first report with steps to the last
+(start-up excluded): rogueray's console status lines, Sample Factory's "Samples:" count (its
+'Total num frames', counted per 4096-sample batch, gives the frames_per_s figure beside it).
+Prints ONE JSON object: each run, each system's median and the ratio of medians rogueray / SF2.
+Not part of CI (it downloads packages and runs for minutes)."""
 
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from train_runs import (
     REPO,
     SHAPE,
     Watch,
+    code_version,
     loadavg,
     overrides_of,
     run_train,
@@ -65,6 +69,13 @@ def parse_args(argv=None):
     p.add_argument("--venv", type=Path, default=default_venv(), help="Sample Factory's venv")
     p.add_argument("--install-only", action="store_true", help="make the venv, run nothing")
     p.add_argument(
+        "--rogueray-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra rogueray override, e.g. model.precision=float32 (Sample Factory's precision)",
+    )
+    p.add_argument(
         "--sf2-own-niceness",
         action="store_true",
         help="let Sample Factory renice its rollout (+10) and inference (+2) workers",
@@ -73,6 +84,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.rounds < 1 or args.steps < 1:
         p.error("--rounds and --steps must be >= 1")
+    for item in args.rogueray_set:
+        if "=" not in item:
+            p.error(f"--rogueray-set {item!r}: expected KEY=VALUE, e.g. model.precision=float32")
     return args
 
 
@@ -155,9 +169,8 @@ def run_sf2(args) -> dict:
 
 
 def run_rogueray(args) -> dict:
-    run = run_train(
-        overrides_of(SHAPE, EXTRINSIC, {"total_env_steps": args.steps}), timeout_s=args.timeout_s
-    )
+    overrides = overrides_of(SHAPE, EXTRINSIC, {"total_env_steps": args.steps})
+    run = run_train([*overrides, *args.rogueray_set], timeout_s=args.timeout_s)
     watch = run["watch"]
     return {
         "steps_per_s": steady_rate(watch.marks)["steps_per_s"],
@@ -181,7 +194,9 @@ def main(argv=None) -> int:
         if args.sf2_own_niceness
         else ("unchanged: every process at the priority it starts with, as rogueray's")
     )
+    out["rogueray_extra_overrides"] = args.rogueray_set
     out["loadavg_start"] = loadavg()
+    out["code"] = code_version()
     runs = []
     for r in range(args.rounds):
         for system, fn in (("rogueray", run_rogueray), ("sample_factory_2", run_sf2)):

@@ -187,7 +187,11 @@ def run_train(
     cmd += [f"run_dir={run_dir}", "mode=ray", "log_interval_s=2.0"]
     cmd += ["checkpoint_interval_s=1000000000.0", *overrides]
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)  # a local Ray of its own, never another user's
+    # A local Ray of its own: with no address, ray.init() joins the cluster someone last started
+    # on this machine with `ray start` (found through its temp dir), so the run gets a temp dir
+    # of its own (short: Ray's socket paths must fit 107 bytes).
+    env.pop("RAY_ADDRESS", None)
+    env["RAY_TMPDIR"] = ray_tmp = tempfile.mkdtemp(prefix="rr", dir="/tmp")
     returncode, watch = run_watched(
         cmd, env, REPO, rogueray_line, timeout_s=timeout_s, sample_every_s=sample_every_s,
         echo=echo,
@@ -197,6 +201,7 @@ def run_train(
         scalars = read_scalars(Path(run_dir) / "tensorboard")
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     if not watch.marks:
         raise RuntimeError(
             f"rogueray train printed no status line (exit {returncode}); last lines:\n"
@@ -249,6 +254,18 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def last(scalars: dict, tag: str) -> float | None:
     points = scalars.get(tag)
     return points[-1][1] if points else None
+
+
+def code_version() -> dict:
+    """The commit measured and the product files changed on top of it (others may be editing)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    product = ["actors", "annotator", "cluster", "learner", "reward_models"]
+    changed = git("status", "--porcelain", "--", *product).splitlines()
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": [c[3:] for c in changed]}
 
 
 def loadavg() -> list[float]:

@@ -19,7 +19,7 @@ import sys
 import time
 
 from timing import log, rounded
-from train_runs import EXTRINSIC, SHAPE, loadavg, overrides_of, run_train, steady_rate
+from train_runs import EXTRINSIC, SHAPE, code_version, loadavg, overrides_of, run_train, steady_rate
 
 
 def parse_args(argv=None):
@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     out = {"benchmark": "worker_scaling", "shape": {**SHAPE, "total_env_steps": args.steps}}
     out.update(workers=args.workers, rounds=args.rounds, cpu_count=os.cpu_count())
     out["loadavg_start"] = loadavg()
+    out["code"] = code_version()
     runs = []
     for r in range(args.rounds):
         for n in args.workers:

@@ -90,3 +90,15 @@ def test_bad_arguments_name_what_is_allowed(capsys):
     with pytest.raises(SystemExit):
         intrinsic_cost.parse_args(["--set", "no-equals-sign"])
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_gpu_node_names_what_it_lacks_and_checks_its_arguments(capsys):
+    import gpu_node
+
+    args = gpu_node.parse_args(["--device", "cpu", "--quick", "--pretend-missing", "ray,nle"])
+    have = gpu_node.available(args)
+    assert have["ray"] is False and have["nle"] is False and have["numpy"] is True
+    assert args.workers == 2 and args.batch == 1024
+    with pytest.raises(SystemExit):
+        gpu_node.parse_args(["--batch", "1000"])
+    assert "multiple of 512" in capsys.readouterr().err
