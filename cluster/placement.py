@@ -36,7 +36,10 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
         # Ray runs its worker processes at nice 15 by default, so on a busy laptop any ordinary
         # process starves the rollout workers, the learner and the annotator: run them at the
         # driver's own priority instead.
+        # address="local": a Ray of its own even where `ray start` left a cluster on this
+        # machine, which a bare ray.init() would join (and then refuse num_cpus).
         ray.init(
+            address="local",
             num_cpus=config.ray_num_cpus or max(os.cpu_count() or 1, needed),
             _system_config={"worker_niceness": 0},
             **common,
@@ -58,7 +61,9 @@ def shared_inference(config: RunConfig) -> bool:
     choice = config.rollout.inference
     if choice != "auto":
         return choice == "shared"
-    if config.mode != "ray" or config.ray_address is not None or os.environ.get("RAY_ADDRESS"):
+    from cluster.ray_job import joined_address
+
+    if config.mode != "ray" or joined_address(config.ray_address) is not None:
         return False
     cpus = config.rollout.num_workers + 2 + int(wants_annotator(config))
     return config.ray_num_cpus is None or config.ray_num_cpus >= cpus
