@@ -14,7 +14,8 @@ with 16 rollout workers against raw env stepping on the same cores.
     beside raw NetHack stepping in `--workers` processes holding 16 envs each on the same cores.
     Needs NLE (and Ray for the parallel loop). `--inference auto` (default) uses the shared
     inference actor on the GPU (`rollout.inference=shared`, `rollout.inference_device=--device`)
-    in Ray mode on a CUDA device, else each worker's own CPU copy; `--set KEY=VALUE` adds keys.
+    in Ray mode on a CUDA device, else leaves `rollout.inference` to the product's default;
+    `--set KEY=VALUE` adds keys.
 
 A node with Python 3.12 and torch but no Ray or NLE: `--wheels DIR` installs what is missing from
 wheels carried in DIR (`pip download --only-binary=:all: --python-version 3.12 --platform
@@ -151,9 +152,12 @@ def measure_loop(args, have: dict) -> dict:
     extra = {"total_env_steps": args.steps, "rollout.num_workers": args.workers,
              "learner.batch_size": args.batch, "learner.device": args.device}  # fmt: skip
     inference = args.inference
+    if inference == "auto" and mode == "ray" and args.device.startswith("cuda"):
+        inference = "shared"
     if inference == "auto":
-        inference = "shared" if mode == "ray" and args.device.startswith("cuda") else "worker"
-    extra["rollout.inference"] = inference
+        inference = "the product's default (rollout.inference not set)"
+    else:
+        extra["rollout.inference"] = inference
     if inference == "shared":
         extra["rollout.inference_device"] = args.device
     overrides = [*overrides_of(SHAPE, EXTRINSIC, extra), *args.set]
