@@ -5,7 +5,9 @@ are not in the label store, so never trained on).
 
 - Split: a random `val_fraction` of the distinct pairs (seeded) is held out for validation.
 - Training: `epochs` epochs of ceil(train pairs / batch_size) Adam steps, each on a random batch
-  of distinct training pairs (RankingRewardModel's own steps). TensorBoard under
+  of distinct training pairs (RankingRewardModel's own steps), and at least `min_steps` steps in
+  all: Motif's ~500k pairs make thousands of steps, while a few hundred pairs at batch 1024
+  would make one step an epoch, ten in all, and leave the network where it started (loss ln 2). TensorBoard under
   `OUT/tensorboard`: fit/{train,val}_{loss,accuracy} per epoch (accuracy over non-tie pairs).
 - Normalisation: mean and (population) std of the raw reward over every caption occurrence in
   the training pairs (two per pair: frequency-weighted, as Motif's reward_mean / reward_var).
@@ -131,6 +133,7 @@ def fit_reward(
     val_fraction: float = 0.2,
     epochs: int = 10,
     batch_size: int = 1024,
+    min_steps: int = 500,
     lr: float = 1e-4,
     width: str = "oni",
     seed: int = 0,
@@ -141,6 +144,8 @@ def fit_reward(
     if not 0.0 <= val_fraction < 1.0 or epochs < 1 or batch_size < 1 or width not in ("oni", "small"):
         raise ValueError("need 0 <= --val-fraction < 1, --epochs >= 1, --batch-size >= 1, "
                          "--width oni|small")  # fmt: skip
+    if min_steps < 0:
+        raise ValueError(f"need --min-steps >= 0; got {min_steps}")
     data = load_dataset(dataset)
     group = choose_group(data.path / LABEL_STORE, group)
     with LabelStore(data.path / LABEL_STORE, model_id=group[0], prompt_version=group[1]) as store:
@@ -149,10 +154,12 @@ def fit_reward(
         raise DatasetError(f"{data.path}: no pairs of two different captions to train on")
     model, options = _model(train, lr=lr, batch_size=batch_size, width=width, seed=seed)
     out = Path(out) if out is not None else data.path / "reward"
-    history = _train(model, train, val, epochs, out / "tensorboard", progress)
+    steps = max(math.ceil(len(train) / batch_size), math.ceil(min_steps / epochs))
+    history = _train(model, train, val, epochs, steps, out / "tensorboard", progress)
     mean, std, quantiles = statistics(model, train)
     info = {"dataset": str(data.path.resolve()), "model_id": group[0], "prompt_version": group[1],
-            "train_pairs": len(train), "val_pairs": len(val), "epochs": epochs, "lr": lr,
+            "train_pairs": len(train), "val_pairs": len(val), "epochs": epochs,
+            "steps_per_epoch": steps, "lr": lr,
             "batch_size": batch_size, "seed": seed, "history": history}  # fmt: skip
     _save(out, model, options, mean, std, quantiles, info)
     return FitResult(out / REWARD_FILE, len(train), len(val), history, mean, std, quantiles)
@@ -169,12 +176,11 @@ def _model(train, *, lr, batch_size, width, seed):
     return model, options
 
 
-def _train(model, train, val, epochs: int, tb_dir: Path, progress) -> list[dict[str, float]]:
+def _train(model, train, val, epochs: int, steps: int, tb_dir: Path, progress) -> list[dict]:
     from torch.utils.tensorboard import SummaryWriter
 
     from reward_models.base import ACCURACY, LOSS
 
-    steps = math.ceil(len(train) / model.batch_size)
     history = []
     with SummaryWriter(str(tb_dir)) as writer:
         for epoch in range(1, epochs + 1):

@@ -53,6 +53,8 @@ def add_parsers(sub) -> None:
     fit.add_argument("--prompt-version", help="with --model-id")
     fit.add_argument("--val-fraction", type=float, default=0.2, help="held out (Motif: 0.2)")
     fit.add_argument("--epochs", type=int, default=10, help="Motif's README: 10")
+    fit.add_argument("--min-steps", type=int, default=500,
+                     help="Adam steps in all at the least, however few the pairs (500)")  # fmt: skip
     fit.add_argument("--batch-size", type=int, default=1024, help="pairs per step (Motif: 1024)")
     fit.add_argument("--lr", type=float, default=1e-4, help="Adam step (Motif's code: 1e-4)")
     fit.add_argument("--width", choices=("oni", "small"), default="oni",
@@ -184,6 +186,7 @@ def _fit(args) -> int:
     with _bar(args, args.epochs, "epoch", "fit-reward") as bar:
         result = fit_reward(args.dataset, out=args.out, group=group,
                             val_fraction=args.val_fraction, epochs=args.epochs,
+                            min_steps=args.min_steps,
                             batch_size=args.batch_size, lr=args.lr, width=args.width,
                             seed=args.seed, progress=bar.update)  # fmt: skip
     last = result.history[-1]

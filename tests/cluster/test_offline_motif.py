@@ -7,6 +7,7 @@ normalisation and quantiles are recomputed here with numpy, and the fitted file 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,11 @@ def test_the_fitted_file_is_a_run_configs_motif_reward(dataset, fitted, tmp_path
     captions = json.loads((dataset / "captions.json").read_text())
     rewards = model.rewards(captions)
     assert rewards.shape == (len(captions),) and (rewards == 0).any() and (rewards > 0).any()
+
+
+def test_few_pairs_still_get_the_minimum_number_of_steps(dataset, fitted):
+    """4 epochs of ceil(train pairs / 16) steps would be a handful; --min-steps (500 by default)
+    spreads 500 steps over the epochs, so a small dataset's network moves off ln 2."""
+    info = json.loads((fitted / "metrics.json").read_text())
+    train_pairs = len(_training_pairs(dataset))
+    assert info["steps_per_epoch"] == max(math.ceil(train_pairs / 16), math.ceil(500 / 4)) == 125
