@@ -51,7 +51,7 @@ LAPTOP = [
     "rollout.num_workers=2",
     "env.num_envs_per_worker=16",
     "learner.batch_size=1024",
-    "log_interval_s=30",
+    "log_interval_s=5",  # the windowed curves rogueray compare draws are logged this often
     "checkpoint_interval_s=100000",
 ]
 

@@ -57,14 +57,24 @@ def startup_banner(config: RunConfig, resume_step: int | None) -> list[str]:
                 f"{first if embedded else ''}; training does not wait for it"
             )
         lines.append(head + tail)
-    else:
+    elif config.reward_model.name == "none" or config.reward.intrinsic_coef == 0:
         lines.append(f"{PREFIX} reward model {config.reward_model.name} (extrinsic reward only)")
+    else:  # a frozen reward (ellm, motif): intrinsic reward with no LLM asked during the run
+        lines.append(
+            f"{PREFIX} reward model {config.reward_model.name}, intrinsic coef "
+            f"{config.reward.intrinsic_coef:g} (frozen: no annotator, no LLM during the run)"
+        )
     if config.mode == "ray":
         from cluster.ray_job import joined_address
 
         address = joined_address(config.ray_address)
         where = "a local Ray" if address is None else f"Ray at {address}"
-        lines.append(f"{PREFIX} starting {where}, then the workers, the learner and the annotator")
+        parts = (
+            "the workers, the learner and the annotator"
+            if wants_annotator(config)
+            else "the workers and the learner"
+        )
+        lines.append(f"{PREFIX} starting {where}, then {parts}")
     lines.append(f"{PREFIX} TensorBoard: tensorboard --logdir {config.run_dir}")
     return lines
 
@@ -159,8 +169,9 @@ class Console:
             fields.append(f"success {100 * success:.1f}%")
         if (depth := window.mean_max_depth()) is not None:
             fields.append(f"depth {depth:.2f}")
-        if annotator:  # the annotator is on: what the LLM-derived reward is doing
+        if annotator or intrinsic is not None:  # what the intrinsic reward is doing
             fields.append("r_int n/a" if intrinsic is None else f"r_int {intrinsic:.3f}")
+        if annotator:
             fields.append(annotator_field(annotator))
         return fields
 

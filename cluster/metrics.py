@@ -258,7 +258,8 @@ class MetricsLogger:
     ) -> float | None:
         """Console line when `interval_s` has passed; returns env steps/s if it was time.
         `episodes`: the run's episode count (the window only knows those it has seen)."""
-        intrinsic = float(np.mean(self.intrinsic_returns)) if self.intrinsic_returns else None
+        shown = self.intrinsic_returns and self.has_reward_model
+        intrinsic = float(np.mean(self.intrinsic_returns)) if shown else None
         annotator = {k: v for k, v in self.latest.items() if k.startswith("annotator/")}
         return self.console.update(
             step,

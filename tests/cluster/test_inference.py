@@ -111,3 +111,12 @@ def test_the_start_up_banner_says_where_inference_runs(tmp_path, monkeypatch):
     serial = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r", "mode=serial"])
     assert "policy inference in one shared actor on cpu" in "\n".join(startup_banner(ray_mode, None))
     assert "policy inference in each worker" in "\n".join(startup_banner(serial, None))
+
+
+def test_the_banner_names_a_frozen_intrinsic_reward(tmp_path):
+    from cluster.console import startup_banner
+
+    ellm = load_config(ROOT / "configs/oni/score-ellm.yaml", [f"run_dir={tmp_path}/r"])
+    text = "\n".join(startup_banner(ellm, None))
+    assert "reward model ellm, intrinsic coef 0.4 (frozen: no annotator" in text
+    assert "extrinsic reward only" not in text and "the annotator" not in text

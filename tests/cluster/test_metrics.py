@@ -144,11 +144,17 @@ def test_console_line_shows_progress_task_figures_and_the_annotator():
 def test_console_without_annotator_or_episodes_and_its_terminal_bar():
     out = io.StringIO()
     console = Console(total=1_000, start_step=500, interval_s=0.0, stream=out, tty=False)
-    console.update(600, m.EpisodeWindow(), episodes=12, intrinsic=0.0)
+    console.update(600, m.EpisodeWindow(), episodes=12, intrinsic=None)  # extrinsic only
     line = out.getvalue()
     assert "episodes 12 | return n/a (no episode finished yet)" in line
     assert "r_int" not in line and "labels" not in line and "success" not in line
     assert console.update(600, m.EpisodeWindow(), episodes=12, force=True) is None  # no repeat
+
+    frozen = io.StringIO()  # ellm / motif: an intrinsic return, and no annotator to report
+    Console(total=1_000, start_step=0, interval_s=0.0, stream=frozen, tty=False).update(
+        600, m.EpisodeWindow(), episodes=3, intrinsic=0.25
+    )
+    assert "r_int 0.250" in frozen.getvalue() and "labels" not in frozen.getvalue()
 
     tty = io.StringIO()
     bar = Console(total=1_000, start_step=0, interval_s=0.0, stream=tty, tty=True)
