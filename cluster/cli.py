@@ -319,6 +319,7 @@ def _train_or_resume(args: argparse.Namespace) -> int:
         return 0
     from cluster.checkpoint import CheckpointError
     from cluster.driver import StartupInterrupted, train
+    from cluster.placement import RayStartError
 
     try:
         result = train(config, quiet=args.quiet, fresh=args.fresh)
@@ -328,6 +329,9 @@ def _train_or_resume(args: argparse.Namespace) -> int:
     except StartupInterrupted as exc:
         _error(f"rogueray: {exc}")
         return exc.exit_code
+    except RayStartError as exc:  # Ray's own processes did not come up: one line, no traceback
+        _error(f"rogueray: error: {exc}")
+        return 1
     except OSError as exc:
         if exc.errno not in _DISK_ERRORS:
             raise

@@ -13,6 +13,11 @@ from cluster.annotation import wants_annotator
 from cluster.config import ConfigError, RunConfig
 
 
+class RayStartError(RuntimeError):
+    """Ray itself did not come up (its processes timed out or died); the message is one line
+    that says what to try."""
+
+
 def start_ray(config: RunConfig, quiet: bool = True) -> bool:
     """Connect to `config.ray_address` or start a local Ray sized for this run.
 
@@ -38,15 +43,31 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
         # driver's own priority instead.
         # address="local": a Ray of its own even where `ray start` left a cluster on this
         # machine, which a bare ray.init() would join (and then refuse num_cpus).
-        ray.init(
+        _init(
+            "a local Ray",
             address="local",
             num_cpus=config.ray_num_cpus or max(os.cpu_count() or 1, needed),
             _system_config={"worker_niceness": 0},
             **common,
         )
         return True
-    ray.init(address=config.ray_address, **common)
+    _init(f"Ray at {config.ray_address}", address=config.ray_address, **common)
     return False
+
+
+def _init(what: str, **options) -> None:
+    """ray.init, with Ray's own start-up failures (a GCS or raylet that timed out on a busy
+    machine, an address nothing answers on) turned into one RayStartError line."""
+    try:
+        ray.init(**options)
+    except Exception as exc:
+        if isinstance(exc, ValueError | TypeError):
+            raise  # a wrong argument is a bug here, not the machine
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RayStartError(
+            f"{what} did not start: {first[:200]}. On a busy machine run the command again; "
+            "if it keeps failing, `rogueray doctor` checks Ray"
+        ) from exc
 
 
 def shared_inference(config: RunConfig) -> bool:

@@ -63,3 +63,25 @@ def test_a_run_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path):
         _kill_below(scratch)
         time.sleep(0.5)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_ray_that_times_out_at_start_is_one_line_with_what_to_do(tmp_path, monkeypatch, capsys):
+    """Ray's own start-up failure on a loaded machine (the exception the newcomer trial met,
+    raised here by a stand-in for ray.init) is one line and exit 1, not a traceback."""
+    import ray
+
+    from cluster.cli import main
+
+    def ray_init_timing_out_double(**options):
+        raise Exception(  # noqa: TRY002 - Ray raises a bare Exception here
+            "The current node timed out during startup. This could happen because some of the "
+            "Ray processes failed to startup. GCS has become overloaded.\nmore detail"
+        )
+
+    monkeypatch.setattr(ray, "init", ray_init_timing_out_double)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code = main(["train", str(ROOT / "configs/cartpole.yaml"), f"run_dir={tmp_path}/run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("rogueray: error: a local Ray did not start: The current node timed")
+    assert "run the command again" in err[-1] and "Traceback" not in "\n".join(err)
