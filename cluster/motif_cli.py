@@ -177,6 +177,10 @@ async def _annotate_async(args, data, config, progress, stop):
         store.close()
 
 
+CHANCE_ACCURACY = 0.55
+"""fit-reward warns at or below this validation accuracy (over the non-tie pairs)."""
+
+
 def _fit(args) -> int:
     from cluster.fit_reward import fit_reward
 
@@ -196,4 +200,9 @@ def _fit(args) -> int:
           f"accuracy {last['val_accuracy']:.3f}; normalisation mean {result.mean:.4f} std "
           f"{result.std:.4f}, median threshold {result.quantiles[0.5]:.4f}; saved "
           f"{result.path} (use reward_model.name=motif reward_model.path={result.path})")  # fmt: skip
+    if not last["val_accuracy"] > CHANCE_ACCURACY:  # nan too: no non-tie validation pair
+        print(f"[rogueray] warning: validation accuracy {last['val_accuracy']:.3f} is chance "
+              "level: this reward ranks captions no better than a coin. A judge that prefers "
+              "whichever caption comes first (the embedded SmolLM2 does) needs `rogueray "
+              "annotate DATASET --both-orders`; more pairs or --min-steps may help too")  # fmt: skip
     return 0

@@ -88,3 +88,25 @@ def test_doctor_checks_the_fitted_file(tmp_path):
                          [f"run_dir={tmp_path}/run", f"reward_model.path={tmp_path}/none.pt"])  # fmt: skip
     with pytest.raises(Failed, match="does not exist.*fit-reward"):
         check_motif_reward(config)
+
+
+def test_a_fit_that_ranks_nothing_says_so(capsys, small_dataset, tmp_path):
+    """Pairs the judge called ties only (as a judge with no opinion would): the fit has no
+    non-tie validation pair to be right about, and the command warns instead of a quiet "done"."""
+    import shutil
+
+    from actors.messages import PairLabel
+    from annotator.label_store import LabelStore
+    from cluster.motif_annotate import LABEL_STORE
+
+    data = tmp_path / "ties"
+    shutil.copytree(small_dataset, data)
+    captions = [f"You see here {n} gold pieces." for n in range(2, 42)]
+    ties = [PairLabel(a, b, 0.5) for a, b in zip(captions[::2], captions[1::2], strict=True)]
+    with LabelStore(data / LABEL_STORE, model_id="judge", prompt_version="v1") as store:
+        store.put_pairs(ties)
+    args = ["--width", "small", "--epochs", "1", "--min-steps", "2", "--no-progress"]
+    assert main(["fit-reward", str(data), *args]) == 0
+    out = capsys.readouterr().out
+    assert "fit-reward done" in out and "[rogueray] warning: validation accuracy nan" in out
+    assert "--both-orders" in out
