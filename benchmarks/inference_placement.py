@@ -15,12 +15,11 @@ run, each variant's median, and each median's ratio to the first variant's.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
-from timing import log, rounded
+from timing import emit, log
 from train_runs import EXTRINSIC, SHAPE, loadavg, overrides_of, run_train, steady_rate
 
 VARIANTS = {
@@ -90,11 +89,7 @@ def main(argv=None) -> int:
         "ratio_of_medians": {v: m / base for v, m in medians.items()},
         "wall_s": time.perf_counter() - t0,
     }
-    text = json.dumps(rounded(out), indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(out, args.out)
     return 0
 
 

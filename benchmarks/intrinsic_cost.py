@@ -17,12 +17,11 @@ label latency (p50/p95, from TensorBoard) for the methods that ask the LLM."""
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
-from timing import log, rounded
+from timing import emit, log
 from train_runs import (
     EXTRINSIC,
     SHAPE,
@@ -164,11 +163,7 @@ def main(argv=None) -> int:
     out["runs"] = runs
     out["loadavg_end"] = loadavg()
     out["total_wall_s"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(rounded(out), indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text, flush=True)
+    emit(out, args.out)
     return 0
 
 

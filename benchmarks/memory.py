@@ -15,13 +15,12 @@ comes first, and the JSON says which (`reached_target_steps`). Prints ONE JSON o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import numpy as np
 from intrinsic_cost import ANNOTATOR_TAGS, METHODS
-from timing import log, rounded
+from timing import emit, log
 from train_runs import SHAPE, code_version, last, loadavg, overrides_of, run_train, steady_rate
 
 MB = 1024 * 1024
@@ -144,11 +143,7 @@ def main(argv=None) -> int:
     out["annotator"]["label_latency_p50_s_median_over_run"] = float(np.median(p50)) if p50 else None
     out["processes"] = rows
     out["loadavg_end"] = loadavg()
-    text = json.dumps(rounded(out), indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text, flush=True)
+    emit(out, args.out)
     return 0
 
 

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from timing import log, rounded
+from timing import emit, log
 from train_runs import (
     EXTRINSIC,
     REPO,
@@ -218,11 +218,7 @@ def main(argv=None) -> int:
     out["runs"] = runs
     out["loadavg_end"] = loadavg()
     out["total_wall_s"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(rounded(out), indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text, flush=True)
+    emit(out, args.out)
     return 0
 
 

@@ -45,14 +45,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import sys
 import time
 
 from raw_env_rates import instance_penalty, measure_raw
-from timing import log, rounded
+from timing import emit, log
 
 DEFAULT_ENV = "NetHackScoreExtendedActions-v1"
 TARGET_SAMPLER_VS_RAW = 0.8
@@ -292,11 +291,7 @@ def main(argv=None) -> int:
     out["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out["total_wall_s"] = round(time.perf_counter() - t_begin, 1)
     out["details"] = details
-    text = json.dumps(rounded(out), indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text, flush=True)
+    emit(out, args.out)
     return 0
 
 

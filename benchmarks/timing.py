@@ -49,3 +49,14 @@ def rounded(value):
     if isinstance(value, list):
         return [rounded(v) for v in value]
     return value
+
+
+def emit(out: dict, path: str | None) -> None:
+    """The benchmark's one JSON object (numbers rounded) on stdout, and in `path` when given."""
+    import json
+
+    text = json.dumps(rounded(out), indent=2)
+    if path:
+        with open(path, "w") as f:
+            f.write(text + "\n")
+    print(text, flush=True)

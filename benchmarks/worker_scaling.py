@@ -12,13 +12,12 @@ JSON object: each run, and per worker count the median steps/s."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 
-from timing import log, rounded
+from timing import emit, log
 from train_runs import EXTRINSIC, SHAPE, code_version, loadavg, overrides_of, run_train, steady_rate
 
 
@@ -103,11 +102,7 @@ def main(argv=None) -> int:
         )
         plot(medians, [r for r in runs if r["steps_per_s"]], args.plot, title)
         out["plot"] = args.plot
-    text = json.dumps(rounded(out), indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text, flush=True)
+    emit(out, args.out)
     return 0
 
 
