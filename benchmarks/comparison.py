@@ -114,7 +114,8 @@ def prepare_motif(task: str, judge: str, out: Path, args) -> Path:
     cli("annotate", str(dataset), *JUDGES[judge], "--config", config, "--pairs",
         str(args.motif_pairs), "--both-orders", "--no-progress",
         log_path=dataset.parent / "motif-annotate.log")  # fmt: skip
-    cli("fit-reward", str(dataset), "--no-progress", log_path=dataset.parent / "motif-fit.log")
+    cli("fit-reward", str(dataset), "--width", args.motif_width, "--no-progress",
+        log_path=dataset.parent / "motif-fit.log")  # fmt: skip
     return reward
 
 
@@ -192,6 +193,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=20_000, help="env steps per run (20,000)")
     p.add_argument("--motif-steps", type=int, default=20_000, help="steps collected per task")
     p.add_argument("--motif-pairs", type=int, default=250, help="pairs annotated per judge")
+    p.add_argument("--motif-width", choices=("oni", "small"), default="small",
+                   help="fit-reward's network (small: ~4x cheaper per step on a CPU)")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     args.tasks = [t for t in args.tasks.split(",") if t]
