@@ -158,13 +158,18 @@ def run(args: argparse.Namespace) -> int:
             f"  with calibration {mode}: accuracy {o['accuracy']:.3f}, positive rate "
             f"{o['positive_rate']:.3f}"
         )
+    _save(args, data, answers, report)
+    return 0
+
+
+def _save(args, data, answers, report: dict) -> None:
+    """--answers FILE.csv and --json FILE, when asked for."""
     if args.answers:
         _write_answers(Path(args.answers), data, answers)
         print(f"answers written to {args.answers}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"report written to {args.json}")
-    return 0
 
 
 def _write_answers(path: Path, data, answers) -> None:
@@ -211,10 +216,5 @@ def _similarity(args: argparse.Namespace, data, ann) -> int:
         f"at similarity > {threshold} (the reward's threshold)"
     )
     print(format_table(report, title).replace("calibration none", f"threshold {threshold}"))
-    if args.answers:
-        _write_answers(Path(args.answers), data, answers)
-        print(f"answers written to {args.answers}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"report written to {args.json}")
+    _save(args, data, answers, report)
     return 0
