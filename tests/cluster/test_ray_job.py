@@ -61,6 +61,10 @@ def test_train_as_a_ray_job_entrypoint(monkeypatch):
     home.mkdir()
     monkeypatch.setenv("RAY_gcs_server_port_wait_time_s", str(int(DEADLINE_S)))
     monkeypatch.setenv("HOME", str(home))  # the job's relative run_dir lands here
+    # A ray.init() earlier in this process turns Ray's token authentication on for its children
+    # (RAY_AUTH_MODE=token, token in ~/.ray), and the HOME above hides the token: this cluster
+    # of its own on 127.0.0.1 runs without, or its GCS exits at start and the test waits 600 s.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.delenv("PYTHONPATH", raising=False)  # the job must import the shipped copy
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     port = _free_port()
