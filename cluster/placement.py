@@ -86,14 +86,16 @@ def shared_inference(config: RunConfig) -> bool:
 
     if config.mode != "ray" or joined_address(config.ray_address) is not None:
         return False
-    cpus = config.rollout.num_workers + 2 + int(wants_annotator(config))
-    return config.ray_num_cpus is None or config.ray_num_cpus >= cpus
+    return config.ray_num_cpus is None or config.ray_num_cpus >= _cpus(config, shared=True)
 
 
 def cpus_needed(config: RunConfig) -> int:
     """One CPU per rollout worker, one for the learner, one for the annotator when there is one,
     one for the shared inference actor when there is one."""
-    shared = shared_inference(config)
+    return _cpus(config, shared=shared_inference(config))
+
+
+def _cpus(config: RunConfig, *, shared: bool) -> int:
     return config.rollout.num_workers + 1 + int(wants_annotator(config)) + int(shared)
 
 
