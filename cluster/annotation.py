@@ -267,6 +267,9 @@ class AnnotatorActor:
     between the labelling task's awaits (an LLM call in flight never holds up `submit`)."""
 
     def __init__(self, config: RunConfig):
+        from cluster.priority import lower_priority
+
+        lower_priority(config.annotator.niceness)  # before the backend starts its threads
         self.annotator = build_annotator(config)
         self._stop = asyncio.Event()
         self._task = None

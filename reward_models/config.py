@@ -21,7 +21,12 @@ class RewardModelConfig:
     batch_size: Count = 256
     """Captions (classification) or pairs (ranking) per reward-model gradient step."""
     steps_per_label_batch: Count = 32
-    """Gradient steps each time labels arrive, while the data set is below switch_dataset_size."""
+    """Gradient steps per label_batch_size labels arriving, while the data set is below
+    switch_dataset_size (ONI: 32)."""
+    label_batch_size: Count = 100
+    """Labels that earn steps_per_label_batch steps: ONI ran its 32 steps per LLM batch of up to
+    100 labels. A delivery of fewer labels earns its share (carried over); one delivery runs at
+    most steps_per_label_batch steps."""
     switch_dataset_size: Count = 25_000
     """From this many labels on, one gradient step per learner update instead (ONI's schedule)."""
     threshold: Finite | None = None

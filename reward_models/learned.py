@@ -31,8 +31,14 @@ class LearnedRewardModel(RewardModel):
     """A network r(caption) trained online; subclasses define the network output and the loss.
 
     Schedule (ONI section 4.2): while the dataset holds fewer than `switch_dataset_size` items,
-    every `add_labels` call runs `steps_per_label_batch` gradient steps; from then on labels are
-    only stored and each `train_iteration` runs one step. Each step draws a fresh random batch of
+    every `label_batch_size` labels that arrive earn `steps_per_label_batch` gradient steps, run
+    by the `add_labels` call that brings them; from then on labels are only stored and each
+    `train_iteration` runs one step. ONI ran its 32 steps per LLM batch of up to 100 labels
+    (`llm_batch_size`); here labels arrive in deliveries of any size (every label exchange), so a
+    delivery of n labels earns min(n, label_batch_size) / label_batch_size of a batch's steps,
+    the fraction carried to the next. The steps per label are then ONI's whatever the judge's
+    speed, and one delivery never runs more than `steps_per_label_batch`, so a judge faster than
+    the learner cannot stall it. Each step draws a fresh random batch of
     `batch_size` distinct items (all of them when fewer). Until the first gradient step, r_int is 0
     for every caption: ONI used its untrained net, which at PyTorch's default initialisation gives
     nearly the same output for every caption, so its binary reward was 0 or 1 for all of them.
@@ -45,6 +51,7 @@ class LearnedRewardModel(RewardModel):
         lr: float,
         batch_size: int,
         steps_per_label_batch: int,
+        label_batch_size: int,
         switch_dataset_size: int,
         max_grad_norm: float | None,
         device: str,
@@ -55,6 +62,7 @@ class LearnedRewardModel(RewardModel):
         check_option(
             "steps_per_label_batch", steps_per_label_batch >= 0, steps_per_label_batch, "int >= 0"
         )
+        check_option("label_batch_size", label_batch_size >= 1, label_batch_size, "an int >= 1")
         check_option(
             "switch_dataset_size", switch_dataset_size >= 0, switch_dataset_size, "an int >= 0"
         )
@@ -72,6 +80,9 @@ class LearnedRewardModel(RewardModel):
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.batch_size = batch_size
         self.steps_per_label_batch = steps_per_label_batch
+        self.label_batch_size = label_batch_size
+        # Steps earned by labels and not run yet, in 1/label_batch_size steps (exact integers).
+        self._earned = 0
         self.switch_dataset_size = switch_dataset_size
         self.max_grad_norm = max_grad_norm
         self.generator = torch.Generator().manual_seed(seed)  # batch sampling only
@@ -119,8 +130,16 @@ class LearnedRewardModel(RewardModel):
         if not labels:
             return {DATASET_SIZE: float(self.dataset_size)}
         self._store(labels)
-        below_switch = self.dataset_size < self.switch_dataset_size
-        return self._train(self.steps_per_label_batch if below_switch else 0)
+        if self.dataset_size >= self.switch_dataset_size:
+            return self._train(0)
+        self._earned += self.steps_per_label_batch * min(len(labels), self.label_batch_size)
+        steps, self._earned = divmod(self._earned, self.label_batch_size)
+        return self._train(steps)
+
+    @property
+    def step_credit(self) -> float:
+        """Gradient steps earned by labels and not run yet, in [0, 1)."""
+        return self._earned / self.label_batch_size
 
     def train_iteration(self) -> dict[str, float]:
         return self._train(1 if self.dataset_size >= self.switch_dataset_size else 0)
@@ -156,6 +175,7 @@ class LearnedRewardModel(RewardModel):
                 "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(),
                 "gradient_steps": self.gradient_steps,
+                "step_credit": self.step_credit,
                 "dataset": self._dataset_state(),
             }
         )
@@ -166,4 +186,6 @@ class LearnedRewardModel(RewardModel):
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.generator.set_state(state["generator"])
         self.gradient_steps = int(state["gradient_steps"])
+        # Absent from checkpoints written before it existed: nothing carried.
+        self._earned = round(float(state.get("step_credit", 0.0)) * self.label_batch_size)
         self._load_dataset_state(copy.deepcopy(state["dataset"]))

@@ -72,6 +72,7 @@ def build_reward_model(rm: RewardModelConfig, *, seed: int, goal: str) -> Reward
         "lr": rm.learning_rate,
         "batch_size": rm.batch_size,
         "steps_per_label_batch": rm.steps_per_label_batch,
+        "label_batch_size": rm.label_batch_size,
         "switch_dataset_size": rm.switch_dataset_size,
         "normalize": rm.normalize,
         "device": rm.device,

@@ -139,6 +139,7 @@ def test_reward_model_state_is_plain_data(tmp_path, name):
 
     config = load_config(None, [f"reward_model.name={name}", "reward.intrinsic_coef=0.1",
                                 "reward_model.width=small", "reward_model.steps_per_label_batch=2",
+                                "reward_model.label_batch_size=2",
                                 "reward_model.batch_size=4"])  # fmt: skip
     model = build_reward_model(config)
     if name == "ranking":

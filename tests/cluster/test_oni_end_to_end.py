@@ -24,7 +24,8 @@ SMALL = [
     "env.id=NetHackScoreExtendedActions-v1", "env.num_envs_per_worker=8", "rollout.num_workers=2",
     "rollout.unroll_length=16", "learner.batch_size=256", "model.hidden_size=64",
     "reward.intrinsic_coef=0.4", "annotator.backend=transformers", "annotator.batch_size=16",
-    "reward_model.batch_size=32", "reward_model.steps_per_label_batch=4", "log_interval_s=2",
+    "reward_model.batch_size=32", "reward_model.steps_per_label_batch=4",
+    "reward_model.label_batch_size=4", "log_interval_s=2",
 ]  # fmt: skip
 
 

@@ -91,7 +91,9 @@ def test_zero_before_any_gradient_step():
 
 
 def test_schedule_switches_from_steps_per_batch_to_one_per_iteration():
-    model = ClassificationRewardModel(steps_per_label_batch=3, switch_dataset_size=8, **TINY)
+    model = ClassificationRewardModel(
+        steps_per_label_batch=3, label_batch_size=4, switch_dataset_size=8, **TINY
+    )
     steps = []
     for call in ("train", "label", "train", "label", "train", "label", "train"):
         if call == "label":
@@ -103,14 +105,37 @@ def test_schedule_switches_from_steps_per_batch_to_one_per_iteration():
     assert steps == [0, 3, 3, 3, 4, 4, 5]
 
 
+def test_a_label_batch_earns_its_steps_whatever_the_deliveries():
+    # ONI's 32 steps came per LLM batch of up to 100 labels; labels delivered a few at a time
+    # earn their share, carried over, so 100 labels in any chopping earn the same 32 steps.
+    chopped = ClassificationRewardModel(**TINY)
+    steps = []
+    for size in (7, 3, 40, 25, 25):  # 100 labels in five deliveries
+        chopped.add_labels(tiny_labels(size, start=chopped.dataset_size))
+        steps.append(chopped.gradient_steps)
+    # earned 2.24, 3.2, 16.0, 24.0, 32.0 steps in all: run as whole steps, the rest carried
+    assert steps == [2, 3, 16, 24, 32]
+    whole = ClassificationRewardModel(**TINY)
+    whole.add_labels(tiny_labels(100))
+    assert whole.gradient_steps == 32
+
+
+def test_one_delivery_runs_at_most_one_label_batchs_steps():
+    model = ClassificationRewardModel(steps_per_label_batch=4, label_batch_size=10, **TINY)
+    model.add_labels(tiny_labels(35))  # 3.5 batches at once: a judge faster than the learner
+    assert model.gradient_steps == 4 and model.step_credit == 0.0
+
+
 def test_batches_are_distinct_items_capped_at_batch_size():
-    model = ClassificationRewardModel(batch_size=5, steps_per_label_batch=4, **TINY)
+    model = ClassificationRewardModel(
+        batch_size=5, steps_per_label_batch=4, label_batch_size=3, **TINY
+    )
     batches = []
     inner = model._batch_loss
     model._batch_loss = lambda indices: batches.append(indices.tolist()) or inner(indices)
     model.add_labels(tiny_labels(3))
     model.add_labels(tiny_labels(9, start=3))
-    assert [len(b) for b in batches] == [3] * 4 + [5] * 4
+    assert [len(b) for b in batches] == [3] * 4 + [5] * 4  # 9 labels: still one batch's steps
     assert all(len(set(b)) == len(b) and max(b) < 12 for b in batches)
 
 
@@ -164,15 +189,18 @@ def test_state_round_trip_gives_identical_rewards(trained):
 
 
 def test_state_round_trip_resumes_training_exactly():
-    model = ClassificationRewardModel(steps_per_label_batch=5, batch_size=4, **TINY)
+    options = dict(steps_per_label_batch=5, label_batch_size=8, batch_size=4, **TINY)
+    model = ClassificationRewardModel(**options)
     model.add_labels(tiny_labels(10))
+    model.add_labels(tiny_labels(3, start=10))  # 1.875 steps: 1 run, 0.875 carried
     state = model.state_dict()
-    model.add_labels(tiny_labels(2, start=10))  # must not leak into the saved state
+    model.add_labels(tiny_labels(2, start=13))  # must not leak into the saved state
     model.load_state_dict(state)
-    restored = ClassificationRewardModel(steps_per_label_batch=5, batch_size=4, seed=7, **TINY)
+    restored = ClassificationRewardModel(**{**options, "seed": 7})
     restored.load_state_dict(state)
-    # Same optimiser moments, batch generator and dataset: training on stays identical.
-    more = tiny_labels(6, start=10)
+    assert restored.step_credit == model.step_credit == 0.875
+    # Same optimiser moments, batch generator, dataset and step credit: training on is identical.
+    more = tiny_labels(6, start=13)
     assert model.add_labels(more) == restored.add_labels(more)
     for mine, theirs in zip(model.net.parameters(), restored.net.parameters(), strict=True):
         assert torch.equal(mine, theirs)

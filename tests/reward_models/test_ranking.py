@@ -147,7 +147,9 @@ def test_bradley_terry_loss_and_accuracy_by_hand(trained):
 
 @pytest.mark.parametrize("max_grad_norm", [None, 1e-3])
 def test_gradient_norm_is_clipped(trained, max_grad_norm):
-    model = with_trained_net(trained, max_grad_norm=max_grad_norm, steps_per_label_batch=3)
+    model = with_trained_net(
+        trained, max_grad_norm=max_grad_norm, steps_per_label_batch=3, label_batch_size=16
+    )
     norms = []
     step = model.optimizer.step
 
@@ -188,12 +190,14 @@ def test_state_round_trip_gives_identical_rewards(trained):
 
 
 def test_state_round_trip_resumes_training_exactly():
-    model = RankingRewardModel(steps_per_label_batch=4, batch_size=3, **TINY)
+    options = dict(steps_per_label_batch=4, label_batch_size=8, batch_size=3, **TINY)
+    model = RankingRewardModel(**options)
     model.add_labels([PairLabel(f"m{i}", f"m{i + 1}", float(i % 2)) for i in range(8)])
-    restored = RankingRewardModel(steps_per_label_batch=4, batch_size=3, seed=9, **TINY)
+    restored = RankingRewardModel(**{**options, "seed": 9})
     restored.load_state_dict(model.state_dict())
     more = [PairLabel("m0", "m5", 1.0), PairLabel("m3", "m7", 0.5)]
     assert restored.add_labels(more) == model.add_labels(more)
+    assert model.gradient_steps == 5  # 4 for the 8 pairs, 1 for the next 2
     for mine, theirs in zip(model.net.parameters(), restored.net.parameters(), strict=True):
         assert torch.equal(mine, theirs)
 
