@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from config_schema.domains import (
     Count,
     Fraction,
+    Niceness,
     NonNegative,
     NonNegativeInt,
     OpenFraction,
@@ -84,6 +85,11 @@ class AnnotatorConfig:
     """Ranking: the newest distinct captions that pairs are drawn from."""
     label_store: str | None = None
     """SQLite label store; None = <run_dir>/labels.sqlite. Share one path to reuse labels."""
+    niceness: Niceness = 10
+    """Ray mode: the annotator process's nice value (0-19; 0 = the training loop's priority).
+    Higher, it labels with the CPU the learner and workers leave idle first, and with a smaller
+    share of what they want (Linux: nice 10 against 0 is about 1:9), so on a laptop an LLM judge
+    costs training less and labels more slowly when the cores are busy."""
     num_gpus: NonNegative = 0.0
     """GPUs for the annotator actor (1 for an in-process vLLM on a GPU node)."""
     node_resource: str | None = None

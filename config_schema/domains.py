@@ -87,5 +87,7 @@ Count = Annotated[int, Domain(low=1, integer=True)]
 """An integer >= 1."""
 NonNegativeInt = Annotated[int, Domain(low=0, integer=True)]
 OddCount = Annotated[int, Domain(low=1, integer=True, odd=True)]
+Niceness = Annotated[int, Domain(low=0, high=19, integer=True)]
+"""A process's nice value, as `nice` takes it (higher: lower priority)."""
 Seed = Annotated[int, Domain(low=0, high=2**32 - 1, integer=True)]
 """What numpy accepts as a seed."""
