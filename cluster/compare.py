@@ -1,5 +1,6 @@
 """`rogueray compare RUN_DIR...`: the figure a paper shows. Return, success rate and intrinsic
-return against env steps, runs grouped by config (the config minus `seed` and `run_dir`), each
+return against env steps, runs grouped by config (the config minus the seed and the keys that
+do not change what is learned, BOOKKEEPING_KEYS; or by the keys given with --group-by), each
 group's seed mean with a 95 % t band, a markdown table of final figures, and every run's scalars
 as CSV and JSON. Reads the TensorBoard event files only (no torch, no Ray).
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,35 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("episode_window/return_intrinsic", "episode/return_intrinsic"),
     ),
 }
-IGNORED_KEYS = ("seed", "run_dir")
+BOOKKEEPING_KEYS = frozenset(
+    {
+        "seed",
+        "run_dir",
+        "checkpoint_interval_s",
+        "keep_checkpoints",
+        "log_interval_s",
+        "ray_address",
+        "ray_num_cpus",
+        "rollout.node_resource",
+        "rollout.inference",
+        "rollout.inference_device",
+        "learner.device",
+        "learner.node_resource",
+        "reward_model.device",
+        "annotator.api_key_env",
+        "annotator.label_store",
+        "annotator.niceness",
+        "annotator.num_gpus",
+        "annotator.node_resource",
+    }
+    | {f"evaluation.{key}" for key in ("interval_env_steps", "episodes", "greedy")}
+    | {f"evaluation.{key}" for key in ("max_episode_steps", "clip_frames")}
+)
+"""Keys that say where and how a run was logged, placed or evaluated, not what it learned:
+seeds of one setting that differ only in these are one group."""
+LABEL_WIDTH = 60  # characters per legend line; longer group labels wrap
+LEGEND_COLUMN_IN = 4.8  # inches a legend column of LABEL_WIDTH characters takes at font size 8
+LEGEND_LINE_IN = 0.16  # inches a legend line takes
 GRID_POINTS = 200
 
 
@@ -107,14 +137,30 @@ def load_run(path: str | Path) -> Run:
     return Run(run_dir, run_dir.name, config, read_scalars(run_dir))
 
 
-def group_runs(runs: list[Run]) -> list[Group]:
-    """Runs with the same config apart from seed and run_dir form a group (seeds of one
-    setting); a run without config.yaml is a group of its own. Labels name what differs."""
+def group_runs(runs: list[Run], by: list[str] | None = None) -> list[Group]:
+    """Runs with the same config apart from BOOKKEEPING_KEYS form a group (seeds of one setting),
+    or, given `by`, runs with the same values of those keys; a run without config.yaml is a group
+    of its own. Labels name what differs between groups.
+
+    Raises CompareError for a key of `by` that no run's config has, listing those it has."""
+    if by:
+        known = set().union(*(run.config for run in runs))
+        unknown = [key for key in by if key not in known]
+        if unknown:
+            raise CompareError(
+                f"--group-by {', '.join(unknown)}: no run's config has "
+                f"{'it' if len(unknown) == 1 else 'them'}; keys that differ between these runs: "
+                f"{', '.join(_differing_keys(runs)) or '(none)'}"
+            )
     groups: dict[tuple, Group] = {}
     for run in runs:
         if run.config:
             key = tuple(
-                sorted((k, repr(v)) for k, v in run.config.items() if k not in IGNORED_KEYS)
+                sorted(
+                    (k, repr(v))
+                    for k, v in run.config.items()
+                    if (k in by if by else k not in BOOKKEEPING_KEYS)
+                )
             )
         else:
             key = (("path", str(run.path)),)
@@ -126,7 +172,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
         differing = {k for k in keys if len({dict(g.key).get(k) for g in items}) > 1}
     for group in items:
         config = dict(group.key)
-        shown = [f"{k}={_plain(config[k])}" for k in sorted(differing) if k in config]
+        shown = [f"{k}={_short(_plain(config[k]))}" for k in sorted(differing) if k in config]
         if "path" in config:
             shown = [group.runs[0].name]
         elif not shown:
@@ -135,8 +181,19 @@ def group_runs(runs: list[Run]) -> list[Group]:
     return items
 
 
+def _differing_keys(runs: list[Run]) -> list[str]:
+    keys = set().union(*(run.config for run in runs))
+    return sorted(k for k in keys if len({repr(run.config.get(k)) for run in runs}) > 1)
+
+
 def _plain(text: str) -> str:
     return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == "'" else text
+
+
+def _short(value: str) -> str:
+    """A path as its last three parts (.../score/rules/motif_reward.pt); anything else as is."""
+    parts = value.split("/")
+    return value if len(parts) <= 4 else ".../" + "/".join(parts[-3:])
 
 
 def seed_curves(group: Group, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -200,7 +257,19 @@ def markdown_table(groups: list[Group]) -> str:
 
 
 def plot(groups: list[Group], png: Path, svg: Path) -> list[str]:
-    """Draws the panels that have data; returns the metrics drawn."""
+    """Draws the panels that have data into `png` and `svg`; returns the metrics drawn."""
+    import matplotlib.pyplot as plt
+
+    fig, metrics = draw(groups)
+    fig.savefig(png, dpi=150)
+    fig.savefig(svg)
+    plt.close(fig)
+    return metrics
+
+
+def draw(groups: list[Group]):
+    """(matplotlib Figure, metrics drawn): one panel per metric some run logged, one line per
+    group, and a legend below that names every group in full."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,7 +278,9 @@ def plot(groups: list[Group], png: Path, svg: Path) -> list[str]:
     metrics = [m for m in METRICS if any(r.series(m) for g in groups for r in g.runs)]
     if not metrics:
         raise CompareError("none of the runs logged episode returns yet: nothing to draw")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False, layout="constrained"
+    )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[0], metrics, strict=True):
         for i, group in enumerate(groups):
@@ -217,7 +288,11 @@ def plot(groups: list[Group], png: Path, svg: Path) -> list[str]:
             if seeds == 0:
                 continue
             color = colors[i % len(colors)]
-            label = f"{group.label} ({seeds} seed{'s' if seeds > 1 else ''})"
+            label = textwrap.fill(
+                f"{group.label} ({seeds} seed{'s' if seeds > 1 else ''})",
+                LABEL_WIDTH,
+                break_on_hyphens=False,
+            )
             marker = "o" if grid.size < 20 else None  # a run with few points still shows
             ax.plot(grid, mean, color=color, label=label, linewidth=1.6, marker=marker, ms=3)
             if seeds > 1:
@@ -229,31 +304,34 @@ def plot(groups: list[Group], png: Path, svg: Path) -> list[str]:
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    rows = 1 + (len(labels) - 1) // 3
-    bottom = (0.05 + 0.05 * rows) * 4.0 / fig.get_figheight()
+    handles, labels = _legend_entries(axes[0])
+    width = fig.get_figwidth()
+    ncol = max(1, min(len(labels), int(width // LEGEND_COLUMN_IN)))
+    lines = [label.count("\n") + 1 for label in labels]
+    rows = [sum(lines[i::ncol]) for i in range(ncol)]  # fill order is by column
+    fig.set_figheight(4.0 + LEGEND_LINE_IN * (max(rows) + len(labels) / ncol + 2))
+    # "outside": the constrained layout makes room below the panels for the whole legend, however
+    # many groups and however long their labels (wrapped at LABEL_WIDTH), so none is cut off.
     fig.legend(
         handles,
         labels,
-        loc="lower center",
-        bbox_to_anchor=(0.5, 0.045),
-        ncol=min(len(labels), 3),
+        loc="outside lower center",
+        ncol=ncol,
         frameon=False,
+        fontsize=8,
+        title="mean over seeds; band: 95 % t interval; curves: means of the last 100 episodes",
+        title_fontsize=7,
     )
-    fig.text(
-        0.5,
-        0.01,
-        "mean over seeds; band: 95 % t interval; curves: means of the last 100 episodes",
-        ha="center",
-        va="bottom",
-        fontsize=7,
-        color="0.4",
-    )
-    fig.tight_layout(rect=(0, bottom, 1, 1))
-    fig.savefig(png, dpi=150)
-    fig.savefig(svg)
-    plt.close(fig)
-    return metrics
+    return fig, metrics
+
+
+def _legend_entries(axes) -> tuple[list, list[str]]:
+    """Each group's line once, from whichever panel drew it (a group may lack a metric)."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    return list(entries.values()), list(entries)
 
 
 def export_scalars(runs: list[Run], folder: Path) -> list[Path]:
@@ -278,7 +356,9 @@ def export_scalars(runs: list[Run], folder: Path) -> list[Path]:
     return written
 
 
-def compare(run_dirs: list[str], out_dir: str | Path) -> dict[str, Any]:
+def compare(
+    run_dirs: list[str], out_dir: str | Path, group_by: list[str] | None = None
+) -> dict[str, Any]:
     if not run_dirs:
         raise CompareError("give at least one run directory")
     out = Path(out_dir)
@@ -287,7 +367,7 @@ def compare(run_dirs: list[str], out_dir: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise CompareError(f"cannot make the output folder {out}: {exc.strerror or exc}") from None
     runs = [load_run(path) for path in run_dirs]
-    groups = group_runs(runs)
+    groups = group_runs(runs, group_by)
     png, svg, table_path = out / "comparison.png", out / "comparison.svg", out / "table.md"
     drawn = plot(groups, png, svg)
     table = markdown_table(groups)

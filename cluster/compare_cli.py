@@ -13,12 +13,19 @@ def add_parser(sub) -> None:
     )
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
     compare.add_argument("--out", default="comparison", help="output folder (default ./comparison)")
+    compare.add_argument(
+        "--group-by",
+        metavar="KEY[,KEY...]",
+        help="group runs by these config keys only, e.g. reward_model.name,annotator.backend "
+        "(default: every key but the seed and bookkeeping such as log_interval_s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from cluster.compare import compare, describe_groups
 
-    result = compare(args.run_dirs, args.out)
+    group_by = [key.strip() for key in args.group_by.split(",")] if args.group_by else None
+    result = compare(args.run_dirs, args.out, group_by)
     print(f"[rogueray] {len(result['groups'])} group(s):")
     print(describe_groups(result["groups"]))
     print()

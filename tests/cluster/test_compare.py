@@ -13,7 +13,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cluster.cli import main
-from cluster.compare import compare, group_runs, load_run
+from cluster.compare import CompareError, compare, draw, group_runs, load_run
 from cluster.config import dump_yaml, load_config
 from cluster.evaluate_stats import t_quantile_975
 
@@ -109,6 +109,58 @@ def test_runs_are_grouped_by_config_without_seed_and_run_dir(tmp_path):
     assert rows["learner.learning_rate=0.0003"][4] == "0.070"
     assert result["metrics"] == ["return", "success"]
     assert yaml.safe_load((paths[0] / "config.yaml").read_text())["seed"] == 0
+
+
+def test_seeds_that_differ_only_in_bookkeeping_are_one_group(tmp_path):
+    # The comparison's reruns of one seed had another log_interval_s and rollout.inference;
+    # they split 3 seeds into groups of 2 and 1.
+    paths = [
+        _fake_run(tmp_path, "s0", ["seed=0", "log_interval_s=30"], [1, 2]),
+        _fake_run(tmp_path, "s1", ["seed=1", "rollout.inference=worker"], [2, 3]),
+        _fake_run(
+            tmp_path, "s2", ["seed=2", "annotator.niceness=0", "checkpoint_interval_s=9"], [3]
+        ),
+    ]
+    groups = group_runs([load_run(p) for p in paths])
+    assert [[r.name for r in g.runs] for g in groups] == [["s0", "s1", "s2"]]
+
+
+def test_group_by_names_the_keys_that_make_groups(tmp_path):
+    lr, ent = "learner.learning_rate", "learner.entropy_coef"
+    paths = [
+        _fake_run(tmp_path, "a", [f"{lr}=0.001", f"{ent}=0.01"], [1]),
+        _fake_run(tmp_path, "b", [f"{lr}=0.001", f"{ent}=0.02"], [2]),
+        _fake_run(tmp_path, "c", [f"{lr}=0.002", f"{ent}=0.01"], [3]),
+    ]
+    runs = [load_run(p) for p in paths]
+    grouped = group_runs(runs, by=[lr])
+    assert [(g.label, [r.name for r in g.runs]) for g in grouped] == [
+        (f"{lr}=0.001", ["a", "b"]),
+        (f"{lr}=0.002", ["c"]),
+    ]
+    with pytest.raises(CompareError, match=rf"--group-by learner.lr: .*: {ent}, {lr}"):
+        group_runs(runs, by=["learner.lr"])
+
+
+def test_the_legend_names_every_group_in_full_inside_the_figure(tmp_path):
+    # Long labels ran off both sides of the figure, and only 3 of 8 groups showed.
+    long = "reward_model.goal_sentence=" + "descend the stairs as deep as possible " * 3
+    paths = [
+        _fake_run(tmp_path, f"g{i}", [f"{long}{i}", f"learner.learning_rate={i + 1}e-4"], [i, i])
+        for i in range(8)
+    ]
+    groups = group_runs([load_run(p) for p in paths])
+    fig, _ = draw(groups)
+    fig.canvas.draw()
+    legend = fig.legends[0]
+    shown = [" ".join(text.get_text().split()) for text in legend.get_texts()]
+    assert shown == [f"{g.label} (1 seed)" for g in groups]
+    inside = fig.bbox.padded(1)  # pixels
+    assert inside.containsx(legend.get_window_extent().x0)
+    assert inside.containsx(legend.get_window_extent().x1)
+    assert legend.get_window_extent().y0 >= 0
+    for ax in fig.axes:  # the panels keep their room above the legend
+        assert ax.get_window_extent().y0 > legend.get_window_extent().y1
 
 
 def test_not_a_run_directory_is_an_error(tmp_path, capsys):
