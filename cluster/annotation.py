@@ -94,21 +94,26 @@ def preflight(config: RunConfig, probe_timeout_s: float = 3.0) -> list[str]:
     ConfigError (exit 2) where it cannot: vLLM asked for but not installed, an unknown endpoint,
     a server that refuses the API key. Returns console lines for what may still come right by
     itself (a server not answering yet: training starts, labels come when it answers)."""
+    if not wants_annotator(config):
+        return []
+    check_backend_installed(config)
+    if config.annotator.backend == "openai":
+        return _probe_server(config, probe_timeout_s)
+    return []
+
+
+def check_backend_installed(config: RunConfig) -> None:
+    """ConfigError (exit 2, one line with the install command) when annotator.backend=vllm and
+    vLLM is not installed; training, `judge` and `annotate` call it before loading anything."""
     import importlib.util
 
     from cluster.config import ConfigError
 
-    if not wants_annotator(config):
-        return []
-    ann = config.annotator
-    if ann.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+    if config.annotator.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError(
             "annotator.backend=vllm but vLLM is not installed: "
             f"{VLLM_INSTALL_HINT}; or use annotator.backend=auto (transformers without vLLM)"
         )
-    if ann.backend == "openai":
-        return _probe_server(config, probe_timeout_s)
-    return []
 
 
 def _probe_server(config: RunConfig, timeout_s: float) -> list[str]:

@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "overrides",
         nargs="*",
+        default=[],  # without a default argparse lists a "*" positional as required
         metavar="key=value",
         help="e.g. learner.learning_rate=3e-4 (or --learner.learning_rate 3e-4); every key: "
         "docs/config.md",
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue a run from its directory")
     resume.add_argument("run_dir")
     resume.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="e.g. total_env_steps=1e6"
+        "overrides", nargs="*", default=[], metavar="key=value", help="e.g. total_env_steps=1e6"
     )
     resume.add_argument("--quiet", action="store_true")
     resume.add_argument("--print-config", action="store_true", help=PRINT_CONFIG_HELP)
@@ -184,13 +185,16 @@ def _run_tool(args) -> int:
         raise
 
 
-def _run_motif(args) -> int:
-    """collect, annotate, fit-reward: what the user must fix is one line and exit 2."""
+def _run_judge_or_motif(args) -> int:
+    """judge, collect, annotate, fit-reward: what the user must fix (an LLM server that does not
+    answer included) is one line and exit 2."""
+    from annotator.backends.base import BackendUnavailable
     from cluster.collect import DatasetError
 
+    run = judge_cli.run if args.command == "judge" else motif_cli.run
     try:
-        return motif_cli.run(args)
-    except (DatasetError, ConfigError, ValueError, FileNotFoundError) as exc:
+        return run(args)
+    except (DatasetError, ConfigError, ValueError, FileNotFoundError, BackendUnavailable) as exc:
         print(f"rogueray: error: {exc}", file=sys.stderr)
         return 2
 
@@ -293,14 +297,8 @@ def _main(argv: list[str] | None = None) -> int:
             return 2
     if args.command in ("evaluate", "replay", "compare"):
         return _run_tool(args)
-    if args.command in motif_cli.COMMANDS:
-        return _run_motif(args)
-    if args.command == "judge":
-        try:
-            return judge_cli.run(args)
-        except (ConfigError, ValueError, FileNotFoundError) as exc:
-            print(f"rogueray: error: {exc}", file=sys.stderr)
-            return 2
+    if args.command in (*motif_cli.COMMANDS, "judge"):
+        return _run_judge_or_motif(args)
     return _train_or_resume(args)
 
 

@@ -178,14 +178,15 @@ def collect(
     max_episode_steps: int | None = None,
     normalize_captions: bool = False,
     progress: Callable[[int], None] = lambda n: None,
+    done_before: Callable[[int], None] = lambda n: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Dataset:
     """Collect until the dataset holds at least `steps` env steps (summed over envs), in chunks
     of `unroll_length * num_envs`; each chunk is on disk, with the manifest, before the next
     starts. `policy`: "random" or a run directory / checkpoint file. `progress(n)` is called
-    with the steps of each chunk (and once with the steps already there); `should_stop()` is
-    asked between chunks. Raises DatasetError (bad directory, settings differ from the
-    dataset's, unusable checkpoint) and ValueError (bad env id)."""
+    with the steps of each chunk, `done_before(n)` once with the steps already there;
+    `should_stop()` is asked between chunks. Raises DatasetError (bad directory, settings
+    differ from the dataset's, unusable checkpoint) and ValueError (bad env id)."""
     from actors.envs import validate_env_id
     from actors.rollout import RolloutWorker
 
@@ -204,7 +205,7 @@ def collect(
     data = load_dataset(root) if manifest["chunks"] else None
     captions = data.captions if data else []
     counts = data.counts if data else np.zeros(0, np.int64)
-    progress(int(manifest["steps"]))
+    done_before(int(manifest["steps"]))
     if manifest["steps"] >= steps:
         return load_dataset(root)
     worker = RolloutWorker(env_id=env_id, num_envs=num_envs, unroll_length=unroll_length,

@@ -43,7 +43,9 @@ def add_parser(sub) -> None:
     doctor.add_argument(
         "config", nargs="?", help="YAML run config (default: the embedded NetHack run)"
     )
-    doctor.add_argument("overrides", nargs="*", metavar="key=value", help="as for train")
+    doctor.add_argument(
+        "overrides", nargs="*", default=[], metavar="key=value", help="as for train"
+    )
     doctor.add_argument(
         "--ray", action="store_true", help="start a small local Ray (or join ray_address) to list "
         "its resources; without it Ray is only imported",

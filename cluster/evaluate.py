@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -218,22 +217,19 @@ def evaluate(
     max_episode_steps: int | None = None,
     modes: tuple[str, ...] = MODES,
     out_dir: str | Path | None = None,
-    progress: bool | None = None,
+    progress: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Evaluate; returns the summary JSON's content and the paths written."""
+    """Evaluate; returns the summary JSON's content and the paths written. `progress`: a bar on
+    a terminal, else a line every 30 s on stderr (cluster/progress.py); False: neither."""
+    from cluster.progress import Progress
+
     loaded, policy, reward_model, config = prepare(target, env_id, episodes, max_episode_steps)
     cap = config.env.max_episode_steps
-    from tqdm import tqdm
-
     results: list[EpisodeResult] = []
-    with tqdm(
-        total=episodes * len(modes),
-        desc="[rogueray] evaluating",
-        unit="episode",
-        disable=(not sys.stderr.isatty()) if progress is None else not progress,
-    ) as bar:
+    total = episodes * len(modes)
+    with Progress(total, desc="evaluate", unit="episode", enabled=progress) as bar:
         for mode in modes:
-            bar.set_postfix_str(mode)
+            bar.note(mode)
             results += play(
                 config,
                 policy,

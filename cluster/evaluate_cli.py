@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from cluster.progress import NO_PROGRESS_HELP
+
 
 def add_parser(sub) -> None:
     evaluate = sub.add_parser(
@@ -26,6 +28,7 @@ def add_parser(sub) -> None:
     evaluate.add_argument(
         "--out", help="output folder (default RUN_DIR/evaluation/<checkpoint name>)"
     )
+    evaluate.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         max_episode_steps=args.max_episode_steps,
         modes=MODES if args.mode == "both" else (args.mode,),
         out_dir=args.out,
+        progress=not args.no_progress,
     )
     print(format_summary(report))
     print(f"[rogueray] wrote {paths['json']}, {paths['csv']} and {paths['episodes']}")

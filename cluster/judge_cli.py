@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 from annotator.calibration import CALIBRATIONS
+from cluster.progress import NO_PROGRESS_HELP, Progress
 
 
 def add_parser(sub) -> None:
@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
     judge.add_argument(
         "overrides",
         nargs="*",
+        default=[],
         metavar="key=value",
         help="annotator settings, e.g. annotator.backend=rules annotator.style=reasoned "
         "(the 'annotator.' prefix may be left out)",
@@ -53,7 +54,7 @@ def add_parser(sub) -> None:
         metavar="FILE",
         help="also write every answer as CSV (caption, goal, team label, judge score) to FILE",
     )
-    judge.add_argument("--no-progress", action="store_true", help="no progress bar")
+    judge.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     judge.add_argument(
         "--embedding",
         metavar="NAME",
@@ -85,8 +86,6 @@ def _describe(ann) -> str:
 
 
 async def _measure(config, data, pairs: str, show_progress: bool):
-    from tqdm import tqdm
-
     from annotator.backends import make_backend
     from annotator.judge_bench import run_benchmark, total_questions
     from cluster.annotation import backend_options
@@ -97,14 +96,8 @@ async def _measure(config, data, pairs: str, show_progress: bool):
         ready = getattr(backend, "wait_ready", None)
         if ready is not None:
             await ready(timeout=ann.request_timeout_s)
-        bar = tqdm(
-            total=total_questions(data, pairs),
-            unit="q",
-            disable=not show_progress,
-            desc="judge",
-            file=sys.stderr,
-        )
-        with bar:
+        total = total_questions(data, pairs)
+        with Progress(total, desc="judge", unit="question", enabled=show_progress) as bar:
             answers = await run_benchmark(
                 backend,
                 data,
@@ -122,6 +115,7 @@ async def _measure(config, data, pairs: str, show_progress: bool):
 def run(args: argparse.Namespace) -> int:
     from annotator.judge_bench import format_table, summarise
     from annotator.judge_set import SET_DIR, load_judge_set
+    from cluster.annotation import check_backend_installed
     from cluster.config import load_config
 
     config = load_config(None, _overrides(args.overrides))
@@ -132,9 +126,8 @@ def run(args: argparse.Namespace) -> int:
     data = data.subset(goals, args.limit)
     if args.embedding:
         return _similarity(args, data, ann)
-    answers, model_id = asyncio.run(
-        _measure(config, data, args.pairs, not args.no_progress and sys.stderr.isatty())
-    )
+    check_backend_installed(config)  # vLLM missing: one line now, not a traceback from loading
+    answers, model_id = asyncio.run(_measure(config, data, args.pairs, not args.no_progress))
     kw = {"quantile": ann.calibration_quantile, "window": ann.calibration_window}
     report = summarise(data, answers, calibration=ann.calibration, **kw)
     report["judge"] = {
@@ -187,8 +180,6 @@ def _write_answers(path: Path, data, answers) -> None:
 
 def _similarity(args: argparse.Namespace, data, ann) -> int:
     """--embedding: the ELLM-style reward as a judge (annotator/judge_similarity.py)."""
-    from tqdm import tqdm
-
     from annotator.judge_bench import format_table, summarise
     from annotator.judge_similarity import at_threshold, similarity_answers
     from reward_models.ellm import DEFAULT_THRESHOLD
@@ -199,9 +190,9 @@ def _similarity(args: argparse.Namespace, data, ann) -> int:
         raise ValueError(f"--threshold must be in [-1, 1) (a cosine similarity); got {threshold}")
     if args.pairs == "ranking":
         raise ValueError("--pairs ranking asks an LLM; with --embedding use scores or none")
-    show = not args.no_progress and sys.stderr.isatty()
     total = len(data.captions) * len(data.goals)
-    with tqdm(total=total, unit="q", disable=not show, desc="judge", file=sys.stderr) as bar:
+    show = not args.no_progress
+    with Progress(total, desc="judge", unit="question", enabled=show) as bar:
         try:
             answers = similarity_answers(data, embedding=args.embedding, progress=bar.update)
         except EmbeddingUnavailable as exc:

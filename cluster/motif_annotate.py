@@ -130,35 +130,54 @@ async def _answer_chunk(backend, prompts, *, batch_size: int, max_retries: int) 
     return out
 
 
+@dataclass
+class AnnotationPlan:
+    """The pairs still to ask for one label group (model id, prompt version): `todo`, drawn
+    after the `done_before` pairs the group has answered (labelled or unknown)."""
+
+    path: Path
+    group: tuple[str, str]
+    target: int
+    done_before: int
+    todo: list[tuple[str, str]]
+
+
+def plan_annotation(
+    path: str | Path, captions: list[str], store: LabelStore, *, pairs: int, seed: int = 0
+) -> AnnotationPlan:
+    """The pairs to ask so that `pairs` pairs of the store's group are answered; empty `todo`
+    when that many are answered already, or when every pair of `captions` is. Reads the store
+    and DATASET/unknown_pairs.jsonl; loads no LLM."""
+    kind = annotation_kind("pair")
+    group = (store.model_id, store.prompt_version)
+    done = {kind.key_of(label) for label in kind.stored(store)}
+    done |= read_unknown(Path(path) / UNKNOWN, group)
+    rng = np.random.default_rng([seed, len(done)])
+    todo = sample_pairs(candidate_captions(captions), max(0, pairs - len(done)), rng, done)
+    return AnnotationPlan(Path(path), group, pairs, len(done), todo)
+
+
 async def annotate_dataset(
-    path: str | Path,
-    captions: list[str],
+    plan: AnnotationPlan,
     *,
     backend,
     store: LabelStore,
     goal: str,
     style: str,
-    pairs: int,
     chunk_size: int = 64,
     batch_size: int = 32,
     max_retries: int = 2,
-    seed: int = 0,
     both_orders: bool = False,
     progress: Callable[[int], None] = lambda n: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> AnnotationReport:
-    """Ask `backend` (an annotator backend) about pairs of `captions` until `pairs` pairs of the
-    store's group are answered (labelled or unknown), `chunk_size` pairs per committed chunk.
-    `progress(n)` gets the pairs answered (once with those done before); `should_stop()` is
-    asked between chunks. Returns the counts."""
+    """Ask `backend` (an annotator backend) about the plan's pairs, `chunk_size` pairs per
+    committed chunk into `store` (the plan's group). `progress(n)` gets the pairs answered in
+    each chunk; `should_stop()` is asked between chunks. Returns the counts."""
     kind = annotation_kind("pair")
-    group = (store.model_id, store.prompt_version)
-    unknown_path = Path(path) / UNKNOWN
-    done = {kind.key_of(label) for label in kind.stored(store)} | read_unknown(unknown_path, group)
-    report = AnnotationReport(target=pairs, done_before=len(done))
-    progress(min(len(done), pairs))
-    rng = np.random.default_rng([seed, len(done)])
-    todo = sample_pairs(candidate_captions(captions), max(0, pairs - len(done)), rng, done)
+    unknown_path = plan.path / UNKNOWN
+    report = AnnotationReport(target=plan.target, done_before=plan.done_before)
+    todo = plan.todo
     for start in range(0, len(todo), chunk_size):
         if should_stop():
             report.stopped = True
@@ -172,9 +191,9 @@ async def annotate_dataset(
         if both_orders:
             pairs_of = zip(values[: len(chunk)], values[len(chunk) :], strict=True)
             values = [_mean_of_orders(v, w) for v, w in pairs_of]
-        _commit(store, kind, unknown_path, group, chunk, values, report)
+        _commit(store, kind, unknown_path, plan.group, chunk, values, report)
         progress(sum(v is not None for v in values))
-    log.info("annotate %s: %s", path, report)
+    log.info("annotate %s: %s", plan.path, report)
     return report
 
 

@@ -5,8 +5,9 @@ dataset directory, then training with `reward_model.name=motif`:
     rogueray annotate DATASET [--config FILE] [annotator.key=value ...] --pairs N
     rogueray fit-reward DATASET
 
-Each shows a progress bar on a terminal, and stops cleanly on Ctrl-C after the chunk (or epoch)
-in progress: collect and annotate continue where they stopped when run again."""
+Each shows a progress bar on a terminal (a progress line every 30 s in a log or a pipe,
+cluster/progress.py), and stops cleanly on Ctrl-C after the chunk (or epoch) in progress: collect
+and annotate continue where they stopped when run again."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import asyncio
 import signal
 import sys
 from contextlib import contextmanager
+
+from cluster.progress import NO_PROGRESS_HELP
 
 COMMANDS = ("collect", "annotate", "fit-reward")
 
@@ -32,10 +35,10 @@ def add_parsers(sub) -> None:
     collect.add_argument("--max-episode-steps", type=int, default=None)
     collect.add_argument("--normalize-captions", action="store_true",
                          help="fold digits and whitespace, as env.normalize_captions")  # fmt: skip
-    collect.add_argument("--no-progress", action="store_true", help="no progress bar")
+    collect.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     annotate = sub.add_parser("annotate", help="offline Motif 2/3: LLM preferences on pairs")
     annotate.add_argument("dataset")
-    annotate.add_argument("overrides", nargs="*", metavar="key=value",
+    annotate.add_argument("overrides", nargs="*", default=[], metavar="key=value",
                           help="annotator settings as in training, e.g. annotator.backend=openai "
                           "(the 'annotator.' prefix may be left out)")  # fmt: skip
     annotate.add_argument("--config", help="a run config whose annotator.* section to use")
@@ -45,7 +48,7 @@ def add_parsers(sub) -> None:
     annotate.add_argument("--both-orders", action="store_true",
                           help="ask each pair in both orders and average (cancels a judge's "
                           "position bias; twice the questions)")  # fmt: skip
-    annotate.add_argument("--no-progress", action="store_true")
+    annotate.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     fit = sub.add_parser("fit-reward", help="offline Motif 3/3: fit the reward model")
     fit.add_argument("dataset")
     fit.add_argument("--out", help="output directory (default DATASET/reward)")
@@ -60,7 +63,7 @@ def add_parsers(sub) -> None:
     fit.add_argument("--width", choices=("oni", "small"), default="oni",
                      help="text network size, as reward_model.width")  # fmt: skip
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--no-progress", action="store_true")
+    fit.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
 
 class _Stop:
@@ -96,11 +99,10 @@ def _stoppable():
             signal.signal(sig, handler)
 
 
-def _bar(args, total: int, unit: str, desc: str):
-    from tqdm import tqdm
+def _progress(args, total: int, unit: str, desc: str):
+    from cluster.progress import Progress
 
-    show = not args.no_progress and sys.stderr.isatty()
-    return tqdm(total=total, unit=unit, desc=desc, disable=not show, file=sys.stderr)
+    return Progress(total, desc=desc, unit=unit, enabled=not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
 def _collect(args) -> int:
     from cluster.collect import collect
 
-    with _stoppable() as stop, _bar(args, args.steps, "step", "collect") as bar:
+    with _stoppable() as stop, _progress(args, args.steps, "step", "collect") as bar:
         data = collect(args.dataset, env_id=args.env, policy=args.policy, steps=args.steps,
                        seed=args.seed, num_envs=args.num_envs, unroll_length=args.unroll_length,
                        max_episode_steps=args.max_episode_steps,
                        normalize_captions=args.normalize_captions, progress=bar.update,
-                       should_stop=stop)  # fmt: skip
+                       done_before=bar.done_before, should_stop=stop)  # fmt: skip
     state = "stopped; run the same command to continue" if stop() else "done"
     print(f"[rogueray] collect {state}: {data.steps:,d} steps, {len(data.captions):,d} distinct "
           f"captions, {data.manifest['episodes']:,d} episodes finished in {data.path}")  # fmt: skip
@@ -133,15 +135,26 @@ def annotate_config(args):
 
 
 def _annotate(args) -> int:
+    from annotator.label_store import LabelStore
+    from cluster.annotation import check_backend_installed, model_id
     from cluster.collect import load_dataset
+    from cluster.motif_annotate import LABEL_STORE, plan_annotation
 
     if args.pairs < 1 or args.chunk_size < 1:
         raise ValueError("--pairs and --chunk-size must be >= 1")
     data = load_dataset(args.dataset)
     config = annotate_config(args)
-    with _stoppable() as stop, _bar(args, args.pairs, "pair", "annotate") as bar:
-        report = asyncio.run(_annotate_async(args, data, config, bar.update, stop))
+    check_backend_installed(config)
     ann = config.annotator
+    group = {"model_id": model_id(config), "prompt_version": _prompt_version(args, ann)}
+    with LabelStore(data.path / LABEL_STORE, **group) as store:
+        plan = plan_annotation(data.path, data.captions, store, pairs=args.pairs, seed=args.seed)
+        if not plan.todo:  # said before the LLM loads (a local model takes a minute)
+            print(_nothing_to_ask(plan, data.captions))
+            return 0
+        with _stoppable() as stop, _progress(args, args.pairs, "pair", "annotate") as bar:
+            bar.done_before(min(plan.done_before, args.pairs))
+            report = asyncio.run(_annotate_async(args, plan, store, config, bar.update, stop))
     state = "stopped; run the same command to continue" if report.stopped else "done"
     print(f"[rogueray] annotate {state}: {report.done:,d} of {args.pairs:,d} pairs answered "
           f"({report.labelled:,d} labelled now, {report.ties:,d} ties, {report.unknown:,d} "
@@ -150,31 +163,52 @@ def _annotate(args) -> int:
     return 130 if report.stopped else 0
 
 
-async def _annotate_async(args, data, config, progress, stop):
-    from annotator.backends import make_backend
-    from annotator.label_store import LabelStore
+def _prompt_version(args, ann) -> str:
+    """The label group's prompt version: the pair prompt's, marked when both orders are asked."""
     from annotator.prompts import ranking_prompt
-    from cluster.annotation import backend_options, model_id
-    from cluster.motif_annotate import BOTH_ORDERS_SUFFIX, LABEL_STORE, annotate_dataset
+    from cluster.motif_annotate import BOTH_ORDERS_SUFFIX
+
+    version = ranking_prompt("a", "b", goal=ann.goal, style=ann.style).version
+    return version + (BOTH_ORDERS_SUFFIX if args.both_orders else "")
+
+
+def _nothing_to_ask(plan, captions: list[str]) -> str:
+    from cluster.motif_annotate import candidate_captions
+
+    model, version = plan.group
+    by = f"by {model}, prompt {version}, in {plan.path}"
+    tail = "nothing to ask, no LLM loaded"
+    if plan.done_before >= plan.target:
+        return (
+            f"[rogueray] annotate: all {plan.target:,d} pairs wanted are labelled already "
+            f"({plan.done_before:,d} answered {by}); {tail}; a larger --pairs asks more"
+        )
+    n = len(candidate_captions(captions))
+    return (
+        f"[rogueray] annotate: all {plan.done_before:,d} pairs of the dataset's {n:,d} captions "
+        f"are labelled already ({by}); {tail}; `rogueray collect` more steps for more captions"
+    )
+
+
+async def _annotate_async(args, plan, store, config, progress, stop):
+    from annotator.backends import make_backend
+    from cluster.annotation import backend_options
+    from cluster.motif_annotate import annotate_dataset
 
     ann = config.annotator
-    version = ranking_prompt("a", "b", goal=ann.goal, style=ann.style).version
-    version += BOTH_ORDERS_SUFFIX if args.both_orders else ""
-    store = LabelStore(data.path / LABEL_STORE, model_id=model_id(config), prompt_version=version)
     backend = await asyncio.to_thread(make_backend, ann.backend, **backend_options(config))
     try:
         ready = getattr(backend, "wait_ready", None)
         if ready is not None:
             await ready(timeout=ann.request_timeout_s)
         return await annotate_dataset(
-            data.path, data.captions, backend=backend, store=store, goal=ann.goal,
-            style=ann.style, pairs=args.pairs, chunk_size=args.chunk_size,
-            batch_size=ann.batch_size, max_retries=ann.max_retries, seed=args.seed,
-            both_orders=args.both_orders, progress=progress, should_stop=stop,
+            plan, backend=backend, store=store, goal=ann.goal, style=ann.style,
+            chunk_size=args.chunk_size, batch_size=ann.batch_size,
+            max_retries=ann.max_retries, both_orders=args.both_orders, progress=progress,
+            should_stop=stop,
         )  # fmt: skip
     finally:
         await backend.close()
-        store.close()
 
 
 CHANCE_ACCURACY = 0.55
@@ -187,7 +221,7 @@ def _fit(args) -> int:
     if (args.model_id is None) != (args.prompt_version is None):
         raise ValueError("give --model-id and --prompt-version together")
     group = None if args.model_id is None else (args.model_id, args.prompt_version)
-    with _bar(args, args.epochs, "epoch", "fit-reward") as bar:
+    with _progress(args, args.epochs, "epoch", "fit-reward") as bar:
         result = fit_reward(args.dataset, out=args.out, group=group,
                             val_fraction=args.val_fraction, epochs=args.epochs,
                             min_steps=args.min_steps,

@@ -147,8 +147,11 @@ def _episode_intrinsic(config, reward_model, rewards: list[float], captions: lis
     return [float(x) for x in per_step]
 
 
-def _play_episode(config, policy, reward_model, env, index, seed, mode, labels, rng):
-    """One episode: its Step rows and the raw frames (tty arrays or rgb) after each step."""
+def _play_episode(
+    config, policy, reward_model, env, index, seed, mode, labels, rng, note=lambda text: None
+):
+    """One episode: its Step rows and the raw frames (tty arrays or rgb) after each step;
+    `note(text)` hears the steps played so far."""
     import torch
 
     from actors.captions import normalize_caption
@@ -178,6 +181,7 @@ def _play_episode(config, policy, reward_model, env, index, seed, mode, labels, 
             if caption is not None and config.env.normalize_captions:
                 caption = normalize_caption(caption)
             rewards.append(float(reward))
+            note(f"episode {index}: {len(rewards):,d} steps played")
             captions.append(caption)
             actions.append(_action_name(env, action))
             if "tty_chars" in obs:
@@ -232,11 +236,13 @@ def replay(
     mode: str = "sampled",
     max_episode_steps: int | None = None,
     fps: float = 8.0,
+    progress: bool = True,
 ) -> tuple[Path, list[EpisodeRecord]]:
     """Record `episodes` episodes of the checkpoint's policy; returns the output folder and the
-    records (with the paths written for each episode)."""
-
+    records (with the paths written for each episode). `progress`: a bar on a terminal, else a
+    line every 30 s on stderr (cluster/progress.py); False: neither."""
     from cluster.evaluate import EvaluationError, prepare
+    from cluster.progress import Progress
 
     if mode not in ("greedy", "sampled"):
         raise EvaluationError(f"--mode must be greedy or sampled, got {mode!r}")
@@ -253,18 +259,22 @@ def replay(
     env, nethack = _recording_env(config.env.id, cap, savedir)
     rng = np.random.default_rng([seed, 1])
     records: list[EpisodeRecord] = []
+    bar = Progress(episodes, desc="replay", unit="episode", enabled=progress)
     try:
         for i in range(episodes):
             record, raw = _play_episode(
-                config, policy, reward_model, env, i, seed + i, mode, labels, rng
+                config, policy, reward_model, env, i, seed + i, mode, labels, rng, note=bar.note
             )
+            bar.note(f"episode {i}: drawing {len(raw):,d} frames")
             stem = out / f"episode_{i:03d}"
             frames = renderer.frames(raw, record.steps, nethack)
             record.paths.update(write_videos(stem, frames, fps))
             record.paths["transcript"] = stem.with_suffix(".txt")
             write_transcript(record.paths["transcript"], record)
             records.append(record)
+            bar.update()
     finally:
+        bar.close(final_line=bool(records))
         env.close()  # NLE closes the last ttyrec here
     if nethack:
         _collect_ttyrecs(savedir, out, records)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from cluster.progress import NO_PROGRESS_HELP
+
 
 def add_parser(sub) -> None:
     replay = sub.add_parser(
@@ -26,6 +28,7 @@ def add_parser(sub) -> None:
         "--seed", type=int, default=1_000_000_007, help="episode i is seeded seed+i (evaluate's)"
     )
     replay.add_argument("--fps", type=float, default=8.0, help="frames per second (8)")
+    replay.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         max_episode_steps=args.max_episode_steps,
         fps=args.fps,
+        progress=not args.no_progress,
     )
     print(format_report(out, records))
     return 0

@@ -1,8 +1,9 @@
 """Checks of a loaded run config's values and invariants, before Ray starts: every error names
 the key, the value and what is allowed. Numbers are checked against the domains their fields
 declare (config_schema/domains.py); this module adds the string choices, whose allowed values come from
-their owners (annotator backends, prompts, calibrations, reward models) so a new one needs no
-second edit here, and the checks that span keys or touch the file system."""
+their owners (annotator backends, prompts, calibrations) so a new one needs no second edit here
+(except three whose owners import torch, below), and the checks that span keys or touch the file
+system. Nothing here imports torch, so a bad value is named before any heavy import."""
 
 from __future__ import annotations
 
@@ -56,16 +57,15 @@ def _endpoints() -> tuple[str, ...]:
     return ENDPOINTS
 
 
-def _precisions() -> tuple[str, ...]:
-    from learner.precision import PRECISIONS  # imports torch: only when validating
-
-    return PRECISIONS
-
-
-def _reward_models() -> tuple[str, ...]:
-    from reward_models.registry import REWARD_MODELS  # imports torch: only when validating
-
-    return tuple(REWARD_MODELS)
+# Three keys' values are owned by modules that import torch (2 s warm, 10-15 s from a cold disk),
+# which a config error must not wait for: they are repeated here, and
+# tests/cluster/test_config.py checks each copy against its owner.
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""model.precision: learner/precision.py's PRECISIONS."""
+REWARD_MODEL_NAMES = ("none", "hashing", "classification", "ranking", "ellm", "motif")
+"""reward_model.name: reward_models/registry.py's REWARD_MODELS."""
+MOTIF_QUANTILES = tuple(round(0.05 * i, 2) for i in range(1, 20))
+"""reward_model.quantile with name=motif: reward_models/motif.py's QUANTILE_LEVELS."""
 
 
 def _embeddings() -> tuple[str, ...]:
@@ -77,9 +77,9 @@ def _embeddings() -> tuple[str, ...]:
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "mode": lambda: MODES,
     "model.kind": lambda: MODEL_KINDS,
-    "model.precision": _precisions,
+    "model.precision": lambda: PRECISIONS,
     "rollout.inference": lambda: INFERENCE,
-    "reward_model.name": _reward_models,
+    "reward_model.name": lambda: REWARD_MODEL_NAMES,
     "reward_model.width": lambda: REWARD_MODEL_WIDTHS,
     "reward_model.embedding": _embeddings,
     "annotator.backend": _backends,
@@ -89,7 +89,7 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "annotator.endpoint": _endpoints,
 }
 """String keys with a fixed set of values -> the values, from their owners (annotator backends,
-prompts, calibrations, reward models), so a new one needs no second edit here."""
+prompts, calibrations), so a new one needs no second edit here."""
 
 
 def validate(config: RunConfig) -> None:
@@ -156,15 +156,13 @@ def _validate_intrinsic(config: RunConfig) -> None:
 def _check_motif(path: str | None, quantile: float) -> None:
     """reward_model.name=motif: a path is given and the quantile is one the fitted file carries
     (the file itself is read before Ray starts, by cluster/run_files.py)."""
-    from reward_models.motif import QUANTILE_LEVELS
-
     if not path:
         raise ConfigError(
             "reward_model.name=motif needs reward_model.path: the file `rogueray fit-reward "
             "DATASET` wrote (e.g. datasets/score/reward/motif_reward.pt)"
         )
-    if not any(abs(quantile - level) < 1e-9 for level in QUANTILE_LEVELS):
-        levels = ", ".join(f"{q:.2f}" for q in QUANTILE_LEVELS)
+    if not any(abs(quantile - level) < 1e-9 for level in MOTIF_QUANTILES):
+        levels = ", ".join(f"{q:.2f}" for q in MOTIF_QUANTILES)
         raise ConfigError(
             f"config key 'reward_model.quantile' must be one of {levels} (the quantiles a fitted "
             f"Motif reward carries); got {quantile!r}"

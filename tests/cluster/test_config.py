@@ -281,3 +281,15 @@ def test_domains_describe_themselves():
     assert not learning_rate.domain.contains(math.nan)
     value_clip = next(k for k in KEYS if k.key == "learner.value_clip")
     assert value_clip.allowed() == "a finite number > 0, or null"
+
+
+def test_the_values_validation_repeats_match_their_owners():
+    # repeated so that checking a config imports no torch (cluster/validation.py)
+    from cluster import validation
+    from learner.precision import PRECISIONS
+    from reward_models.motif import QUANTILE_LEVELS
+    from reward_models.registry import REWARD_MODELS
+
+    assert validation.PRECISIONS == PRECISIONS
+    assert validation.REWARD_MODEL_NAMES == tuple(REWARD_MODELS)
+    assert validation.MOTIF_QUANTILES == QUANTILE_LEVELS

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from annotator.label_store import LabelStore
-from cluster.motif_annotate import UNKNOWN, annotate_dataset, read_unknown
+from cluster.motif_annotate import UNKNOWN, annotate_dataset, plan_annotation, read_unknown
 from tests.doubles.scripted_backend import ScriptedBackendDouble
 
 CAPTIONS = ["You kill the newt!", "It's a wall.", "$ - 5 gold pieces.", "", "Never mind.",
@@ -19,9 +19,10 @@ CAPTIONS = ["You kill the newt!", "It's a wall.", "$ - 5 gold pieces.", "", "Nev
 
 def _run(tmp_path, backend, *, pairs=10, both_orders=False, version="v"):
     store = LabelStore(tmp_path / "labels.sqlite", model_id="double", prompt_version=version)
+    plan = plan_annotation(tmp_path, CAPTIONS, store, pairs=pairs)
     report = asyncio.run(annotate_dataset(
-        tmp_path, CAPTIONS, backend=backend, store=store, goal="default", style="direct",
-        pairs=pairs, chunk_size=4, batch_size=3, both_orders=both_orders,
+        plan, backend=backend, store=store, goal="default", style="direct", chunk_size=4,
+        batch_size=3, both_orders=both_orders,
     ))  # fmt: skip
     labels = store.pair_labels()
     store.close()

@@ -3,6 +3,7 @@ training), and a motif run config is refused before Ray when its fitted file is 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -110,3 +111,42 @@ def test_a_fit_that_ranks_nothing_says_so(capsys, small_dataset, tmp_path):
     out = capsys.readouterr().out
     assert "fit-reward done" in out and "[rogueray] warning: validation accuracy nan" in out
     assert "--both-orders" in out
+
+
+def test_annotate_with_nothing_left_to_ask_says_so_before_loading_the_llm(
+    capsys, small_dataset, tmp_path, monkeypatch
+):
+    import shutil
+
+    import annotator.backends
+    from cluster.collect import load_dataset
+    from cluster.motif_annotate import candidate_captions
+
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    loaded = []
+    real = annotator.backends.make_backend
+    monkeypatch.setattr(annotator.backends, "make_backend",
+                        lambda kind, **kw: loaded.append(kind) or real(kind, **kw))  # fmt: skip
+    rules = ["annotate", str(data), "annotator.backend=rules", "--no-progress"]
+    assert main([*rules, "--pairs", "5"]) == 0 and loaded == ["rules"]
+    capsys.readouterr()
+    assert main([*rules, "--pairs", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "all 5 pairs wanted are labelled already" in out and "no LLM loaded" in out
+    assert loaded == ["rules"]  # not made a second time
+    n = len(candidate_captions(load_dataset(data).captions))
+    every = n * (n - 1) // 2
+    assert main([*rules, "--pairs", str(every + 100)]) == 0 and loaded == ["rules", "rules"]
+    capsys.readouterr()
+    assert main([*rules, "--pairs", str(every + 100)]) == 0
+    out = capsys.readouterr().out
+    assert f"all {every:,d} pairs of the dataset's {n:,d} captions are labelled already" in out
+    assert loaded == ["rules", "rules"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+def test_annotate_with_vllm_missing_is_one_line_with_the_install_command(capsys, small_dataset):
+    err = _error(capsys, ["annotate", str(small_dataset), "annotator.backend=vllm"])
+    assert "annotator.backend=vllm but vLLM is not installed: pip install vllm==0.32.0" in err
+    assert len(err.strip().splitlines()) == 1

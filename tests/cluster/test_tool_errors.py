@@ -1,6 +1,7 @@
 """The messages docs/errors.md lists for the tools' bad input (`rogueray evaluate`, `replay`,
 `compare`, `doctor`, `judge`): exit code 2 and the documented line on stderr, no traceback."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,24 @@ def test_judge_names_bad_input(tmp_path, capsys):
     assert f"no judge set at '{tmp_path}' (captions.csv missing)" in err
     err = _error(capsys, ["judge", "annotator.backend=rules", "--goals", "nope"])
     assert "goal 'nope' is not labelled in the set; labelled: " in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+def test_judge_with_vllm_missing_is_one_line_with_the_install_command(tmp_path, capsys):
+    from cluster.config import load_config, shipped_config
+    from cluster.doctor import Failed, check_llm
+
+    err = _error(capsys, ["judge", "annotator.backend=vllm", "--limit", "5"])
+    assert "annotator.backend=vllm but vLLM is not installed: pip install vllm==0.32.0" in err
+    assert len(err.strip().splitlines()) == 1
+    overrides = ["annotator.backend=vllm", f"run_dir={tmp_path}"]
+    config = load_config(shipped_config("default.yaml"), overrides)
+    with pytest.raises(Failed, match="vLLM is not installed: pip install vllm==0.32.0"):
+        check_llm(config, timeout_s=5)  # doctor's "llm backend" line says the same
+
+
+def test_judge_without_a_server_is_one_line(capsys):
+    args = ["judge", "annotator.backend=openai", "annotator.base_url=http://127.0.0.1:9/v1"]
+    err = _error(capsys, [*args, "annotator.request_timeout_s=1", "--limit", "5"])
+    assert "no OpenAI-compatible server answered GET http://127.0.0.1:9/v1/models" in err
+    assert len(err.strip().splitlines()) == 1

@@ -220,3 +220,42 @@ print(heavy)
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(("argv", "required"), [(["resume"], "run_dir"), (["annotate"], "dataset")])
+def test_key_value_overrides_are_optional(capsys, argv, required):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith(f"error: the following arguments are required: {required}")
+    assert "[key=value ...]" in err.split("error:")[0]  # the usage line
+
+
+def test_bad_config_values_are_named_before_torch_is_imported(tmp_path):
+    # model.precision's and reward_model.name's values come from modules that import torch
+    # (2 s warm, 10-15 s from a cold disk): the error came after that wait
+    run = f"run_dir={tmp_path}/run"
+    motif = str(ROOT / "configs" / "oni" / "score-motif.yaml")
+    bad = [
+        ["model.precision=bogus"],
+        ["rollout.inference=bogus"],
+        ["reward_model.name=bogus"],
+        ["rollout.inference=shared", "mode=serial"],
+        [motif, "reward_model.quantile=0.42"],
+    ]
+    script = f"""
+import contextlib, io, sys
+from cluster.cli import main
+codes = []
+for extra in {bad!r}:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        codes.append(main(["train", *extra, {run!r}]))
+    assert err.getvalue().startswith("rogueray: error: config key"), err.getvalue()
+print(codes, sorted(m for m in ("torch", "ray") if m in sys.modules))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.strip() == f"{[2] * len(bad)} []"
