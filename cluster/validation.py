@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from config_schema.keys import check_domains
+from reward_models.config import MOTIF_QUANTILES, REWARD_MODEL_NAMES
 
 if TYPE_CHECKING:
     from cluster.config import RunConfig
@@ -57,15 +58,11 @@ def _endpoints() -> tuple[str, ...]:
     return ENDPOINTS
 
 
-# Three keys' values are owned by modules that import torch (2 s warm, 10-15 s from a cold disk),
-# which a config error must not wait for: they are repeated here, and
-# tests/cluster/test_config.py checks each copy against its owner.
+# model.precision's values belong to learner/precision.py, which imports torch (2 s warm, 10-15 s
+# from a cold disk) and a config error must not wait for: repeated here, and
+# tests/cluster/test_config.py checks the copy against its owner.
 PRECISIONS = ("auto", "float32", "bfloat16")
 """model.precision: learner/precision.py's PRECISIONS."""
-REWARD_MODEL_NAMES = ("none", "hashing", "classification", "ranking", "ellm", "motif")
-"""reward_model.name: reward_models/registry.py's REWARD_MODELS."""
-MOTIF_QUANTILES = tuple(round(0.05 * i, 2) for i in range(1, 20))
-"""reward_model.quantile with name=motif: reward_models/motif.py's QUANTILE_LEVELS."""
 
 
 def _embeddings() -> tuple[str, ...]:

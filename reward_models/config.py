@@ -10,6 +10,13 @@ from dataclasses import dataclass
 
 from config_schema.domains import Count, Finite, Fraction, Positive
 
+REWARD_MODEL_NAMES = ("none", "hashing", "classification", "ranking", "ellm", "motif")
+"""What `reward_model.name` may be: the registry's models (reward_models/registry.py), named here
+without importing torch so that a config error is reported before any heavy import."""
+MOTIF_QUANTILES: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+"""The quantiles of the normalised reward a fitted Motif file carries (0.05, 0.10, ..., 0.95),
+the values `reward_model.quantile` may take with name=motif."""
+
 
 @dataclass
 class RewardModelConfig:

@@ -77,7 +77,9 @@ class EllmRewardModel(FrozenRewardModel):
             threshold,
             "a number in [-1, 1) (a cosine similarity)",
         )
-        check_option("embedding", embedding in EMBEDDERS, embedding, f"one of {', '.join(EMBEDDERS)}")
+        check_option(
+            "embedding", embedding in EMBEDDERS, embedding, f"one of {', '.join(EMBEDDERS)}"
+        )
         check_option(
             "cache_size",
             isinstance(cache_size, int) and cache_size >= 1,

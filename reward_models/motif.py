@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from reward_models.base import FrozenRewardModel, check_option
+from reward_models.config import MOTIF_QUANTILES
 from reward_models.ranking import ScalarRewardNet
 from reward_models.text_encoder import encode_captions
 
 FORMAT = "rogueray-motif-reward"
 FORMAT_VERSION = 1
-QUANTILE_LEVELS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+QUANTILE_LEVELS = MOTIF_QUANTILES
 """The levels whose normalised-reward quantiles a fitted model carries: 0.05, 0.10, ..., 0.95,
 as Motif's train_norm_quantiles.csv (its eps_threshold_quantile must be one of them)."""
 NET_OPTIONS = ("embed_dim", "channels", "text_dim", "head_sizes")

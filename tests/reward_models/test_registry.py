@@ -32,6 +32,13 @@ def test_every_name_builds_with_defaults(name, kind):
     assert model.rewards(["x", "y"]).tolist() == [0.0, 0.0]
 
 
+def test_the_names_a_config_may_give_are_the_registrys():
+    # reward_models/config.py names them without torch, for the config check before Ray
+    from reward_models.config import REWARD_MODEL_NAMES
+
+    assert tuple(REWARD_MODELS) == REWARD_MODEL_NAMES
+
+
 def test_options_are_passed():
     model = make_reward_model("ranking", normalize=False, threshold=None, channels=8)
     assert model.normalize is False and model.threshold is None
