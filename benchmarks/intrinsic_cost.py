@@ -38,6 +38,19 @@ METHODS = {
     "classification": {"reward_model.name": "classification", "reward.intrinsic_coef": 0.4},
     "hashing": {"reward_model.name": "hashing", "reward.intrinsic_coef": 0.4},
     "ranking": {"reward_model.name": "ranking", "reward.intrinsic_coef": 0.4},
+    # Ablations of classification's defaults: the annotator at the training loop's priority,
+    # and also 32 reward-model steps per label delivery (the defaults before 2026-11-30).
+    "classification_nice0": {
+        "reward_model.name": "classification",
+        "reward.intrinsic_coef": 0.4,
+        "annotator.niceness": 0,
+    },
+    "classification_before": {
+        "reward_model.name": "classification",
+        "reward.intrinsic_coef": 0.4,
+        "annotator.niceness": 0,
+        "reward_model.label_batch_size": 1,
+    },
 }
 ANNOTATOR_TAGS = {
     "labels_total": "annotator/labels_total",
@@ -45,6 +58,10 @@ ANNOTATOR_TAGS = {
     "label_latency_p50_s": "annotator/label_latency_p50_s",
     "label_latency_p95_s": "annotator/label_latency_p95_s",
     "first_label_delay_s": "annotator/first_label_delay_s",
+}
+REWARD_MODEL_TAGS = {
+    "reward_model_gradient_steps": "reward_model/gradient_steps",
+    "reward_model_dataset_size": "reward_model/dataset_size",
 }
 TARGET_CLASSIFICATION_COST = 0.10  # the issue: ONI classification costs under 10 %
 
@@ -100,7 +117,8 @@ def one_run(method: str, args) -> dict:
         "loadavg_after": loadavg(),
     }
     if method != "extrinsic":
-        row.update({k: last(run["scalars"], tag) for k, tag in ANNOTATOR_TAGS.items()})
+        tags = {**ANNOTATOR_TAGS, **REWARD_MODEL_TAGS}
+        row.update({k: last(run["scalars"], tag) for k, tag in tags.items()})
     return row
 
 
@@ -129,7 +147,7 @@ def summarise(runs: list[dict], methods: list[str]) -> dict:
         out["classification_under_target_cost"] = (
             out["cost_vs_extrinsic"]["classification"] < TARGET_CLASSIFICATION_COST
         )
-    for key in ANNOTATOR_TAGS:
+    for key in [*ANNOTATOR_TAGS, *REWARD_MODEL_TAGS]:
         out[f"median_{key}"] = {
             m: statistics.median(vals)
             for m, rows in by_method.items()
@@ -146,7 +164,8 @@ def main(argv=None) -> int:
         "shape": {**SHAPE, "total_env_steps": args.steps, "extra_overrides": args.set},
         "methods": {m: METHODS[m] for m in args.methods},
         "rounds": args.rounds,
-        "order": "alternating: " + " ".join(["".join("ABCD"[: len(args.methods)])] * args.rounds),
+        "order": "alternating: "
+        + " ".join(["".join("ABCDEFG"[: len(args.methods)])] * args.rounds),
         "loadavg_start": loadavg(),
         "code": code_version(),
     }

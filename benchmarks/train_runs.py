@@ -261,9 +261,9 @@ def code_version() -> dict:
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
-        return done.stdout.strip()
+        return done.stdout.rstrip("\n")  # porcelain lines begin with a status that may be " "
 
-    product = ["actors", "annotator", "cluster", "learner", "reward_models"]
+    product = ["actors", "annotator", "cluster", "learner", "reward_models", "config_schema"]
     changed = git("status", "--porcelain", "--", *product).splitlines()
     return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": [c[3:] for c in changed]}
 

@@ -201,7 +201,11 @@ def label_store_path(config: RunConfig) -> Path:
     return Path(config.annotator.label_store or Path(config.run_dir) / "labels.sqlite")
 
 
-def build_annotator(config: RunConfig) -> Annotator:
+def build_annotator(config: RunConfig, *, niceness: int | None = None) -> Annotator:
+    """The annotator the config describes, its backend started by `Annotator.run`. `niceness`:
+    once the backend has loaded (at the caller's priority: loading a model at a low one could
+    take minutes on a busy machine), this process labels at that nice value (cluster/priority.py);
+    only for a process of its own (the Ray actor), never the driver's."""
     from annotator.backends import make_backend
 
     ann = config.annotator
@@ -217,7 +221,12 @@ def build_annotator(config: RunConfig) -> Annotator:
     options = backend_options(config)
 
     def backend_factory():
-        return make_backend(ann.backend, **options)
+        backend = make_backend(ann.backend, **options)
+        if niceness is not None:
+            from cluster.priority import lower_priority
+
+            lower_priority(niceness)
+        return backend
 
     return Annotator(
         backend_factory,
@@ -272,10 +281,7 @@ class AnnotatorActor:
     between the labelling task's awaits (an LLM call in flight never holds up `submit`)."""
 
     def __init__(self, config: RunConfig):
-        from cluster.priority import lower_priority
-
-        lower_priority(config.annotator.niceness)  # before the backend starts its threads
-        self.annotator = build_annotator(config)
+        self.annotator = build_annotator(config, niceness=config.annotator.niceness)
         self._stop = asyncio.Event()
         self._task = None
 

@@ -78,7 +78,9 @@ def test_lower_priority_names_the_allowed_range():
         lower_priority(20)
 
 
-def test_the_annotator_actor_runs_at_annotator_niceness(tmp_path):
+def test_the_annotator_actor_labels_at_annotator_niceness_once_its_backend_loaded(tmp_path):
+    import time
+
     import ray
 
     from cluster.annotation import AnnotatorActor
@@ -96,6 +98,14 @@ def test_the_annotator_actor_runs_at_annotator_niceness(tmp_path):
     assert start_ray(config, quiet=True), "a Ray was already running in this process"
     try:
         actor = ray.remote(num_cpus=0)(NicenessProbeAnnotator).remote(config)
+        # The backend (a model, for an LLM) loads at the training loop's priority ...
+        assert ray.get(actor.nice.remote()) == os.nice(0)
+        ray.get(actor.start.remote())
+        deadline = time.monotonic() + 60
+        while ray.get(actor.nice.remote()) == os.nice(0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # ... and the labelling yields to it.
         assert ray.get(actor.nice.remote()) == max(6, os.nice(0))
+        ray.get(actor.stop.remote())
     finally:
         ray.shutdown()
