@@ -75,6 +75,13 @@ def parse_args(argv=None):
         default=",".join(METHODS),
         help=f"comma list, extrinsic first (default: {','.join(METHODS)})",
     )
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=0,
+        help="the rate counts from the first status line past this many env steps, for every "
+        "method alike (leaves the LLM's loading, which overlaps training's start, out)",
+    )
     p.add_argument("--timeout-s", type=float, default=600.0, help="a run is stopped after this")
     p.add_argument(
         "--set",
@@ -102,7 +109,7 @@ def one_run(method: str, args) -> dict:
     load_before = loadavg()
     run = run_train([*overrides, *args.set], timeout_s=args.timeout_s)
     watch = run["watch"]
-    steady = steady_rate(watch.marks)
+    steady = steady_rate(watch.marks, skip_steps=args.warmup_steps)
     steps = watch.done_steps or (watch.marks[-1][1] if watch.marks else 0)
     row = {
         "method": method,
@@ -162,6 +169,7 @@ def main(argv=None) -> int:
     out = {
         "benchmark": "intrinsic_cost",
         "shape": {**SHAPE, "total_env_steps": args.steps, "extra_overrides": args.set},
+        "warmup_steps": args.warmup_steps,
         "methods": {m: METHODS[m] for m in args.methods},
         "rounds": args.rounds,
         "order": "alternating: "

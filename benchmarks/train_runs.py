@@ -223,10 +223,11 @@ def _wait(proc, watch: Watch, timeout_s: float, sample_every_s: float) -> None:
         time.sleep(0.2)
 
 
-def steady_rate(marks: list[tuple[float, int]], skip_s: float = 0.0) -> dict:
-    """Env steps/s from the first status line with steps > 0 (plus `skip_s`) to the last one:
-    actor start-up and the final checkpoint excluded. Also the seconds to that first line."""
-    moving = [(t, s) for t, s in marks if s > 0]
+def steady_rate(marks: list[tuple[float, int]], skip_s: float = 0.0, skip_steps: int = 0) -> dict:
+    """Env steps/s from the first status line with steps > `skip_steps` (plus `skip_s`) to the
+    last one: actor start-up (and, with `skip_steps`, a warm-up such as the LLM's loading) and
+    the final checkpoint excluded. Also the seconds to that first line."""
+    moving = [(t, s) for t, s in marks if s > skip_steps]
     if len(moving) < 2:
         return {"steps_per_s": None, "timed_s": 0.0, "steps": 0}
     start = moving[0][0] + skip_s
