@@ -45,6 +45,12 @@ METHODS = {
         "reward.intrinsic_coef": 0.4,
         "annotator.niceness": 0,
     },
+    # Everything but the LLM: the rules judge labels in microseconds.
+    "classification_rules": {
+        "reward_model.name": "classification",
+        "reward.intrinsic_coef": 0.4,
+        "annotator.backend": "rules",
+    },
     "classification_before": {
         "reward_model.name": "classification",
         "reward.intrinsic_coef": 0.4,
