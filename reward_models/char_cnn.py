@@ -10,6 +10,13 @@ from torch import nn
 
 from reward_models.text_encoder import CAPTION_LENGTH
 
+BATCH_ROWS = 64
+"""The conv stack runs on batches padded up to a multiple of this many rows. PyTorch's CPU
+convolutions (oneDNN, through ideep) cache a kernel per input shape, up to 1,024 in each of two
+LRU caches, and the learner scores a different number of distinct captions in every batch:
+unpadded, its heap grew by up to 36 MB (ONI's sizes) until those caches were full. Padded, a
+forward pass of up to INFERENCE_CHUNK (1,024) captions has one of 16 shapes."""
+
 
 def _pooled_length(length: int) -> int:
     """Positions left after the conv/pool stack for an input of `length` bytes."""
@@ -55,9 +62,14 @@ class CharCNN(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens: int64 [B, L] -> float [B, out_dim]."""
-        x = self.embedding(tokens).transpose(1, 2)  # [B, embed_dim, L]
-        return self.fc(self.convs(x).flatten(1))
+        """tokens: int64 [B, L] -> float [B, out_dim]. Rows are independent: the padding rows
+        (all byte 0, see BATCH_ROWS) change no output and get no gradient."""
+        rows = tokens.shape[0]
+        padding = -rows % BATCH_ROWS
+        if padding:
+            tokens = torch.cat([tokens, tokens.new_zeros(padding, tokens.shape[1])])
+        x = self.embedding(tokens).transpose(1, 2)  # [B + padding, embed_dim, L]
+        return self.fc(self.convs(x)[:rows].flatten(1))
 
 
 def mlp(
