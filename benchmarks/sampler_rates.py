@@ -237,10 +237,10 @@ def actor_timing(timings, start: float, end: float) -> dict:
 def profile_sampler(worker, seconds: float, top: int) -> dict:
     """Where the time of worker.sample() goes, per env step, measured inside the actor.
 
-    1. Timers wrapped around each env's step/reset, the policy's forward and _write_obs
-       (instance attributes, so the product code runs unchanged); the rest of sample() is
-       the action draw (actors/sampling.py), per-env bookkeeping, the recurrent
-       state reset and the fragment copy.
+    1. Timers wrapped around each env's step/reset and the policy's forward (instance
+       attributes, so the product code runs unchanged); the rest of sample() is the action
+       draw (actors/sampling.py), the observation writes, the episode and caption
+       bookkeeping (actors/episodes.py) and building the fragment.
     2. The same env instances stepped round-robin by a bare loop, for comparison.
     3. cProfile of a few sample() calls (it inflates Python-heavy code: compare, don't add).
     """
@@ -248,7 +248,7 @@ def profile_sampler(worker, seconds: float, top: int) -> dict:
     import pstats
 
     clock = time.perf_counter
-    spent = dict.fromkeys(("env.step", "env.reset", "policy.forward", "_write_obs"), 0.0)
+    spent = dict.fromkeys(("env.step", "env.reset", "policy.forward"), 0.0)
 
     def timed(name, fn):
         def wrapper(*a, **kw):
@@ -263,7 +263,6 @@ def profile_sampler(worker, seconds: float, top: int) -> dict:
     for env in worker.envs:
         env.step, env.reset = timed("env.step", env.step), timed("env.reset", env.reset)
     worker.policy.forward = timed("policy.forward", worker.policy.forward)
-    worker._write_obs = timed("_write_obs", worker._write_obs)
 
     def per_step(value: float, steps: int) -> float:
         return round(1e6 * value / steps, 2)

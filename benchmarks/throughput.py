@@ -37,8 +37,8 @@ Measurements (top-level keys; "details" holds per-window rates and diagnostics)
                                  rate from the first fragment to the last)
 
   --profile adds details.sampler_*.profile: per env step, the time in env.step, env.reset,
-  policy.forward, _write_obs and the rest of RolloutWorker.sample, against a bare loop over the
-  same envs. On a GPU machine: --learner-device cuda --learner-batch 4096 --skip raw,sampler,...
+  policy.forward and the rest of RolloutWorker.sample, against a bare loop over the same envs.
+  On a GPU machine: --learner-device cuda --learner-batch 4096 --skip raw,sampler,...
 """
 
 from __future__ import annotations

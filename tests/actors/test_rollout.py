@@ -115,3 +115,53 @@ def test_unrolls_per_sample_are_consecutive_unrolls_side_by_side():
     assert got == want
     assert len(set(fragment.captions)) == len(fragment.captions)
     assert episodes == expected[0].episodes + expected[1].episodes and len(episodes) == 2
+
+
+def test_fragments_keep_their_observations_after_later_samples():
+    """Each fragment owns its observation arrays: later samples and a move onto restart streams
+    (which resets every env) write elsewhere."""
+    worker = _worker(num_envs=2, unroll=8, max_episode_steps=5)
+    first, _ = worker.sample()
+    kept = first.obs["vector"].copy()
+    second, _ = worker.sample()
+    worker.use_restart_streams(1)
+    third, _ = worker.sample()
+    np.testing.assert_array_equal(first.obs["vector"], kept)
+    np.testing.assert_array_equal(first.obs["vector"][8], second.obs["vector"][0])
+    assert not np.array_equal(third.obs["vector"][0], second.obs["vector"][8])  # new episodes
+
+
+@pytest.mark.nle
+def test_normalized_captions_are_the_normal_forms_of_the_raw_ones():
+    """normalize_captions=True keys every step on normalize_caption(raw caption) (a worker
+    remembers normal forms it has computed) and counts sightings under that key."""
+    from actors.captions import normalize_caption
+
+    def run(normalize):
+        worker = RolloutWorker(
+            env_id="NetHackScoreExtendedActions-v1", num_envs=2, unroll_length=40,
+            policy=UniformPolicy(28), seed=9, normalize_captions=normalize,
+        )  # fmt: skip
+        return [worker.sample()[0] for _ in range(3)]
+
+    raw, normal = run(False), run(True)
+    text = {}
+    for name, fragments in (("raw", raw), ("normal", normal)):
+        text[name] = np.concatenate(
+            [np.array(f.captions, object)[f.caption_ids] for f in fragments]
+        )  # [3T, B] caption strings
+    np.testing.assert_array_equal(
+        np.concatenate([f.actions for f in raw]), np.concatenate([f.actions for f in normal])
+    )
+    assert [normalize_caption(c) for c in text["raw"].flat] == list(text["normal"].flat)
+    # Counts are per episode and per normal form: recount them along each env's steps.
+    done = np.concatenate([f.done for f in normal])
+    counts = np.concatenate([f.caption_counts for f in normal])
+    for env in range(2):
+        seen: dict[str, int] = {}
+        for t, caption in enumerate(text["normal"][:, env]):
+            seen[caption] = seen.get(caption, 0) + 1
+            assert counts[t, env] == seen[caption]
+            if done[t, env]:
+                seen = {}
+    assert set(text["normal"].flat) != set(text["raw"].flat)  # normalising changed some

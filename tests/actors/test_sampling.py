@@ -35,3 +35,36 @@ def test_log_probs_match_torch_log_softmax():
     got = log_probs(logits, actions)
     assert got.dtype == np.float32 and got.shape == (5, 3)
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-4)
+
+
+def test_gumbel_noise_is_numpys_gumbel_and_leaves_the_stream_where_numpy_would():
+    ours, numpys = np.random.default_rng(3), np.random.default_rng(3)
+    for shape in ((32, 16, 28), (7,), (2, 3)):
+        got = gumbel_noise(ours, shape)
+        assert got.dtype == np.float32 and got.shape == shape
+        np.testing.assert_array_equal(got, numpys.gumbel(size=shape).astype(np.float32))
+    assert ours.random() == numpys.random()
+
+
+class _ZeroUniform:
+    """A generator whose next batch of uniforms holds a 0, which numpy's gumbel redraws."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.bit_generator = self.rng.bit_generator
+
+    def random(self, size):
+        uniform = self.rng.random(size=size)
+        uniform.flat[3] = 0.0
+        return uniform
+
+    def gumbel(self, size):
+        return self.rng.gumbel(size=size)
+
+
+def test_gumbel_noise_falls_back_to_numpy_on_a_zero_uniform():
+    got = gumbel_noise(_ZeroUniform(4), (5, 6))
+    np.testing.assert_array_equal(
+        got, np.random.default_rng(4).gumbel(size=(5, 6)).astype(np.float32)
+    )
+    assert np.isfinite(got).all()
