@@ -6,6 +6,13 @@ loading and the label store's filling). Also the annotator's label latency durin
 (first sighting of a caption to its label, p50/p95) and labels/s, read from the run's
 TensorBoard scalars.
 
+The learner's growth is read from the learner itself, not from those samples: within each update
+its RSS swings by several hundred MB (one update's working set), so RSS sampled at random points
+of that cycle gives a slope that is mostly noise. The learner logs its RSS and glibc's live heap
+at the end of every update (`learner/rss_mb`, `learner/heap_mb`, MB; learner/memory_stats.py),
+and the JSON's `learner` block fits those per-update values against the env step each was logged
+at, over the second half of the updates; the sampled figure is kept beside them, named as such.
+
     python benchmarks/memory.py [--minutes 35] [--steps 10000000] [--every-s 5]
                                 [--method classification] [--out results.json]
 
@@ -25,6 +32,8 @@ from train_runs import SHAPE, code_version, last, loadavg, overrides_of, run_tra
 
 MB = 1024 * 1024
 TARGET_STEPS = 10_000_000
+# What the learner logs at the end of every update (learner/metrics.py), in MB.
+LEARNER_RSS_TAG, LEARNER_HEAP_TAG = "learner/rss_mb", "learner/heap_mb"
 
 
 def parse_args(argv=None):
@@ -116,6 +125,38 @@ def by_role(rows: list[dict]) -> dict:
     return out
 
 
+def series_growth(points: list[tuple[int, float]]) -> float | None:
+    """Growth (MB per 1e6 env steps) of a per-update series [(env step, MB), ...]: the slope over
+    its second half, as for the sampled RSS."""
+    if not points:
+        return None
+    steps, values = np.array(points, dtype=float).T
+    return growth_per_million(steps, values)
+
+
+def first_last(points: list[tuple[int, float]]) -> list[float] | None:
+    return [points[0][1], points[-1][1]] if points else None
+
+
+def learner_memory(scalars: dict, rows: list[dict]) -> dict:
+    """The learner's growth from its own per-update readings (RSS and live heap at the end of each
+    update), beside the figure from RSS sampled at random points of its update cycle."""
+    rss, heap = scalars.get(LEARNER_RSS_TAG, []), scalars.get(LEARNER_HEAP_TAG, [])
+    learners = [r for r in rows if r["role"] == "learner"]
+    sampled = max(learners, key=lambda r: r["samples"], default=None)
+    return {
+        "updates_read": len(rss),
+        "learner_rss_at_update_end_growth_mb_per_1m_steps": series_growth(rss),
+        "learner_heap_growth_mb_per_1m_steps": series_growth(heap),
+        "learner_rss_sampled_at_random_points_growth_mb_per_1m_steps": (
+            sampled["growth_mb_per_million_steps"] if sampled else None
+        ),
+        "rss_at_update_end_first_last_mb": first_last(rss),
+        "heap_first_last_mb": first_last(heap),
+        "peak_rss_sampled_mb": sampled["peak_mb"] if sampled else None,
+    }
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = overrides_of(SHAPE, METHODS[args.method], {"total_env_steps": args.steps})
@@ -138,6 +179,7 @@ def main(argv=None) -> int:
     rows = per_process(watch.memory, watch.marks)
     out["total"] = totals(watch.memory, watch.marks)
     out["by_role"] = by_role(rows)
+    out["learner"] = learner_memory(run["scalars"], rows)
     out["annotator"] = {k: last(run["scalars"], tag) for k, tag in ANNOTATOR_TAGS.items()}
     p50 = [v for _, v in run["scalars"].get(ANNOTATOR_TAGS["label_latency_p50_s"], [])]
     out["annotator"]["label_latency_p50_s_median_over_run"] = float(np.median(p50)) if p50 else None

@@ -14,6 +14,7 @@ from learner import metrics as lm
 from learner.batch import Batch, collate
 from learner.episodes import IntrinsicReturns
 from learner.losses import appo_loss
+from learner.memory_stats import heap_mb, rss_mb
 from learner.reward import training_reward
 from learner.vtrace import vtrace
 from reward_models import NoRewardModel, RewardModel
@@ -23,6 +24,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def memory_metrics() -> dict[str, float]:
+    """This process's RSS and live heap now (MB), under the learner's metric names. `update` reads
+    them at its end, the same point of every update, so their series over a run shows growth
+    without the swing of one update's working set."""
+    values = {lm.RSS_MB: rss_mb(), lm.HEAP_MB: heap_mb()}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 class Learner:
@@ -93,6 +102,7 @@ class Learner:
                 lm.REWARD_INTRINSIC_MEAN: float(reward.intrinsic.mean()),
             }
         )
+        metrics.update(memory_metrics())
         return metrics
 
     def _train_step(self, batch: Batch, rewards: np.ndarray) -> dict[str, float]:

@@ -11,4 +11,8 @@ REWARD_INTRINSIC_MEAN = "learner/reward_intrinsic_mean"
 POLICY_LAG = "perf/policy_lag"  # updates between the weights that acted and these
 POLICY_LAG_MAX = "perf/policy_lag_max"
 SAMPLES_PER_S = "perf/learner_samples_per_s"
+# The learner process's memory at one point of every update, its end (after the optimiser step),
+# in MB: RSS, and glibc's live malloc heap (absent off glibc). learner/memory_stats.py.
+RSS_MB = "learner/rss_mb"
+HEAP_MB = "learner/heap_mb"
 RETURN_INTRINSIC = "episode/return_intrinsic"  # mean over the episodes an update finished

@@ -67,6 +67,24 @@ def test_per_process_rows_keep_the_actor_role_after_idle():
     assert row["first_mb"] == pytest.approx(100) and row["last_mb"] == pytest.approx(110)
 
 
+def test_learner_growth_comes_from_its_per_update_readings_not_the_samples():
+    # RSS at each update's end grows 5 MB per 1e6 steps after start-up; the live heap is flat.
+    steps = np.linspace(0, 2e6, 40).astype(int)
+    rss = [(int(s), 900 + 5 * s / 1e6 if s > 1e6 else 300 + s / 1e4) for s in steps]
+    heap = [(int(s), 180.0) for s in steps]
+    scalars = {memory.LEARNER_RSS_TAG: rss, memory.LEARNER_HEAP_TAG: heap}
+    sampled = {"role": "learner", "samples": 50, "peak_mb": 1050.0}
+    rows = [{**sampled, "growth_mb_per_million_steps": 600.0}]
+    out = memory.learner_memory(scalars, rows)
+    assert out["updates_read"] == 40
+    assert out["learner_rss_at_update_end_growth_mb_per_1m_steps"] == pytest.approx(5.0)
+    assert out["learner_heap_growth_mb_per_1m_steps"] == pytest.approx(0.0, abs=1e-9)
+    assert out["learner_rss_sampled_at_random_points_growth_mb_per_1m_steps"] == 600.0
+    assert out["heap_first_last_mb"] == [180.0, 180.0] and out["peak_rss_sampled_mb"] == 1050.0
+    empty = memory.learner_memory({}, [])  # a learner that logged nothing (an older build)
+    assert empty["learner_heap_growth_mb_per_1m_steps"] is None and empty["updates_read"] == 0
+
+
 def test_ratios_of_medians_and_paired_ratios():
     runs = [
         {"method": "extrinsic", "steps_per_s": 600.0},
