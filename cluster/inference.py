@@ -1,10 +1,11 @@
-"""Shared policy inference (`rollout.inference: shared`): one actor runs the policy for all the
-rollout workers, batching their requests into one forward pass (SEED RL, Espeholt et al. 2020,
-section 2; Sample Factory's policy workers, Petrenko et al. 2020, section 3.1).
+"""Shared policy inference (`rollout.inference: shared`): one actor per node runs the policy for
+the rollout workers of that node, batching their requests into one forward pass (SEED RL,
+Espeholt et al. 2020, section 2; Sample Factory's policy workers, Petrenko et al. 2020, section
+3.1). The actors of a run are kept by `cluster/inference_pool.py`.
 
 Workers then only step environments. Each step a worker sends its envs' observations and
-recurrent state (`act`), and the actor answers once it has a request from every worker or
-`max_wait_s` has passed. The GRU state travels with the request, so the actor holds no
+recurrent state (`act`), and the actor answers once it has a request from every worker it has
+heard from in the last `SEEN_WINDOW_S` seconds, or `max_wait_s` has passed. The GRU state travels with the request, so the actor holds no
 per-worker state and a restarted worker loses nothing. The actor is the only holder of the
 policy's weights: the runner sends them here instead of to every worker.
 """
@@ -25,11 +26,17 @@ Obs = dict[str, np.ndarray]
 
 
 class InferenceActor:
-    """Batched policy forward passes for `num_workers` rollout workers (a Ray async actor).
+    """Batched policy forward passes for the rollout workers of one node (a Ray async actor).
 
-    `act(obs [1, N, ...], state [N, H])` -> (logits float32 [N, A], values float32 [N],
-    next state float32 [N, H], weights version int). Requests are answered in arrival order.
+    `act(obs [1, N, ...], state [N, H], worker_id)` -> (logits float32 [N, A], values float32
+    [N], next state float32 [N, H], weights version int). Requests are answered in arrival order.
+    How many requests make a full batch is learned from the callers: the workers that asked in
+    the last SEEN_WINDOW_S seconds (`settings.num_workers` before any has asked), so a worker
+    added, retired or restarted on another node needs no message.
     """
+
+    #: seconds a worker counts towards a full batch after its last request
+    SEEN_WINDOW_S = 5.0
 
     def __init__(self, settings: InferenceSettings, spec: EnvSpec, max_wait_s: float = 0.002):
         """`settings`: `InferenceSettings.from_config(config)`; `max_wait_s`: how long (seconds)
@@ -40,7 +47,8 @@ class InferenceActor:
         self.device = resolve_device(settings.device)
         self.policy = make_policy(settings, spec).to(self.device).eval()
         self.version = 0
-        self.expected = max(1, settings.num_workers)
+        self._first_guess = max(1, settings.num_workers)
+        self._seen: dict[int, float] = {}  # worker id -> monotonic time of its last request
         self.max_wait_s = max_wait_s
         self._queue: list[tuple[Obs, np.ndarray, asyncio.Future]] = []
         self._arrived = asyncio.Event()
@@ -53,15 +61,21 @@ class InferenceActor:
         )
         self.version = weights.version
 
-    def set_num_workers(self, num_workers: int) -> None:
-        """How many requests make a full batch (the runner calls it when workers change)."""
-        self.expected = max(1, num_workers)
+    @property
+    def expected(self) -> int:
+        """Requests that make a full batch: the workers heard from in the last SEEN_WINDOW_S."""
+        if not self._seen:
+            return self._first_guess
+        now = time.monotonic()
+        self._seen = {w: t for w, t in self._seen.items() if now - t < self.SEEN_WINDOW_S}
+        return max(1, len(self._seen))
 
     def stats(self) -> dict[str, float]:
         """Requests and batches so far (their ratio is the mean number of workers per batch)."""
         return {"requests": float(self.requests), "batches": float(self.batches)}
 
-    async def act(self, obs: Obs, state: np.ndarray):
+    async def act(self, obs: Obs, state: np.ndarray, worker_id: int = -1):
+        self._seen[worker_id] = time.monotonic()
         future = asyncio.get_running_loop().create_future()
         self._queue.append((obs, state, future))
         self._arrived.set()
@@ -73,7 +87,8 @@ class InferenceActor:
         """Answer queued requests in batches until the queue is empty."""
         while self._queue:
             deadline = time.monotonic() + self.max_wait_s
-            while len(self._queue) < self.expected and time.monotonic() < deadline:
+            expected = self.expected
+            while len(self._queue) < expected and time.monotonic() < deadline:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), deadline - time.monotonic())
@@ -114,20 +129,46 @@ class InferenceActor:
         ]
 
 
+class InferenceMissing(Exception):
+    """A worker's node has no inference actor yet: the runner starts one there and asks again."""
+
+    def __init__(self, node_id: str):
+        super().__init__(node_id)
+        self.node_id = node_id
+
+
 class RemotePolicy:
     """The policy interface a RolloutWorker calls (ActorCritic's `forward`, `initial_state`,
-    `autocast`), answered by an InferenceActor. `weights_version` is the version of the weights
-    behind the last answer; the worker stamps its fragments with it."""
+    `autocast`), answered by the InferenceActor of the worker's node, found by name
+    (`inference_actor_name`) before each sample. `weights_version` is the version of the
+    weights behind the last answer; the worker stamps its fragments with it."""
 
-    def __init__(self, actor, state_size: int):
-        self.actor = actor
+    def __init__(self, name_prefix: str, state_size: int, worker_id: int = -1):
+        self.name_prefix = name_prefix
         self.state_size = state_size
+        self.worker_id = worker_id
         self.weights_version = 0
+        self.actor = None
+
+    def find_actor(self) -> None:
+        """Look up this node's inference actor (once; a restarted process looks again).
+
+        Raises InferenceMissing(node id) when the node has none yet."""
+        if self.actor is not None:
+            return
+        import ray
+
+        node_id = ray.get_runtime_context().get_node_id()
+        try:
+            self.actor = ray.get_actor(inference_actor_name(self.name_prefix, node_id))
+        except ValueError:
+            raise InferenceMissing(node_id) from None
 
     def __call__(self, obs: dict[str, torch.Tensor], state: torch.Tensor, starts: torch.Tensor):
         import ray
 
-        ref = self.actor.act.remote({k: v.numpy() for k, v in obs.items()}, state.numpy())
+        obs_np = {k: v.numpy() for k, v in obs.items()}
+        ref = self.actor.act.remote(obs_np, state.numpy(), self.worker_id)
         logits, values, next_state, self.weights_version = ray.get(ref)
         return (
             torch.from_numpy(logits)[None],
@@ -145,3 +186,8 @@ class RemotePolicy:
         import contextlib
 
         return contextlib.nullcontext()
+
+
+def inference_actor_name(prefix: str, node_id: str) -> str:
+    """The Ray name of a run's inference actor on a node (`prefix` is unique to the run)."""
+    return f"{prefix}-{node_id}"

@@ -73,11 +73,12 @@ def _init(what: str, **options) -> None:
 def shared_inference(config: RunConfig) -> bool:
     """Whether the run has the shared inference actor (cluster/inference.py).
 
+    Shared means one inference actor per node with rollout workers (cluster/inference_pool.py).
     `rollout.inference` "auto" means shared in Ray mode on a local Ray with a CPU for it: there
     it measured 1.4-2.0x the env steps/s of per-worker inference on the 2-core CI machine
     (benchmarks/inference_placement.py, docs/performance.md). Per-worker inference in serial mode
-    and on a joined cluster, where one actor serving every node's workers would send each
-    step's observations across the network (an actor per node is not built yet).
+    and on a joined cluster, where the per-node actors reserve no CPU (the node's workers may
+    hold them all) and no multi-node measurement has shown them faster: "shared" asks for them.
     """
     choice = config.rollout.inference
     if choice != "auto":
@@ -91,8 +92,15 @@ def shared_inference(config: RunConfig) -> bool:
 
 def cpus_needed(config: RunConfig) -> int:
     """One CPU per rollout worker, one for the learner, one for the annotator when there is one,
-    one for the shared inference actor when there is one."""
-    return _cpus(config, shared=shared_inference(config))
+    one for the shared inference actor on a local Ray (a joined cluster's per-node actors
+    reserve none: cluster/inference_pool.py)."""
+    return _cpus(config, shared=_reserves_inference_cpu(config))
+
+
+def _reserves_inference_cpu(config: RunConfig) -> bool:
+    from cluster.ray_job import joined_address
+
+    return shared_inference(config) and joined_address(config.ray_address) is None
 
 
 def _cpus(config: RunConfig, *, shared: bool) -> int:
@@ -104,7 +112,7 @@ def cpu_breakdown(config: RunConfig) -> str:
     parts = [f"rollout.num_workers={config.rollout.num_workers}", "1 learner"]
     if wants_annotator(config):
         parts.append("1 annotator")
-    if shared_inference(config):
+    if _reserves_inference_cpu(config):
         parts.append("1 inference actor")
     return " + ".join(parts)
 

@@ -13,7 +13,8 @@ from actors.messages import EpisodeStats, PolicyWeights
 from cluster.annotation import AnnotatorActor, wants_annotator
 from cluster.components import ConfiguredLearner, EnvSpec, make_worker
 from cluster.config import RunConfig
-from cluster.inference import InferenceActor, RemotePolicy
+from cluster.inference import InferenceMissing, RemotePolicy
+from cluster.inference_pool import InferencePool
 from cluster.placement import (
     check_resources,
     learner_and_inference_gpus,
@@ -43,17 +44,18 @@ class RayRunner:
             num_cpus=1, num_gpus=learner_gpus, **placed(config.learner.node_resource)
         )(ConfiguredLearner)
         self.learner = learner_cls.remote(config, spec)
-        self.inference = None  # the shared inference actor (rollout.inference, shared_inference)
-        self._inference_name = None
+        # Shared inference: an actor per node with workers (rollout.inference, shared_inference)
+        self.inference: InferencePool | None = None
+        self._joined = config.ray_address is not None  # a cluster that may autoscale
         if shared_inference(config):
-            self._inference_name = f"rogueray-inference-{uuid.uuid4().hex[:12]}"
-            self.inference = ray.remote(
-                num_cpus=1,
+            self.inference = InferencePool(
+                InferenceSettings.from_config(config),
+                spec,
                 num_gpus=inference_gpus,
-                max_restarts=-1,
-                name=self._inference_name,
-                **placed(config.rollout.node_resource),
-            )(InferenceActor).remote(InferenceSettings.from_config(config), spec)
+                node_resource=config.rollout.node_resource,
+            )
+            if not self._joined:  # one machine: its actor now, not after the first sample
+                self.inference.ensure(ray.get_runtime_context().get_node_id(), num_cpus=1)
         self.annotator = None
         if wants_annotator(config):
             # Named, so that workers (and their restarts) find it without holding its handle as a
@@ -73,7 +75,6 @@ class RayRunner:
         self.workers: dict[int, ray.actor.ActorHandle] = {}  # worker id -> actor
         self._retiring: dict[int, ray.actor.ActorHandle] = {}  # finishing their last sample
         self._waiting: set[int] = set()  # added beyond the cluster's free CPUs, not placed yet
-        self._joined = config.ray_address is not None  # a cluster that may autoscale
         self._next_id = 0
         for _ in range(config.rollout.num_workers):
             self._add_worker()
@@ -162,9 +163,11 @@ class RayRunner:
 
     def sync_weights(self) -> None:
         self._weights_ref = self.learner.get_weights.remote()
-        holders = [self.inference] if self.inference else self.workers.values()
-        for holder in holders:
-            holder.set_weights.remote(self._weights_ref)
+        if self.inference is not None:
+            self.inference.set_weights(self._weights_ref)
+        else:
+            for worker in self.workers.values():
+                worker.set_weights.remote(self._weights_ref)
         if not self._samples:
             for worker_id in self.workers:
                 self._submit(worker_id)
@@ -203,8 +206,6 @@ class RayRunner:
                 ray.kill(actor)  # nothing to hand over (its sample, if any, never started)
             else:
                 self._retiring[worker_id] = actor
-        if self.inference is not None:
-            self.inference.set_num_workers.remote(len(self.workers))
         done = f"rollout workers: {current} -> {len(self.workers)}"
         if short:
             done += f"; {short} wait for CPUs (the autoscaler was asked for them)"
@@ -229,8 +230,9 @@ class RayRunner:
     def _add_worker(self) -> int:
         worker_id, self._next_id = self._next_id, self._next_id + 1
         annotator = self._annotator_name if self.annotator else None
+        inference = self.inference.name_prefix if self.inference else None
         self.workers[worker_id] = self._worker_cls.remote(
-            self._worker_settings, self._spec, worker_id, annotator, self._inference_name
+            self._worker_settings, self._spec, worker_id, annotator, inference
         )
         return worker_id
 
@@ -254,6 +256,10 @@ class RayRunner:
                 continue  # retired before any node had a CPU for it
             try:
                 finished, num_steps = ray.get(stats_ref)
+            except InferenceMissing as exc:  # its node has no inference actor yet: start one
+                self.inference.ensure(getattr(exc, "cause", exc).node_id, self._weights_ref)
+                self._requeue(worker_id, retiring)
+                continue
             except WORKER_LOST:
                 if retiring is not None:
                     ray.kill(retiring)
@@ -263,6 +269,8 @@ class RayRunner:
                 if worker_id not in self._restarting:
                     self._restarting.add(worker_id)
                     self.restarts += 1
+                    if self.inference is not None:  # its node may be gone, and that node's actor
+                        self.inference.forget_dead_nodes()
                 else:
                     time.sleep(0.05)  # still starting up
                 # Every loss counts, not only the first: whichever process answers next seeds
@@ -282,6 +290,15 @@ class RayRunner:
             episodes.extend(finished)
             steps += num_steps
         return fragments, episodes, steps
+
+    def _requeue(self, worker_id: int, retiring) -> None:
+        """A sample that never started (no inference actor on the worker's node yet): ask again,
+        or let a retiring worker go."""
+        self._waiting.discard(worker_id)  # it runs somewhere
+        if retiring is not None:
+            ray.kill(retiring)
+        else:
+            self._submit(worker_id)
 
     def can_train(self) -> bool:
         return len(self._updates) < MAX_UPDATES_IN_FLIGHT
@@ -306,9 +323,11 @@ class RayRunner:
                 ray.get(self.annotator.stop.remote(), timeout=30)
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
-        others = [self.learner, *[a for a in (self.annotator, self.inference) if a is not None]]
+        others = [self.learner, *[a for a in (self.annotator,) if a is not None]]
         for actor in [*self.workers.values(), *self._retiring.values(), *others]:
             ray.kill(actor)
+        if self.inference is not None:
+            self.inference.kill()
 
 
 class _WorkerActor:
@@ -323,15 +342,15 @@ class _WorkerActor:
         spec,
         worker_id: int,
         annotator_name: str | None = None,
-        inference_name: str | None = None,
+        inference_prefix: str | None = None,
     ):
         sink = None
         if annotator_name is not None:
             sink = ray.get_actor(annotator_name).submit.remote  # fire and forget
-        policy = None
-        if inference_name is not None:  # found by name, like the annotator
-            policy = RemotePolicy(ray.get_actor(inference_name), settings.model.state_size)
-        self.worker = make_worker(settings, spec, worker_id, sink, policy)
+        self.policy = None
+        if inference_prefix is not None:  # its node's actor, found by name before each sample
+            self.policy = RemotePolicy(inference_prefix, settings.model.state_size, worker_id)
+        self.worker = make_worker(settings, spec, worker_id, sink, self.policy)
 
     def set_weights(self, weights: PolicyWeights) -> None:
         self.worker.set_weights(weights)
@@ -340,6 +359,8 @@ class _WorkerActor:
     def sample(self, restarts: int = 0):
         """`restarts`: the driver's count of this worker's lost samples; a restarted process
         (constructed with the original arguments) moves onto fresh seed streams with it."""
+        if self.policy is not None:
+            self.policy.find_actor()  # InferenceMissing before any env steps, if none is there
         self.worker.use_restart_streams(restarts)
         fragment, episodes = self.worker.sample()
         return fragment, (episodes, fragment.num_steps)

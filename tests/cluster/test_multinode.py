@@ -158,3 +158,57 @@ def test_rollout_nodes_lost_and_added_under_a_running_job(monkeypatch):
                 driver.proc.wait()
         cluster.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _actors_on(node, title: str) -> int:
+    from ray._private import ray_constants
+
+    raylet = psutil.Process(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
+    return sum(title in " ".join(p.cmdline()) for p in raylet.children())
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_shared_inference_runs_one_actor_on_each_rollout_node(tmp_path, monkeypatch):
+    """rollout.inference=shared on a joined cluster: each rollout node gets its own inference
+    actor, started when its first worker asks, and every worker's steps are answered there."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from cluster.components import env_spec
+    from cluster.config import load_config
+    from cluster.ray_runner import RayRunner
+
+    scratch = Path(tempfile.mkdtemp(prefix="rrin"))
+    monkeypatch.setenv("RAY_gcs_server_port_wait_time_s", str(int(DEADLINE_S)))
+    node_args = dict(temp_dir=str(scratch / "ray"), wait=False)
+    cluster = Cluster()
+    runner = None
+    try:
+        cluster.add_node(num_cpus=1, resources={LEARNER: 1}, include_dashboard=False, **node_args)
+        nodes = [cluster.add_node(num_cpus=1, resources={ROLLOUT: 1}, **node_args) for _ in "ab"]
+        cluster.wait_for_nodes(timeout=DEADLINE_S)
+        ray.init(address=cluster.address)
+        config = load_config(CARTPOLE, [
+            f"run_dir={tmp_path}/run", f"ray_address={cluster.address}", "rollout.num_workers=2",
+            "rollout.inference=shared", f"rollout.node_resource={ROLLOUT}",
+            f"learner.node_resource={LEARNER}", "env.num_envs_per_worker=2",
+            "rollout.unroll_length=8",
+        ])  # fmt: skip
+        runner = RayRunner(config, env_spec(config))
+        assert runner.inference.actors == {}  # a joined cluster: none until a worker asks
+        runner.sync_weights()
+        steps = 0
+        while steps < 200:
+            steps += runner.collect()[2]
+        per_node = [(_actors_on(n, "_WorkerActor"), _actors_on(n, "InferenceActor")) for n in nodes]
+        assert per_node == [(1, 1), (1, 1)]
+        per_actor = [ray.get(a.stats.remote()) for a in runner.inference.actors.values()]
+        assert len(per_actor) == 2 and all(s["requests"] >= 8 for s in per_actor)  # an unroll each
+        assert set(runner.inference.actors) == {n.node_id for n in nodes}
+    finally:
+        if runner is not None:
+            runner.close()
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(scratch, ignore_errors=True)
