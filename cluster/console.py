@@ -84,7 +84,8 @@ def _inference(config: RunConfig) -> str:
     from cluster.placement import shared_inference
 
     if shared_inference(config):
-        return f"in one shared actor on {config.rollout.inference_device} (batched over workers)"
+        device = config.rollout.inference_device
+        return f"in one shared actor per node on {device} (batched over that node's workers)"
     return "in each worker"
 
 

@@ -54,6 +54,20 @@ def test_requests_from_every_worker_share_one_forward_pass(tmp_path):
         assert logits.shape == (state.shape[0], 2) and version == 0
 
 
+def test_a_full_batch_is_one_request_from_each_worker_heard_from_lately(tmp_path):
+    actor = _actor(tmp_path, num_workers=2, max_wait_s=1.0)
+    assert actor.expected == 2  # the configured count, until workers ask
+
+    async def ask(worker_ids):
+        asked = [actor.act(*_request(w, 2), w) for w in worker_ids]
+        await asyncio.gather(*asked)
+
+    asyncio.run(ask([0, 1, 2]))  # a third worker (added, or restarted on this node) asked too
+    assert actor.expected == 3
+    actor.SEEN_WINDOW_S = 0.0  # every worker silent for longer than the window: retired
+    assert actor.expected == 1
+
+
 def test_a_lone_request_is_answered_after_the_wait(tmp_path):
     actor = _actor(tmp_path, num_workers=4, max_wait_s=0.01)
     ((logits, _, _, _),) = asyncio.run(_ask_together(actor, [_request(5, 2)]))
@@ -109,7 +123,7 @@ def test_the_start_up_banner_says_where_inference_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     ray_mode = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r"])
     serial = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r", "mode=serial"])
-    assert "policy inference in one shared actor on cpu" in "\n".join(startup_banner(ray_mode, None))
+    assert "policy inference in one shared actor per node on cpu" in "\n".join(startup_banner(ray_mode, None))
     assert "policy inference in each worker" in "\n".join(startup_banner(serial, None))
 
 
