@@ -45,6 +45,19 @@ METHODS = {
         "reward.intrinsic_coef": 0.4,
         "annotator.niceness": 0,
     },
+    # The judge at the lowest priority (Linux nice 19: about 1/70 of a nice-0 process's share of
+    # a contended core), with ONI's and with the small reward-model width.
+    "classification_nice19": {
+        "reward_model.name": "classification",
+        "reward.intrinsic_coef": 0.4,
+        "annotator.niceness": 19,
+    },
+    "classification_nice19_small": {
+        "reward_model.name": "classification",
+        "reward.intrinsic_coef": 0.4,
+        "annotator.niceness": 19,
+        "reward_model.width": "small",
+    },
     # Everything but the LLM: the rules judge labels in microseconds.
     "classification_rules": {
         "reward_model.name": "classification",

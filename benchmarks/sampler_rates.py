@@ -32,6 +32,7 @@ class _SamplerActor(_WorkerActor):
         else:
             policy = build_policy("nethack", observation_spec(env_id), n, hidden_size, True)
         num_envs, unrolls = shape
+        self.policy = None  # the policy runs here, not in an inference actor
         self.worker = RolloutWorker(
             env_id=env_id,
             num_envs=num_envs,
