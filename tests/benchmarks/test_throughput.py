@@ -36,7 +36,9 @@ def test_throughput_benchmark_prints_its_figures():
     ):
         assert out[key] > 0, key
     ratio = out["sampler_steps_per_s_trivial"] / out["raw_env_steps_per_s_per_core"]
-    assert out["sampler_vs_raw_ratio"] == pytest.approx(ratio, rel=1e-2)
+    # The JSON rounds ratios to 3 decimals: on a starved machine (0.020 vs 0.0203) that is more
+    # than 1 % of the ratio.
+    assert out["sampler_vs_raw_ratio"] == pytest.approx(ratio, rel=1e-2, abs=5e-4)
     assert isinstance(out["meets_target_vs_raw_same_envs"], bool)
     pair = out["details"]["sampler_trivial"]["pairs"][0]
     assert pair["sampler"]["unrolls_per_sample"] == 2 and pair["sampler"]["envs_per_worker"] == 4
