@@ -281,8 +281,9 @@ def _decide(preference: float) -> float:
     return 1.0 if preference > 0.5 else 0.0 if preference < 0.5 else 0.5
 
 
-def format_table(report: Mapping, title: str) -> str:
-    """The report as a plain-text table, one row per goal plus the overall row."""
+def format_table(report: Mapping, title: str, notes: Sequence[str] = ()) -> str:
+    """The report as a plain-text table, one row per goal plus the overall row, its summary line,
+    then `notes` (lines of the caller's), then FOOTER: what the columns and the rate mean."""
     head = (
         f"{'goal':<10} {'AUC':>6} {'acc':>6} {'prec':>6} {'recall':>6} {'pos':>6} {'team':>6} "
         f"{'pairs':>6}"
@@ -307,10 +308,26 @@ def format_table(report: Mapping, title: str) -> str:
     )
     rate = report["labels_per_s"]
     lines.append(
-        f"{report['captions']} captions, {report['pairs']} pairs; calibration "
-        f"{report['calibration']}"
+        f"{plural(report['captions'], 'caption')}, {plural(report['pairs'], 'pair')}; "
+        f"calibration {report['calibration']}"
         + (f" (q={report['calibration_quantile']})" if report["calibration_quantile"] else "")
         + f"; invalid answers {100 * report['invalid_rate']:.1f} %; "
-        + ("labels/s n/a" if rate is None else f"{rate:.1f} labels/s")
+        + ("labels/s n/a" if rate is None else f"{rate:,.1f} labels/s")
+        + " in the backend"
     )
+    lines += [*notes, FOOTER]
     return "\n".join(lines)
+
+
+FOOTER = (
+    "pos / team: share the judge / the team calls helpful; pairs: pair agreement; n/a: not "
+    "defined (one class only, none called helpful, no pairs)\n"
+    "labels/s: valid answers per second in the backend; the progress line's /s: questions per "
+    "second of wall time, set-up included"
+)
+"""The table's last lines: what its columns and its rate mean."""
+
+
+def plural(n: int, word: str) -> str:
+    """'1 caption', '2 captions' (n with thousands separators)."""
+    return f"{n:,d} {word}{'' if n == 1 else 's'}"

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import sys
 from pathlib import Path
 
 from annotator.calibration import CALIBRATIONS
+from cluster.cli_args import output_file, positive_int
 from cluster.progress import NO_PROGRESS_HELP, Progress
+
+WAIT_NOTICE_MIN_S = 2.0
+"""A server wait longer than this says so on its first failed probe (a shorter one ends with its
+own error line soon enough)."""
 
 
 def add_parser(sub) -> None:
@@ -29,7 +36,8 @@ def add_parser(sub) -> None:
         default=[],
         metavar="key=value",
         help="annotator settings, e.g. annotator.backend=rules annotator.style=reasoned "
-        "(the 'annotator.' prefix may be left out)",
+        "(the 'annotator.' prefix may be left out); annotator.goal=G asks only that goal, as "
+        "--goals G",
     )
     judge.add_argument(
         "--set",
@@ -39,7 +47,10 @@ def add_parser(sub) -> None:
     )
     judge.add_argument("--goals", help="comma-separated goals to ask about (default: all labelled)")
     judge.add_argument(
-        "--limit", type=int, help="N captions drawn at random (seed 0: the same for every judge)"
+        "--limit",
+        type=positive_int,
+        metavar="N",
+        help="N captions drawn at random (seed 0: the same for every judge)",
     )
     judge.add_argument(
         "--pairs",
@@ -48,9 +59,12 @@ def add_parser(sub) -> None:
         help="pair agreement from the two captions' scores (default, no extra questions), from "
         "the ranking prompt (asked), or not at all",
     )
-    judge.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    judge.add_argument(
+        "--json", type=output_file, metavar="FILE", help="also write the report as JSON to FILE"
+    )
     judge.add_argument(
         "--answers",
+        type=output_file,
         metavar="FILE",
         help="also write every answer as CSV (caption, goal, team label, judge score) to FILE",
     )
@@ -70,19 +84,73 @@ def add_parser(sub) -> None:
 
 
 def _overrides(items: list[str]) -> list[str]:
+    """The key=value arguments as annotator overrides ('annotator.' added where left out); a key
+    of another config section (learner.learning_rate, run_dir) is refused: the judge trains
+    nothing, so it would have no effect."""
+    from annotator.config import AnnotatorConfig
+    from cluster.config import RunConfig
+
+    annotator_keys = {f.name for f in dataclasses.fields(AnnotatorConfig)}
+    training_keys = {f.name for f in dataclasses.fields(RunConfig)} - {"annotator"}
     out = []
     for item in items:
         key, eq, value = item.partition("=")
         if not eq:
             raise ValueError(f"{item!r} is not key=value")
         key = key.lstrip("-").replace("-", "_")
+        head, dot, _ = key.partition(".")
+        if head in training_keys and (dot or head not in annotator_keys):
+            raise ValueError(
+                f"judge takes annotator.* settings only; {key!r} is a training setting "
+                "(it has no effect on the judge)"
+            )
         out.append(f"{key if key.startswith('annotator.') else 'annotator.' + key}={value}")
     return out
 
 
+def _asked_goals(args: argparse.Namespace, overrides: list[str], ann) -> list[str] | None:
+    """--goals, or annotator.goal=G given on the command line (one goal, as --goals G); None:
+    every goal the set labels."""
+    goals = args.goals.split(",") if args.goals else None
+    if not any(item.startswith("annotator.goal=") for item in overrides):
+        return goals
+    if goals is not None and goals != [ann.goal]:
+        raise ValueError(
+            f"annotator.goal={ann.goal} and --goals {args.goals} disagree; give the goals once, "
+            "with --goals (comma-separated)"
+        )
+    return [ann.goal]
+
+
 def _describe(ann) -> str:
-    where = ann.base_url if ann.backend == "openai" else ann.model
+    if ann.backend == "rules":  # no model: the rules file
+        from annotator.backends.rules import DEFAULT_RULES, rules_path
+
+        path = rules_path(ann.model)
+        where = "shipped rules annotator/rules_default.yaml" if path == DEFAULT_RULES else path
+    else:
+        where = ann.base_url if ann.backend == "openai" else ann.model
     return f"{ann.backend} ({where}), style {ann.style}"
+
+
+def _tell_waiting(ann):
+    """The openai backend's first failed probe of the server, as one line now (the wait then
+    goes on silently up to annotator.request_timeout_s, and ends with its own error line)."""
+    if ann.request_timeout_s <= WAIT_NOTICE_MIN_S:
+        return None
+
+    def tell(error: str) -> None:
+        # httpx says "ConnectError: All connection attempts failed" for a refused port
+        refused = "refused" in error.lower() or "all connection attempts failed" in error.lower()
+        reason = "cannot connect" if refused else error
+        print(
+            f"judge: no answer from {ann.base_url} ({reason}); retrying for up to "
+            f"{ann.request_timeout_s:g} s, annotator.request_timeout_s=SECONDS shortens this",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return tell
 
 
 async def _measure(config, data, pairs: str, show_progress: bool):
@@ -95,7 +163,7 @@ async def _measure(config, data, pairs: str, show_progress: bool):
     try:
         ready = getattr(backend, "wait_ready", None)
         if ready is not None:
-            await ready(timeout=ann.request_timeout_s)
+            await ready(timeout=ann.request_timeout_s, on_wait=_tell_waiting(ann))
         total = total_questions(data, pairs)
         with Progress(total, desc="judge", unit="question", enabled=show_progress) as bar:
             answers = await run_benchmark(
@@ -118,11 +186,12 @@ def run(args: argparse.Namespace) -> int:
     from cluster.annotation import check_backend_installed
     from cluster.config import load_config
 
-    config = load_config(None, _overrides(args.overrides))
+    overrides = _overrides(args.overrides)
+    config = load_config(None, overrides)
     ann = config.annotator
+    goals = _asked_goals(args, overrides, ann)
     # the team's set must be complete; a folder of one's own (e.g. heldout/) may be small
     data = load_judge_set(args.set_dir or SET_DIR, min_captions=300 if args.set_dir is None else 1)
-    goals = args.goals.split(",") if args.goals else None
     data = data.subset(goals, args.limit)
     if args.embedding:
         return _similarity(args, data, ann)
@@ -144,13 +213,14 @@ def run(args: argparse.Namespace) -> int:
             other = summarise(data, answers, calibration=mode, **kw)
             others[mode] = {"per_goal": other["per_goal"], "overall": other["overall"]}
     report["other_calibrations"] = others
-    print(format_table(report, f"judge: {_describe(ann)}; model id {model_id}"))
+    notes = []
     for mode, other in others.items():
         o = other["overall"]
-        print(
+        notes.append(
             f"  with calibration {mode}: accuracy {o['accuracy']:.3f}, positive rate "
             f"{o['positive_rate']:.3f}"
         )
+    print(format_table(report, f"judge: {_describe(ann)}; model id {model_id}", notes))
     _save(args, data, answers, report)
     return 0
 

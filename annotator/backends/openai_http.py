@@ -8,6 +8,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from annotator.backends.base import BackendUnavailable, LLMBackend
@@ -71,7 +72,12 @@ class OpenAIHTTP(LLMBackend):
 
     # ---- readiness ------------------------------------------------------------------------
 
-    async def wait_ready(self, timeout: float = 60.0, poll_interval: float = 0.5) -> list[str]:
+    async def wait_ready(
+        self,
+        timeout: float = 60.0,
+        poll_interval: float = 0.5,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> list[str]:
         """Poll ``GET /v1/models`` until the server answers with a model list; returns the
         listed names. Settles which model to ask for (``openai_wire.pick_listed_model``): the
         configured ``model`` when listed; else a listed ``.gguf`` path with the same file name,
@@ -80,7 +86,8 @@ class OpenAIHTTP(LLMBackend):
         the route (404) is asked for the configured model as is. Raises ModelNotServed (a
         BackendUnavailable) when the configured model is not served or the server refuses the
         API key (401/403), and BackendUnavailable when no server answers within ``timeout``
-        seconds."""
+        seconds. ``on_wait(error)``, when given, is called once, on the first failed probe that
+        will be polled again (a console line: the wait may last ``timeout``)."""
         deadline = time.monotonic() + timeout
         last = "no attempt"
         client = self._ensure_client()
@@ -125,6 +132,9 @@ class OpenAIHTTP(LLMBackend):
                     f"{timeout:g} s (last error: {last}); is the server running (e.g. `vllm "
                     "serve MODEL` or `llama-server -m FILE.gguf`) and is base_url right?"
                 )
+            if on_wait is not None:
+                on_wait(last)
+                on_wait = None
             await asyncio.sleep(poll_interval)
 
     async def close(self) -> None:

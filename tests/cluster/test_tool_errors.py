@@ -2,6 +2,7 @@
 `compare`, `doctor`, `judge`): exit code 2 and the documented line on stderr, no traceback."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,110 @@ def test_judge_without_a_server_is_one_line(capsys):
     err = _error(capsys, [*args, "annotator.request_timeout_s=1", "--limit", "5"])
     assert "no OpenAI-compatible server answered GET http://127.0.0.1:9/v1/models" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def _usage_error(capsys, args: list[str]) -> str:
+    """A bad option refused while the command line is read (argparse: exit 2, usage, one line
+    naming the option), before any model loads."""
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("0", "must be 1 or more, got 0"), ("-3", "must be 1 or more, got -3"),
+     ("ten", "'ten' is not a whole number")],
+)  # fmt: skip
+def test_judge_limit_is_checked_when_read(capsys, value, message):
+    line = _usage_error(capsys, ["judge", "annotator.backend=rules", "--limit", value])
+    assert line == f"rogueray judge: error: argument --limit: {message}"
+
+
+@pytest.mark.parametrize("flag", ["--json", "--answers"])
+def test_judge_output_files_are_checked_when_read(tmp_path, capsys, flag):
+    missing = tmp_path / "missing" / "out.txt"
+    line = _usage_error(capsys, ["judge", "annotator.backend=rules", flag, str(missing)])
+    assert line.endswith(
+        f"argument {flag}: folder {missing.parent} does not exist; create it first"
+    )
+    line = _usage_error(capsys, ["judge", "annotator.backend=rules", flag, str(tmp_path)])
+    assert line.endswith(f"argument {flag}: {tmp_path} is a folder; give a file name inside it")
+
+
+def _training_keys() -> list[str]:
+    """A key of every config section but annotator's (learner.x, env.x, ...) and every top-level
+    key (run_dir, seed, ...)."""
+    import dataclasses
+    import typing
+
+    from cluster.config import RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    sections = [name for name, hint in hints.items() if dataclasses.is_dataclass(hint)]
+    assert {"learner", "rollout", "reward_model", "env", "model", "annotator"} <= set(sections)
+    plain = [f.name for f in dataclasses.fields(RunConfig) if f.name not in sections]
+    return [f"{s}.x=1" for s in sections if s != "annotator"] + [f"{k}=1" for k in plain]
+
+
+@pytest.mark.parametrize("item", ["learner.learning_rate=3", "rollout.num_workers=2",
+                                  *_training_keys()])  # fmt: skip
+def test_judge_refuses_training_settings(capsys, item):
+    key = item.partition("=")[0]
+    err = _error(capsys, ["judge", "annotator.backend=rules", item])
+    assert f"judge takes annotator.* settings only; {key!r} is a training setting" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_judge_model_without_a_dot_is_still_the_annotators(capsys):
+    from cluster.judge_cli import _overrides
+
+    assert _overrides(["model=x.gguf", "goal=gold"]) == [
+        "annotator.model=x.gguf", "annotator.goal=gold"]  # fmt: skip
+
+
+@pytest.mark.parametrize("item", ["annotator.goal=gold", "goal=gold"])
+def test_judge_goal_setting_asks_that_goal_only(tmp_path, capsys, item):
+    out = tmp_path / "r.json"
+    args = ["judge", "annotator.backend=rules", item, "--limit", "10", "--no-progress"]
+    assert main([*args, "--json", str(out)]) == 0
+    assert list(json.loads(out.read_text())["per_goal"]) == ["gold"]
+    err = _error(capsys, ["judge", "annotator.backend=rules", item, "--goals", "combat"])
+    assert (
+        "annotator.goal=gold and --goals combat disagree; give the goals once, with --goals" in err
+    )
+
+
+def test_judge_table_names_the_rules_file_explains_itself_and_counts_in_words(capsys):
+    args = ["judge", "annotator.backend=rules", "--limit", "1", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0]
+    assert header.startswith("judge: rules (shipped rules annotator/rules_default.yaml), style")
+    assert "smollm2" not in header
+    assert "\n1 caption, 0 pairs; calibration quantile (q=0.8);" in out
+    assert "labels/s in the backend" in out
+    assert "pos / team: share the judge / the team calls helpful; pairs: pair agreement" in out
+    assert "n/a: not defined" in out
+    assert out.rstrip().endswith(
+        "the progress line's /s: questions per second of wall time, set-up included"
+    )
+
+
+def test_judge_says_at_once_that_the_server_does_not_answer(capsys):
+    import time
+
+    url = "http://127.0.0.1:9/v1"
+    args = ["judge", "annotator.backend=openai", f"annotator.base_url={url}"]
+    t0 = time.monotonic()
+    assert main([*args, "annotator.request_timeout_s=3", "--limit", "5"]) == 2
+    assert time.monotonic() - t0 < 30
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == (
+        f"judge: no answer from {url} (cannot connect); retrying for up to 3 s, "
+        "annotator.request_timeout_s=SECONDS shortens this"
+    )
+    assert len(lines) == 2 and lines[1].startswith("rogueray: error: no OpenAI-compatible server")
