@@ -171,7 +171,8 @@ def _actors_on(node, title: str) -> int:
 @pytest.mark.slow
 def test_shared_inference_runs_one_actor_on_each_rollout_node(tmp_path, monkeypatch):
     """rollout.inference=shared on a joined cluster: each rollout node gets its own inference
-    actor, started when its first worker asks, and every worker's steps are answered there."""
+    actor, started when its first worker asks, and every worker's steps are answered there; a
+    node that leaves takes its actor out of the pool, and the other node's worker goes on."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -206,6 +207,19 @@ def test_shared_inference_runs_one_actor_on_each_rollout_node(tmp_path, monkeypa
         per_actor = [ray.get(a.stats.remote()) for a in runner.inference.actors.values()]
         assert len(per_actor) == 2 and all(s["requests"] >= 8 for s in per_actor)  # an unroll each
         assert set(runner.inference.actors) == {n.node_id for n in nodes}
+
+        # Node B goes: its worker is lost (no CPU elsewhere to restart it), and so is its actor.
+        cluster.remove_node(nodes[1])
+        cluster.wait_for_nodes(timeout=DEADLINE_S)
+        while runner.restarts == 0:
+            runner.collect()
+        assert set(runner.inference.actors) == {nodes[0].node_id}
+        before = ray.get(runner.inference.actors[nodes[0].node_id].stats.remote())["requests"]
+        steps = 0
+        while steps < 100:  # node A's worker goes on, answered by node A's actor
+            steps += runner.collect()[2]
+        after = ray.get(runner.inference.actors[nodes[0].node_id].stats.remote())["requests"]
+        assert after > before
     finally:
         if runner is not None:
             runner.close()
