@@ -221,7 +221,7 @@ def collect(
             progress(fragment.actions.size)
     finally:
         worker.close()
-    log.info("dataset %s: %d steps, %d captions", root, manifest["steps"], len(captions))
+    log.info("dataset %s: steps %d, distinct captions %d", root, manifest["steps"], len(captions))
     return load_dataset(root)
 
 

@@ -1,12 +1,17 @@
 """Offline Motif's bad input: each is exit 2 with one line naming what is wrong (no LLM, no
-training), and a motif run config is refused before Ray when its fitted file is unusable."""
+training), and a motif run config is refused before Ray when its fitted file is unusable. Also
+what the commands say: fit-reward's plan, epochs and tie-aware summary, a signal during a fit,
+annotate's opening line on a resumed run, key=value settings anywhere on annotate's line."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cluster.cli import main
@@ -20,6 +25,16 @@ def _error(capsys, argv) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("rogueray: error: ") and "Traceback" not in err
     return err
+
+
+def _parse_error(capsys, argv) -> str:
+    """An error argparse reports when it reads the line: exit 2, before any work."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    return err.splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +72,8 @@ def test_no_labels_and_bad_options(capsys, small_dataset):
     assert "no pairs were labelled" in err and "rogueray annotate" in err
     err = _error(capsys, ["annotate", str(small_dataset), "annotator.backend=nope"])
     assert "annotator.backend" in err
-    assert "--pairs" in _error(capsys, ["annotate", str(small_dataset), "--pairs", "0"])
+    err = _parse_error(capsys, ["annotate", str(small_dataset), "--pairs", "0"])
+    assert "argument --pairs: must be 1 or more" in err
     err = _error(capsys, ["collect", str(small_dataset), "--env", "NoSuchEnv-v0"])
     assert "NoSuchEnv-v0" in err
     err = _error(capsys, ["collect", str(small_dataset), "--policy", str(small_dataset)])
@@ -109,7 +125,9 @@ def test_a_fit_that_ranks_nothing_says_so(capsys, small_dataset, tmp_path):
     args = ["--width", "small", "--epochs", "1", "--min-steps", "2", "--no-progress"]
     assert main(["fit-reward", str(data), *args]) == 0
     out = capsys.readouterr().out
-    assert "fit-reward done" in out and "[rogueray] warning: validation accuracy nan" in out
+    assert "fit-reward done" in out and "no validation accuracy (no decided pair)" in out
+    assert "validation loss 0.6931 on 4 pairs incl. 4 ties (at best 0.6931" in out
+    assert "[rogueray] warning: no validation accuracy: the judge called all 4" in out
     assert "--both-orders" in out
 
 
@@ -150,3 +168,181 @@ def test_annotate_with_vllm_missing_is_one_line_with_the_install_command(capsys,
     err = _error(capsys, ["annotate", str(small_dataset), "annotator.backend=vllm"])
     assert "annotator.backend=vllm but vLLM is not installed: pip install vllm==0.32.0" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# -- what fit-reward says, and a signal while it fits ------------------------------------------
+
+
+def _labelled(small_dataset, tmp_path, *, decided: int, ties: int) -> Path:
+    """A copy of the dataset with `decided` pairs (the first caption preferred) and `ties`."""
+    import shutil
+
+    from actors.messages import PairLabel
+    from annotator.label_store import LabelStore
+    from cluster.motif_annotate import LABEL_STORE
+
+    data = tmp_path / "labelled"
+    shutil.copytree(small_dataset, data)
+    captions = [f"You see here {n} gold pieces." for n in range(2 * (decided + ties))]
+    pairs = list(zip(captions[::2], captions[1::2], strict=True))
+    labels = [PairLabel(a, b, 1.0) for a, b in pairs[:decided]]
+    labels += [PairLabel(a, b, 0.5) for a, b in pairs[decided:]]
+    with LabelStore(data / LABEL_STORE, model_id="judge", prompt_version="v1") as store:
+        store.put_pairs(labels)
+    return data
+
+
+def test_fit_reward_says_what_it_fits_then_each_epoch_then_what_each_figure_is_on(
+    capsys, small_dataset, tmp_path, monkeypatch
+):
+    import cluster.progress
+
+    notes = []
+    real_note = cluster.progress.Progress.note
+    monkeypatch.setattr(cluster.progress.Progress, "note",
+                        lambda self, text: notes.append(text) or real_note(self, text))  # fmt: skip
+    data = _labelled(small_dataset, tmp_path, decided=30, ties=20)
+    args = ["--width", "small", "--epochs", "2", "--min-steps", "8", "--batch-size", "16"]
+    assert main(["fit-reward", str(data), *args]) == 0
+    captured = capsys.readouterr()
+    start, epoch1, epoch2, summary, *_warning = captured.out.splitlines()
+    assert start.startswith("[rogueray] fit-reward: 40 train / 10 validation pairs (")
+    assert "2 epochs of 4 steps (--min-steps 8 over 2 epochs) = 8 Adam steps of 16 pairs" in start
+    assert "width small (" in start and "parameters), lr 0.0001, on cpu (" in start
+    assert epoch1.startswith("[rogueray] fit-reward epoch 1/2 (step 4/8): train loss ")
+    assert epoch2.startswith("[rogueray] fit-reward epoch 2/2 (step 8/8): train loss ")
+    assert "validation loss" in epoch2 and "accuracy" in epoch2
+    info = json.loads((data / "reward" / "metrics.json").read_text())
+    ties, decided = info["val_ties"], 10 - info["val_ties"]
+    assert f"validation accuracy {info['history'][-1]['val_accuracy']:.3f} on the " in summary
+    assert f"{decided:,d} decided pair" in summary
+    assert f"on 10 pairs incl. {ties} tie" in summary
+    assert info["val_loss_floor"] == pytest.approx(ties / 10 * np.log(2))
+    # within an epoch: a progress line per step, with the epoch and the latest train loss
+    assert len(notes) == 8 and notes[0].startswith("epoch 1/2, train loss 0.69")
+    assert captured.err.splitlines()[-1].startswith("[rogueray] fit-reward: 8/8 steps (100%)")
+
+
+def test_loss_floor_is_the_targets_entropy():
+    from actors.messages import PairLabel
+    from cluster.fit_reward import bt_metrics, loss_floor
+
+    labels = [PairLabel("a", "b", 1.0), PairLabel("c", "d", 0.5), PairLabel("e", "f", 0.5)]
+    assert loss_floor(labels) == pytest.approx(2 / 3 * np.log(2))
+    # equal rewards: every pair costs ln 2; the decided pair alone is counted in the accuracy
+    loss, accuracy = bt_metrics(np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.0, 0.0]),
+                                np.array([1.0, 0.5, 0.5]))  # fmt: skip
+    assert loss == pytest.approx(np.log(2)) and accuracy == 0.0
+    loss, accuracy = bt_metrics(np.array([9.0, 0.0, 0.0]), np.array([0.0, 0.0, 0.0]),
+                                np.array([1.0, 0.5, 0.5]))  # fmt: skip
+    assert loss == pytest.approx(2 / 3 * np.log(2), abs=1e-4) and accuracy == 1.0
+
+
+def _sigterm_self(*_args, **_kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_during_a_fit_keeps_the_last_finished_epoch(
+    capsys, small_dataset, tmp_path, monkeypatch
+):
+    import cluster.fit_reward
+
+    real = cluster.fit_reward._evaluate
+    monkeypatch.setattr(cluster.fit_reward, "_evaluate",
+                        lambda *a: (_sigterm_self(), real(*a))[1])  # fmt: skip
+    data = _labelled(small_dataset, tmp_path, decided=20, ties=0)
+    args = ["--width", "small", "--epochs", "3", "--min-steps", "6", "--no-progress"]
+    assert main(["fit-reward", str(data), *args]) == 128 + signal.SIGTERM
+    captured = capsys.readouterr()
+    assert "during start-up" not in captured.out + captured.err
+    out = captured.out.splitlines()[-1]
+    assert out.startswith("[rogueray] fit-reward stopped by SIGTERM at epoch 2/3 (step 2/6); "
+                          "saved the model as of epoch 1/3")  # fmt: skip
+    assert "run the same command to fit again from the start" in out
+    info = json.loads((data / "reward" / "metrics.json").read_text())
+    assert info["stopped_after_epoch"] == 1 and len(info["history"]) == 1
+    from reward_models.motif import load_fitted
+
+    load_fitted(data / "reward" / "motif_reward.pt")
+
+
+def test_sigterm_before_the_first_epoch_ends_saves_nothing_and_says_so(
+    capsys, small_dataset, tmp_path, monkeypatch
+):
+    import cluster.fit_reward
+
+    real = cluster.fit_reward._model
+    monkeypatch.setattr(cluster.fit_reward, "_model",
+                        lambda *a, **k: (_sigterm_self(), real(*a, **k))[1])  # fmt: skip
+    data = _labelled(small_dataset, tmp_path, decided=20, ties=0)
+    args = ["--width", "small", "--epochs", "3", "--min-steps", "6", "--no-progress"]
+    assert main(["fit-reward", str(data), *args]) == 128 + signal.SIGTERM
+    out = capsys.readouterr().out.splitlines()[-1]
+    assert out == ("[rogueray] fit-reward stopped by SIGTERM at epoch 1/3 (step 0/6); nothing "
+                   "saved (a model is written once an epoch has ended); run the same command to "
+                   "fit again from the start")  # fmt: skip
+    assert not (data / "reward" / "motif_reward.pt").exists()
+
+
+# -- annotate: settings anywhere, the opening line; output folders; plurals --------------------
+
+
+def test_annotate_takes_settings_anywhere_and_says_up_front_what_it_resumes(
+    capsys, small_dataset, tmp_path
+):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    assert main(["annotate", str(data), "--pairs", "1", "--no-progress",
+                 "annotator.backend=rules"]) == 0  # fmt: skip
+    first, last = capsys.readouterr().out.splitlines()
+    assert first.startswith("[rogueray] annotate: asking the rules judge about 1 pair of the ")
+    assert "1 of 1 pair answered (1 labelled now" in last and " 1 pairs" not in last
+    assert main(["annotate", "--pairs", "3", str(data), "--chunk-size", "2",
+                 "annotator.backend=rules", "--no-progress"]) == 0  # fmt: skip
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"[rogueray] annotate: 1 of 3 pairs answered already in {data}; asking "
+                     "the rules judge the other 2")  # fmt: skip
+
+
+def test_collect_and_fit_reward_refuse_a_setting_naming_it(capsys, small_dataset):
+    err = _parse_error(capsys, ["fit-reward", str(small_dataset), "--epochs", "1", "x.y=1"])
+    assert "'x.y=1': rogueray fit-reward takes no key=value settings" in err
+    err = _parse_error(capsys, ["collect", str(small_dataset), "env.id=Foo"])
+    assert "'env.id=Foo': rogueray collect takes no key=value settings" in err
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(
+    capsys, small_dataset, tmp_path
+):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    err = _parse_error(capsys, ["collect", str(a_file), "--steps", "64"])
+    assert err.endswith(f"argument dataset: {a_file} is a file; give a folder")
+    err = _parse_error(capsys, ["fit-reward", str(small_dataset), "--out", str(a_file)])
+    assert err.endswith(f"argument --out: {a_file} is a file; give a folder")
+    err = _parse_error(capsys, ["fit-reward", str(small_dataset), "--out", str(a_file / "r")])
+    assert f"argument --out: {a_file} is a file, so {a_file / 'r'} cannot be made" in err
+    if Path("/proc/self").is_dir():  # unwritable even for root
+        err = _parse_error(capsys, ["fit-reward", str(small_dataset), "--out", "/proc/r"])
+        assert "argument --out: /proc, where /proc/r would be made, cannot be written" in err
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    (data / "reward").write_text("in the way")  # the default output, DATASET/reward
+    err = _error(capsys, ["fit-reward", str(data)])
+    assert f"fit-reward's output: {data / 'reward'} is a file; give a folder" in err
+
+
+def test_plurals():
+    from cluster.motif_cli import _n
+
+    assert [_n(1, "caption"), _n(2, "episode"), _n(0, "tie")] == ["1 caption", "2 episodes",
+                                                                 "0 ties"]  # fmt: skip
+
+
+def test_datasets_folder_is_ignored_by_git():
+    """README's commands write datasets/<task>; it is not source."""
+    assert "datasets/" in (ROOT / ".gitignore").read_text().splitlines()
