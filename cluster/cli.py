@@ -277,6 +277,24 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _settings_anywhere(parser, args: argparse.Namespace, extras: list[str]) -> argparse.Namespace:
+    """key=value items anywhere on a command's line join its settings (argparse fills a "*"
+    positional in one piece, so `annotate DATASET --pairs 10 annotator.backend=rules` would
+    leave the last item over); a command without settings refuses one, naming it."""
+    settings = [item for item in extras if not item.startswith("-") and "=" in item]
+    others = [item for item in extras if item not in settings]
+    if settings and not isinstance(getattr(args, "overrides", None), list):
+        parser.error(
+            f"{settings[0]!r}: rogueray {args.command} takes no key=value settings; its options "
+            f"are the flags `rogueray {args.command} --help` lists"
+        )
+    if others:
+        parser.error(f"unrecognized arguments: {' '.join(others)}")
+    if settings:
+        args.overrides = [*args.overrides, *settings]
+    return args
+
+
 def _main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
@@ -284,7 +302,7 @@ def _main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rogueray: error: {exc}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args = _settings_anywhere(parser, *parser.parse_known_args(argv))
     if args.command == "scale":
         return _scale(args)
     if args.command == "doctor":

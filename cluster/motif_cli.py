@@ -60,33 +60,8 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _is_setting(item: str) -> bool:
-    return not item.startswith("-") and "=" in item
-
-
-class _SettingsAnywhere(argparse.ArgumentParser):
-    """A command's parser that takes key=value items anywhere on its line, as `train` and
-    `judge` do: argparse fills a "*" positional in one piece, so `annotate DATASET --pairs 10
-    annotator.backend=rules` would leave the setting over ("unrecognized arguments"). A command
-    without settings (collect, fit-reward) refuses one, naming it."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, extras = super().parse_known_args(args, namespace)
-        settings = [item for item in extras if _is_setting(item)]
-        if settings:
-            if not isinstance(getattr(namespace, "overrides", None), list):
-                self.error(
-                    f"{settings[0]!r}: {self.prog} takes no key=value settings; its options "
-                    f"are the flags `{self.prog} --help` lists"
-                )
-            namespace.overrides = [*namespace.overrides, *settings]
-            extras = [item for item in extras if not _is_setting(item)]
-        return namespace, extras
-
-
 def add_parsers(sub) -> None:
     collect = sub.add_parser("collect", help="offline Motif 1/3: captions a policy sees, to disk")
-    collect.__class__ = _SettingsAnywhere  # the same parser, plus key=value handling
     collect.add_argument("dataset", type=output_folder,
                          help="dataset folder (created; an existing one is resumed)")  # fmt: skip
     collect.add_argument("--env", default="NetHackScoreExtendedActions-v1", help="env id")
@@ -103,7 +78,6 @@ def add_parsers(sub) -> None:
                          help="fold digits and whitespace, as env.normalize_captions")  # fmt: skip
     collect.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     annotate = sub.add_parser("annotate", help="offline Motif 2/3: LLM preferences on pairs")
-    annotate.__class__ = _SettingsAnywhere
     annotate.add_argument("dataset")
     annotate.add_argument("overrides", nargs="*", default=[], metavar="key=value",
                           help="annotator settings as in training, e.g. annotator.backend=openai "
@@ -120,7 +94,6 @@ def add_parsers(sub) -> None:
                           "position bias; twice the questions)")  # fmt: skip
     annotate.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     fit = sub.add_parser("fit-reward", help="offline Motif 3/3: fit the reward model")
-    fit.__class__ = _SettingsAnywhere
     fit.add_argument("dataset")
     fit.add_argument("--out", type=output_folder,
                      help="output directory (default DATASET/reward)")  # fmt: skip

@@ -125,7 +125,7 @@ def test_collect_annotate_and_fit_reward_print_progress_lines(tmp_path, capsys, 
     fit = ["fit-reward", data, "--width", "small", "--epochs", "2", "--min-steps", "2"]
     assert main(fit) == 0
     lines = _progress_lines(capsys.readouterr().err, "fit-reward")
-    assert re.fullmatch(FINAL.format(desc="fit-reward", total=2, unit="epochs"), lines[-1])
+    assert re.fullmatch(FINAL.format(desc="fit-reward", total=2, unit="steps"), lines[-1])
 
 
 @pytest.mark.slow
