@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -319,3 +320,29 @@ class AnnotatorActor:
         self._stop.set()
         if self._task is not None:
             await self._task
+
+
+WAIT_NOTICE_MIN_S = 2.0
+"""A server wait shorter than this (annotator.request_timeout_s) is not announced: its own error
+line follows at once."""
+
+
+def server_wait_notice(ann, command: str):
+    """For `wait_ready(on_wait=...)` of the openai backend: its first failed probe of the server
+    as one console line now (the wait then goes on up to annotator.request_timeout_s and ends
+    with its own error line); None for a wait too short to announce."""
+    if ann.request_timeout_s <= WAIT_NOTICE_MIN_S:
+        return None
+
+    def tell(error: str) -> None:
+        # httpx says "ConnectError: All connection attempts failed" for a refused port
+        refused = "refused" in error.lower() or "all connection attempts failed" in error.lower()
+        reason = "cannot connect" if refused else error
+        print(
+            f"{command}: no answer from {ann.base_url} ({reason}); retrying for up to "
+            f"{ann.request_timeout_s:g} s, annotator.request_timeout_s=SECONDS shortens this",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return tell

@@ -12,14 +12,12 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 from annotator.calibration import CALIBRATIONS
 from cluster.cli_args import output_file, positive_int
 from cluster.progress import NO_PROGRESS_HELP, Progress
 
-WAIT_NOTICE_MIN_S = 2.0
 """A server wait longer than this says so on its first failed probe (a shorter one ends with its
 own error line soon enough)."""
 
@@ -133,37 +131,17 @@ def _describe(ann) -> str:
     return f"{ann.backend} ({where}), style {ann.style}"
 
 
-def _tell_waiting(ann):
-    """The openai backend's first failed probe of the server, as one line now (the wait then
-    goes on silently up to annotator.request_timeout_s, and ends with its own error line)."""
-    if ann.request_timeout_s <= WAIT_NOTICE_MIN_S:
-        return None
-
-    def tell(error: str) -> None:
-        # httpx says "ConnectError: All connection attempts failed" for a refused port
-        refused = "refused" in error.lower() or "all connection attempts failed" in error.lower()
-        reason = "cannot connect" if refused else error
-        print(
-            f"judge: no answer from {ann.base_url} ({reason}); retrying for up to "
-            f"{ann.request_timeout_s:g} s, annotator.request_timeout_s=SECONDS shortens this",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return tell
-
-
 async def _measure(config, data, pairs: str, show_progress: bool):
     from annotator.backends import make_backend
     from annotator.judge_bench import run_benchmark, total_questions
-    from cluster.annotation import backend_options
+    from cluster.annotation import backend_options, server_wait_notice
 
     ann = config.annotator
     backend = await asyncio.to_thread(make_backend, ann.backend, **backend_options(config))
     try:
         ready = getattr(backend, "wait_ready", None)
         if ready is not None:
-            await ready(timeout=ann.request_timeout_s, on_wait=_tell_waiting(ann))
+            await ready(timeout=ann.request_timeout_s, on_wait=server_wait_notice(ann, "judge"))
         total = total_questions(data, pairs)
         with Progress(total, desc="judge", unit="question", enabled=show_progress) as bar:
             answers = await run_benchmark(

@@ -280,7 +280,7 @@ def _nothing_to_ask(plan, captions: list[str]) -> str:
 
 async def _annotate_async(args, plan, store, config, progress, stop):
     from annotator.backends import make_backend
-    from cluster.annotation import backend_options
+    from cluster.annotation import backend_options, server_wait_notice
     from cluster.motif_annotate import annotate_dataset
 
     ann = config.annotator
@@ -288,7 +288,7 @@ async def _annotate_async(args, plan, store, config, progress, stop):
     try:
         ready = getattr(backend, "wait_ready", None)
         if ready is not None:
-            await ready(timeout=ann.request_timeout_s)
+            await ready(timeout=ann.request_timeout_s, on_wait=server_wait_notice(ann, "annotate"))
         return await annotate_dataset(
             plan, backend=backend, store=store, goal=ann.goal, style=ann.style,
             chunk_size=args.chunk_size, batch_size=ann.batch_size,

@@ -170,6 +170,18 @@ def test_annotate_with_vllm_missing_is_one_line_with_the_install_command(capsys,
     assert len(err.strip().splitlines()) == 1
 
 
+def test_annotate_says_at_once_that_the_server_does_not_answer(capsys, small_dataset):
+    url = "http://127.0.0.1:9/v1"
+    args = ["annotate", str(small_dataset), "annotator.backend=openai", f"annotator.base_url={url}"]
+    assert main([*args, "annotator.request_timeout_s=3", "--pairs", "5"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert (
+        f"annotate: no answer from {url} (cannot connect); retrying for up to 3 s, "
+        "annotator.request_timeout_s=SECONDS shortens this"
+    ) in lines
+    assert lines[-1].startswith("rogueray: error: no OpenAI-compatible server")
+
+
 # -- what fit-reward says, and a signal while it fits ------------------------------------------
 
 

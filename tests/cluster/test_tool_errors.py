@@ -200,13 +200,9 @@ def test_judge_table_names_the_rules_file_explains_itself_and_counts_in_words(ca
 
 
 def test_judge_says_at_once_that_the_server_does_not_answer(capsys):
-    import time
-
     url = "http://127.0.0.1:9/v1"
     args = ["judge", "annotator.backend=openai", f"annotator.base_url={url}"]
-    t0 = time.monotonic()
     assert main([*args, "annotator.request_timeout_s=3", "--limit", "5"]) == 2
-    assert time.monotonic() - t0 < 30
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0] == (
         f"judge: no answer from {url} (cannot connect); retrying for up to 3 s, "
