@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 PREFIX = "[rogueray]"
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """'1 caption', '2 captions', '1,024 steps'."""
+    return f"{count:,d} {noun if count == 1 else plural or noun + 's'}"
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds == float("inf"):
         return "?"

@@ -18,46 +18,14 @@ import asyncio
 import os
 import signal
 import sys
-import tempfile
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
+from contextlib import contextmanager
 
-from cluster.cli_args import positive_int
+from cluster.cli_args import non_negative_int, output_folder, positive_int
+from cluster.console import counted
+from cluster.fit_reward_cli import fit
 from cluster.progress import NO_PROGRESS_HELP
 
 COMMANDS = ("collect", "annotate", "fit-reward")
-
-
-def output_folder(text: str) -> Path:
-    """A folder a command writes into (made when missing): not a file, and in a place that can
-    be written, so that a long command never fails at its end."""
-    path = Path(text).expanduser()
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise argparse.ArgumentTypeError(f"{existing} is a file, so {text} cannot be made")
-    where = f"folder {text}" if existing == path else f"{existing}, where {text} would be made,"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{where} is not writable")
-    try:  # a file made and removed at once: what os.access misses (root, a read-only mount)
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"{where} cannot be written ({exc.strerror})") from None
-    return path
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def add_parsers(sub) -> None:
@@ -101,7 +69,7 @@ def add_parsers(sub) -> None:
     fit.add_argument("--prompt-version", help="with --model-id")
     fit.add_argument("--val-fraction", type=float, default=0.2, help="held out (Motif: 0.2)")
     fit.add_argument("--epochs", type=positive_int, default=10, help="Motif's README: 10")
-    fit.add_argument("--min-steps", type=_non_negative_int, default=500,
+    fit.add_argument("--min-steps", type=non_negative_int, default=500,
                      help="Adam steps in all at the least, however few the pairs (500)")  # fmt: skip
     fit.add_argument("--batch-size", type=positive_int, default=1024,
                      help="pairs per step (Motif: 1024)")  # fmt: skip
@@ -157,15 +125,10 @@ def _progress(args, total: int, unit: str, desc: str):
     return Progress(total, desc=desc, unit=unit, enabled=not args.no_progress)
 
 
-def _n(count: int, noun: str, plural: str | None = None) -> str:
-    """'1 caption', '2 captions', '1,024 steps'."""
-    return f"{count:,d} {noun if count == 1 else plural or noun + 's'}"
-
-
 def run(args: argparse.Namespace) -> int:
     """Dispatch; errors the user can fix are raised (the CLI prints them, exit 2). A signal from
     the first line on stops the command between two pieces of work, never in start-up."""
-    command = {"collect": _collect, "annotate": _annotate, "fit-reward": _fit}[args.command]
+    command = {"collect": _collect, "annotate": _annotate, "fit-reward": fit}[args.command]
     with _stoppable() as stop:
         return command(args, stop)
 
@@ -180,9 +143,9 @@ def _collect(args, stop) -> int:
                        normalize_captions=args.normalize_captions, progress=bar.update,
                        done_before=bar.done_before, should_stop=stop)  # fmt: skip
     state = "stopped; run the same command to continue" if stop() else "done"
-    print(f"[rogueray] collect {state}: {_n(data.steps, 'step')}, "
-          f"{_n(len(data.captions), 'distinct caption')}, "
-          f"{_n(data.manifest['episodes'], 'episode')} finished in {data.path}")  # fmt: skip
+    print(f"[rogueray] collect {state}: {counted(data.steps, 'step')}, "
+          f"{counted(len(data.captions), 'distinct caption')}, "
+          f"{counted(data.manifest['episodes'], 'episode')} finished in {data.path}")  # fmt: skip
     return stop.exit_code if stop() and data.steps < args.steps else 0
 
 
@@ -220,9 +183,9 @@ def _annotate(args, stop) -> int:
             bar.done_before(min(plan.done_before, args.pairs))
             report = asyncio.run(_annotate_async(args, plan, store, config, bar.update, stop))
     state = "stopped; run the same command to continue" if report.stopped else "done"
-    print(f"[rogueray] annotate {state}: {report.done:,d} of {_n(args.pairs, 'pair')} answered "
-          f"({report.labelled:,d} labelled now, {_n(report.ties, 'tie')}, {report.unknown:,d} "
-          f"unknown, {_n(report.failed, 'failed request')}) by {_judge(ann)}, "
+    print(f"[rogueray] annotate {state}: {report.done:,d} of {counted(args.pairs, 'pair')} answered "
+          f"({report.labelled:,d} labelled now, {counted(report.ties, 'tie')}, {report.unknown:,d} "
+          f"unknown, {counted(report.failed, 'failed request')}) by {_judge(ann)}, "
           f"goal {ann.goal}, into {data.path}")  # fmt: skip
     return (stop.exit_code or 130) if report.stopped else 0
 
@@ -238,15 +201,15 @@ def _asking(plan, captions: list[str], ann) -> str:
     n = len(candidate_captions(captions))
     judge = _judge(ann)
     short = "" if plan.done_before + len(plan.todo) >= plan.target else (
-        f" (every pair the dataset's {_n(n, 'caption')} allow: `rogueray collect` more steps "
+        f" (every pair the dataset's {counted(n, 'caption')} allow: `rogueray collect` more steps "
         "for more)"
     )  # fmt: skip
     if plan.done_before:
-        return (f"[rogueray] annotate: {plan.done_before:,d} of {_n(plan.target, 'pair')} "
+        return (f"[rogueray] annotate: {plan.done_before:,d} of {counted(plan.target, 'pair')} "
                 f"answered already in {plan.path}; asking {judge} the other "
                 f"{len(plan.todo):,d}{short}")  # fmt: skip
-    return (f"[rogueray] annotate: asking {judge} about {_n(len(plan.todo), 'pair')} of the "
-            f"dataset's {_n(n, 'distinct caption')}{short}")  # fmt: skip
+    return (f"[rogueray] annotate: asking {judge} about {counted(len(plan.todo), 'pair')} of the "
+            f"dataset's {counted(n, 'distinct caption')}{short}")  # fmt: skip
 
 
 def _prompt_version(args, ann) -> str:
@@ -272,8 +235,8 @@ def _nothing_to_ask(plan, captions: list[str]) -> str:
         )
     n = len(candidate_captions(captions))
     return (
-        f"[rogueray] annotate: all {_n(plan.done_before, 'pair')} of the dataset's "
-        f"{_n(n, 'caption')} are labelled already ({by}); {tail}; `rogueray collect` more steps "
+        f"[rogueray] annotate: all {counted(plan.done_before, 'pair')} of the dataset's "
+        f"{counted(n, 'caption')} are labelled already ({by}); {tail}; `rogueray collect` more steps "
         "for more captions"
     )
 
@@ -297,149 +260,3 @@ async def _annotate_async(args, plan, store, config, progress, stop):
         )  # fmt: skip
     finally:
         await backend.close()
-
-
-CHANCE_ACCURACY = 0.55
-"""fit-reward warns at or below this validation accuracy (over the non-tie pairs)."""
-
-
-def _fit(args, stop) -> int:
-    from cluster.fit_reward import fit_reward
-
-    if (args.model_id is None) != (args.prompt_version is None):
-        raise ValueError("give --model-id and --prompt-version together")
-    group = None if args.model_id is None else (args.model_id, args.prompt_version)
-    if args.out is None and Path(args.dataset).is_dir():  # DATASET/reward, checked as --out is
-        try:
-            output_folder(str(Path(args.dataset) / "reward"))
-        except argparse.ArgumentTypeError as exc:
-            raise ValueError(f"fit-reward's output: {exc}; give a writable --out") from None
-    stop.after = "this step"
-    with ExitStack() as stack:
-        shown = _FitDisplay(args, stack)
-        result = fit_reward(args.dataset, out=args.out, group=group,
-                            val_fraction=args.val_fraction, epochs=args.epochs,
-                            min_steps=args.min_steps, batch_size=args.batch_size, lr=args.lr,
-                            width=args.width, seed=args.seed, on_start=shown.start,
-                            on_step=shown.step, on_epoch=shown.epoch,
-                            should_stop=stop)  # fmt: skip
-    if result.stopped:
-        print(_stopped(result, stop), flush=True)
-        return stop.exit_code or 130
-    print(_summary(result, shown.elapsed()))
-    last = result.history[-1]
-    if result.val_pairs == result.plan.val_ties:
-        print(f"[rogueray] warning: no validation accuracy: the judge called all "
-              f"{_n(result.val_pairs, 'validation pair')} ties, so this reward was fitted on "
-              "no preference it can be checked against. A judge with no opinion needs another "
-              "judge (`annotator.backend=openai`) or, when it prefers whichever caption comes "
-              "first (the embedded SmolLM2 does), `rogueray annotate DATASET "
-              "--both-orders`")  # fmt: skip
-    elif not last["val_accuracy"] > CHANCE_ACCURACY:
-        print(f"[rogueray] warning: validation accuracy {last['val_accuracy']:.3f} is chance "
-              "level: this reward ranks captions no better than a coin. A judge that prefers "
-              "whichever caption comes first (the embedded SmolLM2 does) needs `rogueray "
-              "annotate DATASET --both-orders`; more pairs or --min-steps may help too")  # fmt: skip
-    return 0
-
-
-class _FitDisplay:
-    """fit-reward's output: one line saying what it fits, a progress bar (or plain line) of
-    Adam steps with the epoch and the latest train loss, one line per finished epoch."""
-
-    def __init__(self, args, stack: ExitStack) -> None:
-        import time
-
-        self.args, self.stack, self.bar, self.plan = args, stack, None, None
-        self._clock = time.monotonic
-        self._started = self._clock()
-
-    def elapsed(self) -> float:
-        return self._clock() - self._started
-
-    def start(self, plan) -> None:
-        self.plan = plan
-        self._say(_plan_line(plan))
-        bar = _progress(self.args, plan.steps, "step", "fit-reward")
-        self.bar = self.stack.enter_context(bar)
-        self._started = self._clock()
-
-    def step(self, epoch: int, loss: float) -> None:
-        self.bar.update(1)
-        self.bar.note(f"epoch {epoch}/{self.plan.epochs}, train loss {loss:.4f}")
-
-    def epoch(self, row: dict) -> None:
-        plan = self.plan
-        self._say(f"[rogueray] fit-reward epoch {row['epoch']}/{plan.epochs} "
-                  f"(step {row['epoch'] * plan.steps_per_epoch:,d}/{plan.steps:,d}): train loss "
-                  f"{row['train_loss']:.4f} accuracy {_acc(row['train_accuracy'])}; validation "
-                  f"loss {row['val_loss']:.4f} accuracy {_acc(row['val_accuracy'])}")  # fmt: skip
-
-    def _say(self, text: str) -> None:
-        """A line on stdout; on a terminal through tqdm, which redraws the bar below it."""
-        if self.bar is not None and self.bar.enabled and self.bar.tty:
-            from tqdm import tqdm
-
-            tqdm.write(text, file=sys.stdout)
-            sys.stdout.flush()
-        else:
-            print(text, flush=True)
-
-
-def _acc(value: float) -> str:
-    return "n/a" if value != value else f"{value:.3f}"  # NaN: no decided pair
-
-
-def _plan_line(plan) -> str:
-    import torch
-
-    because = ""
-    if plan.steps_per_epoch > -(-plan.train_pairs // plan.batch_size):  # more than the pairs make
-        because = f" (--min-steps {plan.min_steps:,d} over {_n(plan.epochs, 'epoch')})"
-    device = f"{plan.device} ({_n(torch.get_num_threads(), 'thread')})" if plan.device == "cpu" \
-        else plan.device  # fmt: skip
-    return (f"[rogueray] fit-reward: {plan.train_pairs:,d} train / {plan.val_pairs:,d} validation "
-            f"pairs ({plan.train_ties:,d} / {plan.val_ties:,d} of them ties), "
-            f"{_n(plan.epochs, 'epoch')} of {_n(plan.steps_per_epoch, 'step')}"
-            f"{because} = {_n(plan.steps, 'Adam step')} of {plan.batch_size:,d} pairs, width "
-            f"{plan.width} ({plan.parameters:,d} parameters), lr {plan.lr:g}, on {device}; "
-            f"writes {plan.out}")  # fmt: skip
-
-
-def _summary(result, elapsed: float) -> str:
-    from cluster.console import format_duration
-
-    plan, last = result.plan, result.history[-1]
-    decided = plan.val_pairs - plan.val_ties
-    accuracy = (f"validation accuracy {last['val_accuracy']:.3f} on the "
-                f"{_n(decided, 'decided pair')} (ties have no right answer)" if decided
-                else "no validation accuracy (no decided pair)")  # fmt: skip
-    if plan.val_pairs:
-        loss = (f"validation loss {last['val_loss']:.4f} on {_n(plan.val_pairs, 'pair')} incl. "
-                f"{_n(plan.val_ties, 'tie')} (at best {result.val_loss_floor:.4f}: a tie's "
-                "loss is ln 2 = 0.6931 at the least)")  # fmt: skip
-    else:
-        loss = "no validation pairs (--val-fraction 0)"
-    quantiles = result.quantiles or {}
-    return (f"[rogueray] fit-reward done in {format_duration(elapsed)}: "
-            f"{_n(len(result.history), 'epoch')}, {_n(plan.steps, 'step')}; {accuracy}; "
-            f"{loss}; last epoch's train loss {last['train_loss']:.4f}; normalisation mean "
-            f"{result.mean:.4f} std {result.std:.4f}, median threshold "
-            f"{quantiles.get(0.5, float('nan')):.4f}; saved {result.path} (use "
-            f"reward_model.name=motif reward_model.path={result.path})")  # fmt: skip
-
-
-def _stopped(result, stop) -> str:
-    plan = result.plan
-    done = len(result.history)
-    epoch = min(done + 1, plan.epochs)
-    where = f"at epoch {epoch}/{plan.epochs} (step {result.steps_done:,d}/{plan.steps:,d})"
-    again = "run the same command to fit again from the start"
-    if not done:
-        return (f"[rogueray] fit-reward stopped by {stop.signal} {where}; nothing saved (a model "
-                f"is written once an epoch has ended); {again}")  # fmt: skip
-    row = result.history[-1]
-    return (f"[rogueray] fit-reward stopped by {stop.signal} {where}; saved the model as of epoch "
-            f"{done}/{plan.epochs} (validation loss {row['val_loss']:.4f}, accuracy "
-            f"{_acc(row['val_accuracy'])}) to {result.path}; {again} (all "
-            f"{_n(plan.epochs, 'epoch')})")  # fmt: skip

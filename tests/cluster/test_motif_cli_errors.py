@@ -349,10 +349,10 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(
 
 
 def test_plurals():
-    from cluster.motif_cli import _n
+    from cluster.console import counted
 
-    assert [_n(1, "caption"), _n(2, "episode"), _n(0, "tie")] == ["1 caption", "2 episodes",
-                                                                 "0 ties"]  # fmt: skip
+    got = [counted(1, "caption"), counted(2, "episode"), counted(0, "tie"), counted(1024, "step")]
+    assert got == ["1 caption", "2 episodes", "0 ties", "1,024 steps"]
 
 
 def test_datasets_folder_is_ignored_by_git():
