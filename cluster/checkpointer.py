@@ -10,6 +10,7 @@ from pathlib import Path
 from cluster import checkpoint as ckpt
 from cluster.checkpoint import rng_states
 from cluster.config import ConfigError, RunConfig, to_dict
+from cluster.console import counted
 from cluster.runner import Runner
 from cluster.stopping import say
 
@@ -53,7 +54,7 @@ class Checkpointer:
                 f"the newest kept is {kept[-1].name}" if kept else "there is no older checkpoint"
             )
             if final or self.failures >= MAX_FAILED_CHECKPOINTS:
-                which = "the final checkpoint" if final else f"{self.failures} checkpoints in a row"
+                which = "the final checkpoint" if final else f"{counted(self.failures, 'checkpoint')} in a row"
                 raise ckpt.CheckpointWriteError(
                     f"{which} failed ({exc}); {kept_text}. {_how_to_fix(exc, run_dir)}, "
                     f"then `rogueray resume {run_dir}`",
@@ -109,7 +110,7 @@ def resume_point(config: RunConfig, *, fresh: bool, quiet: bool) -> dict | None:
         ckpt.set_aside([p for p in existing if p not in bad], ".before-fresh")
         if existing:
             say(
-                f"[rogueray] --fresh: starting from step 0; the {len(existing)} checkpoints in "
+                f"[rogueray] --fresh: starting from step 0; the {counted(len(existing), 'checkpoint')} in "
                 f"{ckpt.checkpoint_dir(run_dir)} were kept as *.before-fresh / *.corrupt"
             )
         return None

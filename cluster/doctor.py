@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.console import counted
+
 PINNED = ("torch", "ray", "nle", "gymnasium")
 ENV_STEPS = 10
 NLE_ENV = "NetHackScore-v0"
@@ -328,7 +330,7 @@ def check_motif_reward(config) -> str:
         raise Failed(str(exc)) from None
     pairs = fitted.info.get("train_pairs", "?")
     eps = fitted.quantiles[round(rm.quantile, 2)]
-    return f"{rm.path}: fitted on {pairs} pairs; threshold (quantile {rm.quantile:.2f}) {eps:.3f}"
+    return f"{rm.path}: fitted on {counted(pairs, 'pair')}; threshold (quantile {rm.quantile:.2f}) {eps:.3f}"
 
 
 def check_tensorboard() -> str:

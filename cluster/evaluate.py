@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from cluster.config import ConfigError, RunConfig, load_config
+from cluster.console import counted
 from cluster.evaluate_play import MODES, EpisodeResult, play
 from cluster.evaluate_stats import mean_ci
 
@@ -261,7 +262,7 @@ def evaluate(
 def format_summary(report: dict[str, Any]) -> str:
     lines = [
         f"{report['checkpoint']} ({report['env_steps']:,d} env steps) on {report['env']}: "
-        f"{report['episodes_per_mode']} episodes per mode, mean [95 % CI]"
+        f"{counted(report['episodes_per_mode'], 'episode')} per mode, mean [95 % CI]"
     ]
     for mode, metrics in report["modes"].items():
         parts = []

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from annotator.label_store import LabelStoreError, open_readonly
+from cluster.console import counted
 
 
 def add_parser(sub) -> None:
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                     stem = f"{target.stem}-{s.prompt_version}"
                     target = target.with_name(stem + target.suffix)
                 total += store.export_group((s.model_id, s.prompt_version), target, fmt, what)
-            print(f"exported {total:,d} labels to {args.export}")
+            print(f"exported {counted(total, 'label')} to {args.export}")
     return 0
 
 

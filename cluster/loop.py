@@ -10,6 +10,7 @@ from pathlib import Path
 from cluster import metrics as m
 from cluster.checkpointer import Checkpointer
 from cluster.config import RunConfig, dump_yaml
+from cluster.console import counted
 from cluster.periodic_eval import PeriodicEvaluator
 from cluster.runner import Runner
 from cluster.stopping import StopFlag, say
@@ -91,7 +92,7 @@ class TrainingLoop:
         window = self.window
         self.logger.message(
             f"[rogueray] training; a status line every {self.config.log_interval_s:g} s"
-            + (f", the episode window continues ({len(window)} episodes)" if len(window) else "")
+            + (f", the episode window continues ({counted(len(window), 'episode')})" if len(window) else "")
         )
         self.runner.sync_weights()
         with StopFlag() as flag:

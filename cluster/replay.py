@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster.console import counted
 from cluster.replay_render import Renderer, Step, write_videos
 from cluster.ttyrec import classic_ttyrec
 
@@ -181,7 +182,7 @@ def _play_episode(
             if caption is not None and config.env.normalize_captions:
                 caption = normalize_caption(caption)
             rewards.append(float(reward))
-            note(f"episode {index}: {len(rewards):,d} steps played")
+            note(f"episode {index}: {counted(len(rewards), 'step')} played")
             captions.append(caption)
             actions.append(_action_name(env, action))
             if "tty_chars" in obs:
@@ -301,7 +302,7 @@ def format_report(out: Path, records: list[EpisodeRecord]) -> str:
     for r in records:
         files = ", ".join(p.name for p in r.paths.values())
         lines.append(
-            f"  episode {r.index} (seed {r.seed}): {len(r.steps)} steps, return "
+            f"  episode {r.index} (seed {r.seed}): {counted(len(r.steps), 'step')}, return "
             f"{r.return_extrinsic:g}: {files}"
         )
     if records and "mp4" not in records[0].paths:
