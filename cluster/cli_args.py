@@ -10,15 +10,24 @@ import tempfile
 from pathlib import Path
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    return _whole_number(text, 0)
 
 
 def output_file(text: str) -> Path:
@@ -55,14 +64,3 @@ def output_folder(text: str) -> Path:
     except OSError as exc:
         raise argparse.ArgumentTypeError(f"{where} cannot be written ({exc.strerror})") from None
     return path
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
