@@ -39,8 +39,7 @@ def output_file(text: str) -> Path:
     folder = path.parent
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise argparse.ArgumentTypeError(f"folder {folder} is not writable")
+    _check_writable(folder, f"folder {folder}")
     return path
 
 
@@ -56,11 +55,16 @@ def output_folder(text: str) -> Path:
     if not existing.is_dir():
         raise argparse.ArgumentTypeError(f"{existing} is a file, so {text} cannot be made")
     where = f"folder {text}" if existing == path else f"{existing}, where {text} would be made,"
-    if not os.access(existing, os.W_OK | os.X_OK):
+    _check_writable(existing, where)
+    return path
+
+
+def _check_writable(folder: Path, where: str) -> None:
+    """ArgumentTypeError unless a file can be made in `folder` (`where` names it in the error)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{where} is not writable")
     try:  # a file made and removed at once: what os.access misses (root, a read-only mount)
-        with tempfile.TemporaryFile(dir=existing):
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
         raise argparse.ArgumentTypeError(f"{where} cannot be written ({exc.strerror})") from None
-    return path

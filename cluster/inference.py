@@ -5,8 +5,9 @@ Espeholt et al. 2020, section 2; Sample Factory's policy workers, Petrenko et al
 
 Workers then only step environments. Each step a worker sends its envs' observations and
 recurrent state (`act`), and the actor answers once it has a request from every worker it has
-heard from in the last `SEEN_WINDOW_S` seconds, or `max_wait_s` has passed. The GRU state travels with the request, so the actor holds no
-per-worker state and a restarted worker loses nothing. The actor is the only holder of the
+heard from in the last `SEEN_WINDOW_S` seconds, or `max_wait_s` has passed. The GRU state
+travels with the request, so the actor holds no per-worker state and a restarted worker loses
+nothing. The actor is the only holder of the
 policy's weights: the runner sends them here instead of to every worker.
 """
 

@@ -43,11 +43,11 @@ class InferencePool:
         self._options = dict(num_gpus=num_gpus, max_restarts=-1, **placed(node_resource))
         self.actors: dict[str, ray.actor.ActorHandle] = {}  # node id -> its actor
 
-    def ensure(self, node_id: str, weights_ref=None, *, num_cpus: float = 0) -> bool:
-        """Start the node's actor unless it has one; returns whether one was started. It gets
-        `weights_ref` (the learner's current weights) when given, and reserves `num_cpus`."""
+    def ensure(self, node_id: str, weights_ref=None, *, num_cpus: float = 0) -> None:
+        """Start the node's actor unless it has one. It gets `weights_ref` (the learner's current
+        weights) when given, and reserves `num_cpus`."""
         if node_id in self.actors:
-            return False
+            return
         actor = (
             ray.remote(num_cpus=num_cpus, **self._options)(InferenceActor)
             .options(
@@ -59,7 +59,6 @@ class InferencePool:
         if weights_ref is not None:
             actor.set_weights.remote(weights_ref)
         self.actors[node_id] = actor
-        return True
 
     def forget_dead_nodes(self) -> None:
         """Drop the actors of nodes the cluster no longer has (called after a worker is lost)."""
