@@ -1,5 +1,7 @@
 """Memory over a long run: the peak resident memory (RSS) of every process of a `rogueray train`
-run (driver, learner, each rollout worker, annotator, Ray's own processes), sampled with psutil
+run (driver, learner, each rollout worker, inference actor, annotator, and each of Ray's own
+processes under its own role: ray_gcs_server, ray_raylet, ray_dashboard, ray_dashboard_agent,
+ray_runtime_env_agent, ray_log_monitor, ...; train_runs.role_of), sampled with psutil
 every few seconds, and its growth per million env steps: the slope of a least-squares line of RSS
 against env steps over the second half of the run (the first half holds start-up, the model's
 loading and the label store's filling). Also the annotator's label latency during training

@@ -62,18 +62,45 @@ class Watch:
     extra: list = field(default_factory=list)  # (time, value) marks a line reader keeps
 
 
+# Ray's own processes, named by their part (what `ray status`/Ray's logs call them), from a marker
+# in their command line: the executable or script each is started as.
+RAY_PROCESSES = (
+    ("gcs_server", "ray_gcs_server"),
+    ("raylet", "ray_raylet"),
+    ("dashboard/agent.py", "ray_dashboard_agent"),
+    ("dashboard/dashboard.py", "ray_dashboard"),
+    ("runtime_env/agent/main.py", "ray_runtime_env_agent"),
+    ("log_monitor.py", "ray_log_monitor"),
+    ("autoscaler/_private/monitor.py", "ray_autoscaler_monitor"),
+    ("default_worker.py", "ray_idle"),  # a worker process before it takes its ray:: title
+)
+# Ray's processes that retitle themselves "ray::Name": the two agents, besides the actors.
+RAY_TITLES = {"dashboardagent": "ray_dashboard_agent", "runtimeenvagent": "ray_runtime_env_agent"}
+
+
 def role_of(cmdline: list[str], pid: int, root: int) -> str:
-    """A process's part in the run, from the title Ray gives its workers ("ray::Class.method")."""
+    """A process's part in the run: the driver; an actor, from the title Ray gives its workers
+    ("ray::Class.method"); or which of Ray's own processes it is (gcs_server, raylet, the
+    dashboard and its agent, the runtime-env agent, the log monitor, ...), so that a growing one
+    is named."""
     if pid == root:
         return "driver"
     title = " ".join(cmdline)
-    if not title.startswith("ray::"):
-        return "ray_system"  # raylet, GCS, log monitor, ...
-    name = title[5:].split(".")[0].split()[0].lower() if len(title) > 5 else ""
-    for role in ("learner", "annotator", "worker"):
-        if role in name:
+    if title.startswith("ray::"):
+        name = title[5:].split(".")[0].split()[0].lower() if len(title) > 5 else ""
+        for role in ("learner", "annotator", "worker", "inference"):
+            if role in name:
+                return role
+        if name in RAY_TITLES:
+            return RAY_TITLES[name]
+        return "ray_idle" if name == "idle" else f"ray_{name or 'other'}"
+    if title.startswith("ray-dashboard-"):  # a dashboard module in a process of its own
+        return "ray_dashboard_" + title[len("ray-dashboard-") :].split("-")[0].split()[0].lower()
+    for marker, role in RAY_PROCESSES:
+        # the program itself, or the script an interpreter runs ("python -u .../agent.py")
+        if any(a == marker or a.endswith("/" + marker) for a in cmdline[:3] if a[:1] != "-"):
             return role
-    return "ray_idle" if name == "idle" else f"ray_{name or 'other'}"
+    return f"ray_other_{Path(cmdline[0]).name if cmdline else 'unknown'}"
 
 
 def _tree(root: int):

@@ -23,7 +23,34 @@ def test_roles_come_from_ray_process_titles():
     assert role(["ray::_WorkerActor.sample", ""], 9, root=7) == "worker"
     assert role(["ray::AnnotatorActor"], 10, root=7) == "annotator"
     assert role(["ray::IDLE"], 11, root=7) == "ray_idle"
-    assert role(["/usr/bin/raylet", "--node"], 12, root=7) == "ray_system"
+    assert role(["ray::InferenceActor.act"], 13, root=7) == "inference"
+
+
+def test_ray_system_processes_are_named_by_their_part():
+    role = train_runs.role_of
+    site = "/usr/lib/python3.11/site-packages/ray"
+    python = "/usr/bin/python3"
+    assert role([f"{site}/core/src/ray/gcs/gcs_server", "--log_dir=/t"], 12, 7) == "ray_gcs_server"
+    # its socket argument also ends in "raylet": only the program or a script names a process
+    raylet = [f"{site}/core/src/ray/raylet/raylet", "--raylet_socket_name=/t/sockets/raylet"]
+    assert role(raylet, 12, 7) == "ray_raylet"
+    assert role([python, f"{site}/dashboard/dashboard.py", "--host=x"], 12, 7) == "ray_dashboard"
+    assert role([python, "-u", f"{site}/dashboard/agent.py"], 12, 7) == "ray_dashboard_agent"
+    assert role(["ray::DashboardAgent", ""], 12, 7) == "ray_dashboard_agent"
+    assert role(["ray::RuntimeEnvAgent"], 12, 7) == "ray_runtime_env_agent"
+    assert role([python, "-u", f"{site}/_private/log_monitor.py"], 12, 7) == "ray_log_monitor"
+    monitor = [python, "-u", f"{site}/autoscaler/_private/monitor.py"]
+    assert role(monitor, 12, 7) == "ray_autoscaler_monitor"
+    assert (
+        role(["ray-dashboard-ReportHead-0 (/usr/bin/python)"], 12, 7) == "ray_dashboard_reporthead"
+    )
+    starting = [
+        python,
+        f"{site}/_private/workers/setup_worker.py",
+        f"{site}/_private/workers/default_worker.py",
+    ]
+    assert role(starting, 12, 7) == "ray_idle"
+    assert role(["/opt/other/helper", "--x"], 12, 7) == "ray_other_helper"
 
 
 def test_steady_rate_starts_at_the_first_moving_status_line():
