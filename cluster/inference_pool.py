@@ -17,7 +17,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.components import EnvSpec
 from cluster.inference import InferenceActor, inference_actor_name
-from cluster.placement import placed
+from cluster.placement import NO_TASK_EVENTS, placed
 from cluster.worker_settings import InferenceSettings
 
 
@@ -40,7 +40,10 @@ class InferencePool:
     ):
         self.name_prefix = f"rogueray-inference-{uuid.uuid4().hex[:12]}"
         self._settings, self._spec = settings, spec
-        self._options = dict(num_gpus=num_gpus, max_restarts=-1, **placed(node_resource))
+        # `act` is called once per env step of every worker: no task events (placement.py)
+        self._options = dict(
+            num_gpus=num_gpus, max_restarts=-1, **placed(node_resource), **NO_TASK_EVENTS
+        )
         self.actors: dict[str, ray.actor.ActorHandle] = {}  # node id -> its actor
 
     def ensure(self, node_id: str, weights_ref=None, *, num_cpus: float = 0) -> None:

@@ -190,6 +190,17 @@ def sliver(resource: str | None) -> dict[str, float]:
     return {} if resource is None else {resource: 0.001}
 
 
+# Every call of an actor method is a Ray task, and Ray records each as "task events" that the GCS
+# keeps for its dashboard and `ray list tasks` (up to 100,000 tasks, then a record of each one it
+# dropped). Training calls its actors without end: the inference actor's `act` once per env step
+# of each worker, `sample`, `submit`, `update` and the label exchange every second. gcs_server
+# grew 3.1 KB per `act` call (47 -> 122 MB over 24,000; benchmarks/ray_task_events.py), +187 MB
+# per million env steps in a training run (benchmarks/memory.py), and was flat with the events
+# off (+0.03 MB per million steps). Nothing in rogueray reads them, so the run's actors record
+# none; they are still listed (`ray list actors`) and their errors still reach the driver.
+NO_TASK_EVENTS = {"enable_task_events": False}
+
+
 def placed(resource: str | None) -> dict:
     """Actor options placing the actor on a node that declares `resource` (none: anywhere)."""
     return {"resources": sliver(resource)} if resource else {}

@@ -16,6 +16,7 @@ from cluster.config import RunConfig
 from cluster.inference import InferenceMissing, RemotePolicy
 from cluster.inference_pool import InferencePool
 from cluster.placement import (
+    NO_TASK_EVENTS,
     check_resources,
     learner_and_inference_gpus,
     placed,
@@ -41,7 +42,10 @@ class RayRunner:
         check_resources(config)
         learner_gpus, inference_gpus = learner_and_inference_gpus(config)
         learner_cls = ray.remote(
-            num_cpus=1, num_gpus=learner_gpus, **placed(config.learner.node_resource)
+            num_cpus=1,
+            num_gpus=learner_gpus,
+            **placed(config.learner.node_resource),
+            **NO_TASK_EVENTS,  # every actor of a run: its calls never end (placement.py)
         )(ConfiguredLearner)
         self.learner = learner_cls.remote(config, spec)
         # Shared inference: an actor per node with workers (rollout.inference, shared_inference)
@@ -62,6 +66,7 @@ class RayRunner:
             # constructor argument, which Ray cannot always restore.
             self._annotator_name = f"rogueray-annotator-{uuid.uuid4().hex[:12]}"
             options = dict(num_cpus=1, num_gpus=config.annotator.num_gpus, max_restarts=-1)
+            options.update(NO_TASK_EVENTS)
             options.update(name=self._annotator_name, **placed(config.annotator.node_resource))
             self.annotator = ray.remote(**options)(AnnotatorActor).remote(config)
         self._config, self._spec = config, spec
@@ -71,6 +76,7 @@ class RayRunner:
             max_restarts=-1,
             max_task_retries=0,
             **placed(config.rollout.node_resource),
+            **NO_TASK_EVENTS,
         )(_WorkerActor)
         self.workers: dict[int, ray.actor.ActorHandle] = {}  # worker id -> actor
         self._retiring: dict[int, ray.actor.ActorHandle] = {}  # finishing their last sample
