@@ -40,6 +40,7 @@ from annotator.metrics import (
     STARTING,
 )
 from annotator.pacing import BatchSizer, Notices, sleep_or_stop, unreadable_notice
+from annotator.sightings import Sightings
 from reward_models import sample_pairs
 
 NOTICE_INTERVAL_S = 60.0  # one console line per kind of trouble at most this often
@@ -78,8 +79,9 @@ class Annotator:
         self._outbox: list[CaptionLabel | PairLabel] = []
         self._queue = Backlog(config.max_backlog, self.kind.key)
         self._pool: OrderedDict[str, None] = OrderedDict()  # distinct captions for pairs
-        self._sightings: Counter[str] = Counter()  # all sightings this run (top captions)
-        self._unflushed: Counter[str] = Counter()  # sightings not yet in the store
+        # Per distinct caption, so bounded (annotator/sightings.py): captions carry numbers.
+        self._sightings = Sightings()  # sightings this run (top captions)
+        self._unflushed = Sightings()  # sightings not yet in the store
         self.counts = Counter()
         self._started = time.monotonic()
         self._first_caption: float | None = None
@@ -142,7 +144,8 @@ class Annotator:
                 FAILED_REQUESTS: float(self.counts["failed"]),
                 BACKEND_UP: float(self._backend_up),
                 BACKEND_STATE: self._state(),
-                BATCH_SIZE: float(self._sizer.size), **self._latency.stats(),
+                BATCH_SIZE: float(self._sizer.size),
+                **self._latency.stats(),
                 **(
                     {}
                     if self._first_label_delay is None
@@ -395,6 +398,6 @@ class Annotator:
         if not self._keyed:  # the model, and so where sightings belong, is not known yet
             return
         with self._lock:
-            counts, self._unflushed = self._unflushed, Counter()
+            counts = self._unflushed.take()
         if counts:
             self.store.record_sightings(counts)
