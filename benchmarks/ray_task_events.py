@@ -8,12 +8,13 @@ a second) reach the GCS; the growth is the least-squares slope, in MB per 100,00
     python benchmarks/ray_task_events.py [--calls 24000] [--out results.json]
 
 A local Ray of its own (a private temp dir), started by cluster.placement.start_ray as a run
-starts it, and shut down at the end. Prints ONE JSON object."""
+starts it, and shut down at the end, its temp dirs removed. Prints ONE JSON object."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -80,7 +81,8 @@ def measure(policy, calls: int, envs: int) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.pop("RAY_ADDRESS", None)
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: socket paths
+    ray_tmp = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: Ray's socket paths
+    os.environ["RAY_TMPDIR"] = ray_tmp
     import ray
 
     from cluster.components import env_spec
@@ -120,6 +122,8 @@ def main(argv=None) -> int:
         del kept
     finally:
         ray.shutdown()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     emit(out, args.out)
     return 0
 
