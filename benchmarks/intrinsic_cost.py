@@ -45,6 +45,12 @@ METHODS = {
         "reward.intrinsic_coef": 0.4,
         "annotator.niceness": 0,
     },
+    # The small reward-model width (configs/default.yaml's, what `rogueray train` runs).
+    "classification_small": {
+        "reward_model.name": "classification",
+        "reward.intrinsic_coef": 0.4,
+        "reward_model.width": "small",
+    },
     # The judge at the lowest priority (Linux nice 19: about 1/70 of a nice-0 process's share of
     # a contended core), with ONI's and with the small reward-model width.
     "classification_nice19": {
@@ -63,6 +69,13 @@ METHODS = {
         "reward_model.name": "classification",
         "reward.intrinsic_coef": 0.4,
         "annotator.backend": "rules",
+    },
+    # The plumbing alone: labels (rules judge) reach the reward model, which never trains.
+    "classification_rules_untrained": {
+        "reward_model.name": "classification",
+        "reward.intrinsic_coef": 0.4,
+        "annotator.backend": "rules",
+        "reward_model.label_batch_size": 10**9,  # 32 steps per 10**9 labels: none
     },
     "classification_before": {
         "reward_model.name": "classification",
