@@ -305,6 +305,9 @@ def start_ray(num_cpus: int) -> float:
     t0 = time.perf_counter()
     ray.init(
         num_cpus=num_cpus,
+        # The product's setting (cluster/placement.py): Ray's default runs workers at nice 15,
+        # where any nice-0 process (the raw baseline's, another user's) takes their core.
+        _system_config={"worker_niceness": 0},
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.ERROR,
