@@ -166,7 +166,9 @@ def summarise(cells: dict[tuple[str, str, str], list[Path]]) -> dict:
 def markdown(table: dict, metric: str, label: str) -> str:
     """One markdown table of `metric`: a row per method, a column per task and judge, each cell
     the seeds' mean and its 95 % t interval."""
-    columns = [(task, judge) for task, judges in table.items() for judge in judges if judge != "none"]
+    columns = [
+        (task, judge) for task, judges in table.items() for judge in judges if judge != "none"
+    ]
     head = " | ".join(f"{task}, {judge} judge" for task, judge in columns)
     lines = [f"| {label} | {head} |", "|---" * (len(columns) + 1) + "|"]
     for method in METHODS:

@@ -54,7 +54,11 @@ class Checkpointer:
                 f"the newest kept is {kept[-1].name}" if kept else "there is no older checkpoint"
             )
             if final or self.failures >= MAX_FAILED_CHECKPOINTS:
-                which = "the final checkpoint" if final else f"{counted(self.failures, 'checkpoint')} in a row"
+                which = (
+                    "the final checkpoint"
+                    if final
+                    else f"{counted(self.failures, 'checkpoint')} in a row"
+                )
                 raise ckpt.CheckpointWriteError(
                     f"{which} failed ({exc}); {kept_text}. {_how_to_fix(exc, run_dir)}, "
                     f"then `rogueray resume {run_dir}`",

@@ -92,7 +92,11 @@ class TrainingLoop:
         window = self.window
         self.logger.message(
             f"[rogueray] training; a status line every {self.config.log_interval_s:g} s"
-            + (f", the episode window continues ({counted(len(window), 'episode')})" if len(window) else "")
+            + (
+                f", the episode window continues ({counted(len(window), 'episode')})"
+                if len(window)
+                else ""
+            )
         )
         self.runner.sync_weights()
         with StopFlag() as flag:

@@ -158,9 +158,7 @@ class PeriodicEvaluator:
 
         data = gif_bytes(frames, CLIP_FPS)
         height, width = frames[0].shape[:2]
-        image = Summary.Image(
-            height=height, width=width, colorspace=3, encoded_image_string=data
-        )
+        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=data)
         writer = self.logger.writer._get_file_writer()
         if writer is not None:  # None: TensorBoard paused (full disk)
             writer.add_summary(Summary(value=[Summary.Value(tag=CLIP_TAG, image=image)]), step)

@@ -302,7 +302,10 @@ def test_labels_are_keyed_by_the_model_the_server_serves_and_follow_a_change(tmp
             await asyncio.sleep(0.01)
         backend.model_id = "model-b@http://127.0.0.1:1/v1"  # the server now serves another model
         annotator.submit({"newt": 1})
-        while "newt" not in annotator.store.caption_labels() or len(annotator.store.caption_labels()) < 3:
+        while (
+            "newt" not in annotator.store.caption_labels()
+            or len(annotator.store.caption_labels()) < 3
+        ):
             await asyncio.sleep(0.01)
         stop.set()
         await task

@@ -99,7 +99,9 @@ def test_weights_and_their_version_reach_the_answers(tmp_path):
         (["rollout.inference=shared", "ray_num_cpus=3"], True),  # asked for: check_resources
     ],
 )
-def test_auto_inference_is_shared_on_a_local_ray_with_room(tmp_path, monkeypatch, overrides, shared):
+def test_auto_inference_is_shared_on_a_local_ray_with_room(
+    tmp_path, monkeypatch, overrides, shared
+):
     from cluster.placement import cpus_needed, shared_inference
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -123,7 +125,9 @@ def test_the_start_up_banner_says_where_inference_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     ray_mode = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r"])
     serial = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r", "mode=serial"])
-    assert "policy inference in one shared actor per node on cpu" in "\n".join(startup_banner(ray_mode, None))
+    assert "policy inference in one shared actor per node on cpu" in "\n".join(
+        startup_banner(ray_mode, None)
+    )
     assert "policy inference in each worker" in "\n".join(startup_banner(serial, None))
 
 

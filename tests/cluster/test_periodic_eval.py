@@ -20,7 +20,9 @@ SERIAL = ["mode=serial", "log_interval_s=60", "rollout.num_workers=1", "model.hi
 
 
 def _events(run_dir: Path) -> EventAccumulator:
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events = EventAccumulator(
+        str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0}
+    )
     events.Reload()
     return events
 

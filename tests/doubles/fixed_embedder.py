@@ -30,6 +30,8 @@ class FixedEmbedderDouble(Embedder):
         self.asked.append(list(texts))
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        rows = [self.vectors[t] if self.default is None else self.vectors.get(t, self.default)
-                for t in texts]
+        rows = [
+            self.vectors[t] if self.default is None else self.vectors.get(t, self.default)
+            for t in texts
+        ]
         return np.stack(rows).astype(np.float32)

@@ -9,9 +9,7 @@ import torch
 from learner.vtrace import vtrace
 
 
-def reference_vtrace(
-    *, log_ratios, discounts, rewards, values, bootstrap_value, rho_bar, c_bar
-):
+def reference_vtrace(*, log_ratios, discounts, rewards, values, bootstrap_value, rho_bar, c_bar):
     """v_s = V(x_s) + sum_{t>=s} (prod_{i<t} discount_i * c_i) * delta_t, one (b, s) at a time."""
     steps, batch = values.shape
     ratios = np.exp(log_ratios)
@@ -70,9 +68,7 @@ def test_matches_reference(steps, batch, clips):
     rho_bar, c_bar = clips
 
     result = vtrace(**as_torch(inputs), rho_bar=rho_bar, c_bar=c_bar)
-    expected_targets, expected_advantages = reference_vtrace(
-        **inputs, rho_bar=rho_bar, c_bar=c_bar
-    )
+    expected_targets, expected_advantages = reference_vtrace(**inputs, rho_bar=rho_bar, c_bar=c_bar)
 
     assert result.targets.shape == (steps, batch)
     assert result.advantages.shape == (steps, batch)
@@ -85,9 +81,7 @@ def test_matches_reference(steps, batch, clips):
 def test_float32_close_to_float64_reference():
     inputs = random_inputs(np.random.default_rng(7), 32, 3)
     result = vtrace(**as_torch(inputs, torch.float32))
-    expected_targets, expected_advantages = reference_vtrace(
-        **inputs, rho_bar=1.0, c_bar=1.0
-    )
+    expected_targets, expected_advantages = reference_vtrace(**inputs, rho_bar=1.0, c_bar=1.0)
     assert result.targets.dtype == torch.float32
     np.testing.assert_allclose(result.targets.numpy(), expected_targets, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(result.advantages.numpy(), expected_advantages, rtol=1e-5, atol=1e-5)
