@@ -79,8 +79,7 @@ class Annotator:
         self._outbox: list[CaptionLabel | PairLabel] = []
         self._queue = Backlog(config.max_backlog, self.kind.key)
         self._pool: OrderedDict[str, None] = OrderedDict()  # distinct captions for pairs
-        # Per distinct caption, so bounded (annotator/sightings.py): captions carry numbers.
-        self._sightings = Sightings()  # sightings this run (top captions)
+        self._sightings = Sightings()  # sightings this run, bounded (top captions)
         self._unflushed = Sightings()  # sightings not yet in the store
         self.counts = Counter()
         self._started = time.monotonic()
@@ -134,6 +133,7 @@ class Annotator:
         with self._lock:
             asked = self.counts["answers"]
             total = len(self._queue.known)
+            delay = self._first_label_delay
             return {
                 LABELS_TOTAL: float(total),
                 LABELS_PER_S: self.counts["labelled"] / max(time.monotonic() - self._started, 1e-9),
@@ -146,11 +146,7 @@ class Annotator:
                 BACKEND_STATE: self._state(),
                 BATCH_SIZE: float(self._sizer.size),
                 **self._latency.stats(),
-                **(
-                    {}
-                    if self._first_label_delay is None
-                    else {FIRST_LABEL_DELAY: self._first_label_delay}
-                ),
+                **({} if delay is None else {FIRST_LABEL_DELAY: delay}),
             }
 
     def _state(self) -> float:
@@ -389,9 +385,8 @@ class Annotator:
             if len(self._queue.waiting) >= self.settings.batch_size or len(self._pool) < 2:
                 return
             exclude = self._queue.known | self._queue.pending_keys()
-            for pair in sample_pairs(
-                list(self._pool), self.settings.pairs_per_round, self._rng, exclude
-            ):
+            pool, count = list(self._pool), self.settings.pairs_per_round
+            for pair in sample_pairs(pool, count, self._rng, exclude):
                 self._queue.add(pair)
 
     def _flush_sightings(self) -> None:
