@@ -73,6 +73,7 @@ def test_train_as_a_ray_job_entrypoint(monkeypatch):
         cluster.add_node(
             num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
             dashboard_port=port, temp_dir=str(scratch / "ray"), wait=False,
+            dashboard_agent_listen_port=_free_port(),  # not Ray's fixed 52365: another Ray may hold it
         )  # fmt: skip
         cluster.wait_for_nodes(timeout=DEADLINE_S)
         url = f"http://127.0.0.1:{port}"
@@ -81,11 +82,17 @@ def test_train_as_a_ray_job_entrypoint(monkeypatch):
             "rogueray train configs/cartpole.yaml run_dir=runs/job total_env_steps=3000 "
             "rollout.num_workers=1 log_interval_s=1"
         )
-        submitted = subprocess.run(
-            [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", url,
-             "--working-dir", ".", "--no-wait", "--", *entrypoint.split()],
-            cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE_S,
-        )  # fmt: skip
+        give_up = time.monotonic() + DEADLINE_S
+        while True:  # the node's job agent starts after the node: Ray says to try again later
+            submitted = subprocess.run(
+                [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", url,
+                 "--working-dir", ".", "--no-wait", "--", *entrypoint.split()],
+                cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE_S,
+            )  # fmt: skip
+            not_yet = "No available agent to submit job" in submitted.stderr
+            if submitted.returncode == 0 or not not_yet or time.monotonic() > give_up:
+                break
+            time.sleep(2.0)
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         job_id = next(
             line.split("'")[1] for line in submitted.stdout.splitlines() if "submitted" in line
