@@ -26,18 +26,8 @@ def wants_annotator(config: RunConfig) -> bool:
 
 def build_reward_model(config: RunConfig) -> RewardModel:
     """The configured reward model: `reward_models.build_reward_model` given the run's
-    `reward_model.*` section and the run-level values it needs: seed, annotator.goal, and
-    model.precision (a learned text network computes in bfloat16 where the policy's encoder
-    does, on the reward model's device)."""
-    from learner.precision import autocast_dtype
-
-    device_type = config.reward_model.device.split(":")[0]
-    return reward_model_from(
-        config.reward_model,
-        seed=config.seed,
-        goal=config.annotator.goal,
-        compute_dtype=autocast_dtype(config.model.precision, device_type),
-    )
+    `reward_model.*` section and the two run-level values it needs (seed, annotator.goal)."""
+    return reward_model_from(config.reward_model, seed=config.seed, goal=config.annotator.goal)
 
 
 def annotation_kind(config: RunConfig) -> str:

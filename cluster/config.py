@@ -81,11 +81,10 @@ class ModelConfig:
     crop_size: OddCount = 9
     """Side of the glyph crop centred on the hero (NetHack network)."""
     precision: str = "auto"
-    """Compute precision of the policy's encoder, in workers and learner, and of the learned
-    reward models' char-CNN (classification, ranking): "float32", "bfloat16" (autocast; weights,
-    GRU state, Adam and losses stay float32), or "auto": bfloat16 for the NetHack network and
-    the reward model where the device computes it natively (CUDA with bfloat16, x86 with
-    AVX512-BF16 or AMX), float32 otherwise."""
+    """Compute precision of the policy's encoder, in workers and learner: "float32", "bfloat16"
+    (autocast; weights, GRU state and loss stay float32), or "auto": bfloat16 for the NetHack
+    network where the device computes it natively (CUDA with bfloat16, x86 with AVX512-BF16 or
+    AMX), float32 otherwise."""
 
 
 @dataclass

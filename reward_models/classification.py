@@ -62,7 +62,6 @@ class ClassificationRewardModel(LearnedRewardModel):
         mlp_sizes: Sequence[int] = (512, 512),
         dropout: float = 0.1,
         device: str = "cpu",
-        compute_dtype: torch.dtype | None = None,
         seed: int = 0,
     ) -> None:
         check_option("threshold", 0.0 <= threshold <= 1.0, threshold, "a float in [0, 1]")
@@ -85,7 +84,6 @@ class ClassificationRewardModel(LearnedRewardModel):
             switch_dataset_size=switch_dataset_size,
             max_grad_norm=None,
             device=device,
-            compute_dtype=compute_dtype,
             seed=seed,
         )
         self.threshold = threshold

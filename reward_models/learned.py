@@ -56,7 +56,6 @@ class LearnedRewardModel(RewardModel):
         max_grad_norm: float | None,
         device: str,
         seed: int,
-        compute_dtype: torch.dtype | None = None,
     ) -> None:
         check_option("lr", lr > 0, lr, "a positive float")
         check_option("batch_size", batch_size >= 1, batch_size, "an int >= 1")
@@ -77,13 +76,6 @@ class LearnedRewardModel(RewardModel):
             raise ValueError(
                 f"reward model option device={device!r} is invalid: {expected}"
             ) from error
-        check_option(
-            "compute_dtype",
-            compute_dtype in (None, torch.bfloat16),
-            compute_dtype,
-            "None (float32) or torch.bfloat16",
-        )
-        self.compute_dtype = compute_dtype
         self.net = net.to(self.device).eval()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.batch_size = batch_size
@@ -116,16 +108,6 @@ class LearnedRewardModel(RewardModel):
     def _load_dataset_state(self, state: dict[str, Any]) -> None: ...
 
     # --- shared machinery ----------------------------------------------------------------------
-    def autocast(self) -> torch.autocast:
-        """The network's compute precision: bfloat16 autocast for its convolutions and matrix
-        products when `compute_dtype` is torch.bfloat16 (weights, Adam's state and the loss stay
-        float32), else disabled. On a CPU with AVX512-BF16 a training step of ONI's char-CNN at
-        batch 256 took 0.11 CPU-s against 0.21 in float32."""
-        dtype = self.compute_dtype
-        return torch.autocast(
-            self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-        )
-
     def tokens(self, captions: Sequence[str]) -> torch.Tensor:
         """Captions -> int64 [N, 256] byte tensor on the model's device."""
         return torch.from_numpy(encode_captions(captions)).to(self.device)
@@ -138,11 +120,10 @@ class LearnedRewardModel(RewardModel):
     @torch.no_grad()
     def outputs(self, captions: Sequence[str]) -> torch.Tensor:
         """Network outputs in eval mode, in chunks: [N, ...] for N captions."""
-        with self.autocast():
-            chunks = [
-                self.net(self.tokens(captions[start : start + INFERENCE_CHUNK]))
-                for start in range(0, len(captions), INFERENCE_CHUNK)
-            ]
+        chunks = [
+            self.net(self.tokens(captions[start : start + INFERENCE_CHUNK]))
+            for start in range(0, len(captions), INFERENCE_CHUNK)
+        ]
         return torch.cat(chunks).float()
 
     def add_labels(self, labels: Sequence[Label]) -> dict[str, float]:
@@ -171,8 +152,7 @@ class LearnedRewardModel(RewardModel):
         losses, correct, counted = [], 0, 0
         for _ in range(steps):
             indices = torch.randperm(self.dataset_size, generator=self.generator)
-            with self.autocast():  # the forward pass; backward runs in the forward's dtypes
-                loss, batch_correct, batch_counted = self._batch_loss(indices[: self.batch_size])
+            loss, batch_correct, batch_counted = self._batch_loss(indices[: self.batch_size])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.max_grad_norm is not None:

@@ -67,7 +67,6 @@ class RankingRewardModel(LearnedRewardModel):
         text_dim: int = 128,
         head_sizes: Sequence[int] = (256, 512),
         device: str = "cpu",
-        compute_dtype: torch.dtype | None = None,
         seed: int = 0,
     ) -> None:
         check_option("threshold", threshold is None or np.isfinite(threshold), threshold, "finite")
@@ -85,7 +84,6 @@ class RankingRewardModel(LearnedRewardModel):
             switch_dataset_size=switch_dataset_size,
             max_grad_norm=max_grad_norm,
             device=device,
-            compute_dtype=compute_dtype,
             seed=seed,
         )
         self.normalize = normalize

@@ -6,8 +6,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import torch
-
 from reward_models.base import NoRewardModel, RewardModel
 from reward_models.classification import ClassificationRewardModel
 from reward_models.config import RewardModelConfig
@@ -63,13 +61,10 @@ SMALL_TEXT_NETWORK = {  # reward_model.width=small; options a model does not tak
 """The text network of `width: small`, about 4x cheaper per step than ONI's char-CNN."""
 
 
-def build_reward_model(
-    rm: RewardModelConfig, *, seed: int, goal: str, compute_dtype: torch.dtype | None = None
-) -> RewardModel:
+def build_reward_model(rm: RewardModelConfig, *, seed: int, goal: str) -> RewardModel:
     """The reward model the `reward_model.*` section configures, given only the options its
     class accepts. `seed` is the run's seed (weight init, pair sampling); `goal` the annotator's
-    goal (annotator.goal), which ellm turns into its goal sentence when none is set;
-    `compute_dtype` the learned text networks' autocast dtype (None: float32).
+    goal (annotator.goal), which ellm turns into its goal sentence when none is set.
 
     Raises ValueError for an unknown `rm.name`, listing the known ones."""
     allowed = reward_model_options(rm.name)
@@ -88,7 +83,6 @@ def build_reward_model(
         "goal_sentence": rm.goal_sentence,
         "embedding": rm.embedding,
         "cache_size": rm.embedding_cache,
-        "compute_dtype": compute_dtype,
     }
     if rm.threshold is not None:
         candidates["threshold"] = rm.threshold

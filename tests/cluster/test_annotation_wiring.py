@@ -201,15 +201,3 @@ def test_a_resume_refused_before_ray_leaves_the_runs_config_as_it_was(tmp_path, 
     code = main(["resume", str(run), "annotator.backend=vllm", "total_env_steps=512", "--quiet"])
     assert code == 2 and "vLLM is not installed" in capsys.readouterr().err
     assert (run / "config.yaml").read_text() == saved
-
-
-@pytest.mark.parametrize(
-    ("precision", "expected"), [("float32", None), ("bfloat16", "torch.bfloat16")]
-)
-@pytest.mark.parametrize("name", ["classification", "ranking"])
-def test_model_precision_reaches_the_learned_reward_network(tmp_path, name, precision, expected):
-    from cluster.annotation import build_reward_model
-
-    config = _config(tmp_path, f"reward_model.name={name}", f"model.precision={precision}")
-    model = build_reward_model(config)
-    assert (None if model.compute_dtype is None else str(model.compute_dtype)) == expected
