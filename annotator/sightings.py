@@ -52,6 +52,3 @@ class Sightings:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.counts)
-
-    def __bool__(self) -> bool:
-        return bool(self.counts)
