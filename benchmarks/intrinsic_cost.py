@@ -77,6 +77,12 @@ METHODS = {
         "annotator.backend": "rules",
         "reward_model.label_batch_size": 10**9,  # 32 steps per 10**9 labels: none
     },
+    # The judge alone: the LLM labels as at the defaults; the reward model never trains.
+    "classification_untrained": {
+        "reward_model.name": "classification",
+        "reward.intrinsic_coef": 0.4,
+        "reward_model.label_batch_size": 10**9,
+    },
     "classification_before": {
         "reward_model.name": "classification",
         "reward.intrinsic_coef": 0.4,

@@ -8,6 +8,7 @@ import logging
 import os
 
 import ray
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from cluster.annotation import wants_annotator
 from cluster.config import ConfigError, RunConfig
@@ -199,6 +200,10 @@ def sliver(resource: str | None) -> dict[str, float]:
 # off (+0.03 MB per million steps). Nothing in rogueray reads them, so the run's actors record
 # none; they are still listed (`ray list actors`) and their errors still reach the driver.
 NO_TASK_EVENTS = {"enable_task_events": False}
+
+WORKER_LOST = (RayActorError, ActorUnavailableError)
+"""What a call to a run's actor raises when the actor's process died, or is restarting after a
+death."""
 
 
 def placed(resource: str | None) -> dict:

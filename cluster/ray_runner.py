@@ -7,7 +7,6 @@ import time
 import uuid
 
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.messages import EpisodeStats, PolicyWeights
 from cluster.annotation import AnnotatorActor, wants_annotator
@@ -15,8 +14,10 @@ from cluster.components import ConfiguredLearner, EnvSpec, make_worker
 from cluster.config import RunConfig
 from cluster.inference import InferenceMissing, RemotePolicy
 from cluster.inference_pool import InferencePool
+from cluster.label_exchange import LabelExchange
 from cluster.placement import (
     NO_TASK_EVENTS,
+    WORKER_LOST,
     check_resources,
     learner_and_inference_gpus,
     placed,
@@ -25,7 +26,6 @@ from cluster.placement import (
 )
 from cluster.worker_settings import InferenceSettings, WorkerSettings
 
-WORKER_LOST = (RayActorError, ActorUnavailableError)  # died, or restarting after a death
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
 
 
@@ -84,7 +84,7 @@ class RayRunner:
         self._next_id = 0
         for _ in range(config.rollout.num_workers):
             self._add_worker()
-        self._label_refs: list = []
+        self._labels = LabelExchange(self.annotator, self.learner) if self.annotator else None
         self._notices: list[str] = []
         self._restarting: set[int] = set()  # workers that died and have not answered since
         # Per worker: lost samples so far, sent with each sample request so that every new
@@ -123,32 +123,12 @@ class RayRunner:
         return ray.get(self.annotator.backlog.remote()) if self.annotator else []
 
     def exchange_labels(self) -> list[dict[str, float]]:
-        """Labels go annotator -> learner by reference; returns metrics of finished exchanges."""
-        if self.annotator is None:
+        """Labels annotator -> learner by reference (label_exchange.py); returns the metrics
+        of finished exchanges."""
+        if self._labels is None:
             return []
-        metrics, waiting = [], []
-        for refs in self._label_refs:
-            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
-            if len(ready) < len(refs):
-                waiting.append(refs)
-                continue
-            try:
-                learner_metrics, stats, notices = ray.get(list(refs))
-                metrics.append({**learner_metrics, **stats})
-                self._notices.extend(notices)
-            except WORKER_LOST:  # the annotator restarted: start its labelling loop again
-                self._notices.append("annotator: restarted after its process died")
-                self.annotator.start.remote([])
-        if len(waiting) < 2:  # at most two exchanges in flight
-            labels = self.annotator.poll_labels.remote()
-            waiting.append(
-                (
-                    self.learner.add_labels.remote(labels),
-                    self.annotator.stats.remote(),
-                    self.annotator.poll_notices.remote(),
-                )
-            )
-        self._label_refs = waiting
+        metrics = self._labels.exchange()
+        self._notices.extend(self._labels.take_notices())
         return metrics
 
     def poll_notices(self) -> list[str]:
@@ -165,6 +145,8 @@ class RayRunner:
         return [(*row, r) for row, r in zip(top, rewards, strict=True)]
 
     def learner_state(self) -> dict:
+        if self._labels is not None:
+            self._labels.flush()  # the state holds every label polled so far
         return ray.get(self.learner.state_dict.remote())
 
     def sync_weights(self) -> None:

@@ -1,0 +1,102 @@
+"""Labels from the annotator actor to the learner actor, by reference, without holding the
+learner up.
+
+A Ray actor runs one caller's calls in the order they were sent, so a learner call whose
+argument does not exist yet holds back every update the driver sends after it. The annotator
+can be slow to answer: it runs at a lower priority (annotator.niceness) beside an LLM that
+takes whatever CPU the loop leaves. So an exchange goes in two stages. The annotator's labels
+are first polled as a reference, with its stats and notices (`_Poll`). Only once they exist
+are they handed, still by reference, to the learner's reward model (`_Handover`), whose call
+then runs as soon as the update before it is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from cluster.placement import WORKER_LOST
+
+MAX_IN_FLIGHT = 2
+"""Exchanges polled or handed over and not finished; a new poll starts only below this."""
+
+
+@dataclass(frozen=True)
+class _Poll:
+    labels: ray.ObjectRef
+    stats: ray.ObjectRef
+    notices: ray.ObjectRef
+
+
+@dataclass(frozen=True)
+class _Handover:
+    learner_metrics: ray.ObjectRef
+    stats: dict[str, float]
+
+
+class LabelExchange:
+    """Moves labels from `annotator` (cluster/annotation.py's AnnotatorActor) to `learner`
+    (a Learner actor, `add_labels`). `exchange` never blocks; `flush` waits for the polls."""
+
+    def __init__(self, annotator: Any, learner: Any) -> None:
+        self.annotator, self.learner = annotator, learner
+        self._polls: list[_Poll] = []
+        self._handovers: list[_Handover] = []
+        self._notices: list[str] = []
+
+    def exchange(self) -> list[dict[str, float]]:
+        """Hand over the polls that finished, start a poll if fewer than MAX_IN_FLIGHT are
+        under way, and return the metrics (reward model's and annotator's) of the handovers
+        that finished, oldest first."""
+        self._hand_over(wait_s=0.0)
+        metrics, waiting = [], []
+        for handover in self._handovers:
+            if _ready([handover.learner_metrics], 0.0):
+                metrics.append({**ray.get(handover.learner_metrics), **handover.stats})
+            else:
+                waiting.append(handover)
+        self._handovers = waiting
+        if len(self._polls) + len(self._handovers) < MAX_IN_FLIGHT:
+            self._polls.append(
+                _Poll(
+                    self.annotator.poll_labels.remote(),
+                    self.annotator.stats.remote(),
+                    self.annotator.poll_notices.remote(),
+                )
+            )
+        return metrics
+
+    def take_notices(self) -> list[str]:
+        """The annotator's console lines (and this exchange's) since the last call."""
+        out, self._notices = self._notices, []
+        return out
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait up to `timeout_s` for the polls under way and hand them over, so that a learner
+        state read next holds every label polled so far (a checkpoint's)."""
+        self._hand_over(wait_s=timeout_s)
+
+    def _hand_over(self, wait_s: float) -> None:
+        waiting = []
+        for poll in self._polls:
+            refs = [poll.labels, poll.stats, poll.notices]
+            if not _ready(refs, wait_s):
+                waiting.append(poll)
+                continue
+            try:
+                stats, notices = ray.get([poll.stats, poll.notices])
+            except WORKER_LOST:  # the annotator restarted: start its labelling loop again
+                self._notices.append("annotator: restarted after its process died")
+                self.annotator.start.remote([])
+                continue
+            self._notices.extend(notices)
+            # The labels stay in the object store: the learner fetches them itself.
+            self._handovers.append(_Handover(self.learner.add_labels.remote(poll.labels), stats))
+        self._polls = waiting
+
+
+def _ready(refs: list, timeout_s: float) -> bool:
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    return len(ready) == len(refs)

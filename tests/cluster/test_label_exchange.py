@@ -1,0 +1,118 @@
+"""cluster/label_exchange.py on a real local Ray: labels reach the learner by reference, and an
+annotator slow to answer never holds back the learner's updates (a Ray actor runs one caller's
+calls in order, so a learner call waiting for its argument would hold every update after it)."""
+
+import asyncio
+
+import pytest
+import ray
+
+from cluster.label_exchange import MAX_IN_FLIGHT, LabelExchange
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@ray.remote
+class HeldAnnotatorDouble:
+    """Answers each poll only when released, as a starved annotator would answer late."""
+
+    def __init__(self):
+        self.released = asyncio.Event()
+        self.polls = 0
+
+    async def poll_labels(self):
+        self.polls += 1
+        await self.released.wait()
+        return [f"label {self.polls}"]
+
+    async def stats(self):
+        return {"annotator/labels_total": 7.0}
+
+    async def poll_notices(self):
+        return ["a notice"]
+
+    async def release(self):
+        self.released.set()
+
+    async def start(self, backlog):
+        return None
+
+
+@ray.remote
+class LearnerDouble:
+    """Records the labels it is given; `update` stands for a training step."""
+
+    def __init__(self):
+        self.labels = []
+
+    def add_labels(self, labels):
+        self.labels.extend(labels)
+        return {"reward_model/dataset_size": float(len(self.labels))}
+
+    def update(self):
+        return "updated"
+
+    def received(self):
+        return list(self.labels)
+
+
+def _exchange_until_metrics(exchange, tries=200):
+    for _ in range(tries):
+        metrics = exchange.exchange()
+        if metrics:
+            return metrics
+        ray.get(exchange.learner.received.remote())  # let time pass without a sleep loop
+    raise AssertionError("no exchange finished")
+
+
+def test_an_update_is_not_held_behind_a_poll_the_annotator_has_not_answered(local_ray):
+    annotator, learner = HeldAnnotatorDouble.remote(), LearnerDouble.remote()
+    exchange = LabelExchange(annotator, learner)
+    assert exchange.exchange() == []  # a poll under way, unanswered
+    # The learner takes the next update although the annotator has not answered.
+    assert ray.get(learner.update.remote(), timeout=20) == "updated"
+    assert ray.get(learner.received.remote()) == []
+
+    ray.get(annotator.release.remote())
+    metrics = _exchange_until_metrics(exchange)
+    assert metrics[0]["reward_model/dataset_size"] == 1.0
+    assert metrics[0]["annotator/labels_total"] == 7.0
+    assert ray.get(learner.received.remote())[0] == "label 1"
+    assert "a notice" in exchange.take_notices()
+
+
+def test_no_more_than_max_in_flight_polls_are_under_way(local_ray):
+    annotator, learner = HeldAnnotatorDouble.remote(), LearnerDouble.remote()
+    exchange = LabelExchange(annotator, learner)
+    for _ in range(MAX_IN_FLIGHT + 3):
+        exchange.exchange()
+    ray.get(annotator.release.remote())
+    exchange.flush()
+    assert len(ray.get(learner.received.remote())) == MAX_IN_FLIGHT
+
+
+def test_flush_hands_over_every_answered_poll_before_a_state_read(local_ray):
+    annotator, learner = HeldAnnotatorDouble.remote(), LearnerDouble.remote()
+    exchange = LabelExchange(annotator, learner)
+    exchange.exchange()
+    ray.get(annotator.release.remote())
+    exchange.flush()
+    # The learner's next call (a checkpoint's state read) runs after the labels' handover.
+    assert ray.get(learner.received.remote()) == ["label 1"]
+
+
+def test_a_poll_the_annotator_never_answers_is_left_under_way_by_flush(local_ray):
+    annotator, learner = HeldAnnotatorDouble.remote(), LearnerDouble.remote()
+    exchange = LabelExchange(annotator, learner)
+    exchange.exchange()
+    exchange.flush(timeout_s=0.2)
+    assert ray.get(learner.received.remote()) == []
+    ray.get(annotator.release.remote())
+    assert _exchange_until_metrics(exchange)[0]["reward_model/dataset_size"] == 1.0
