@@ -1,5 +1,6 @@
-"""Labels from the annotator actor to the learner actor, by reference, without holding the
-learner up.
+"""The driver's calls between the annotator actor and the learner actor that must not hold the
+training loop up: labels to the learner (`LabelExchange`) and the caption table
+(`CaptionTableRequest`).
 
 A Ray actor runs one caller's calls in the order they were sent, so a learner call whose
 argument does not exist yet holds back every update the driver sends after it. The annotator
@@ -8,6 +9,10 @@ takes whatever CPU the loop leaves. So an exchange goes in two stages. The annot
 are first polled as a reference, with its stats and notices (`_Poll`). Only once they exist
 are they handed, still by reference, to the learner's reward model (`_Handover`), whose call
 then runs as soon as the update before it is done.
+
+The caption table asks the learner for the current r_int of the annotator's top captions; that
+call waits behind the updates in flight (up to two, ~2 s each on a laptop's CPU), so the driver
+asks and collects the answer at a later turn of its loop instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import ray
 
 from cluster.placement import WORKER_LOST
+from cluster.runner import CaptionRow
 
 MAX_IN_FLIGHT = 2
 """Exchanges polled or handed over and not finished; a new poll starts only below this."""
@@ -95,6 +101,31 @@ class LabelExchange:
             # The labels stay in the object store: the learner fetches them itself.
             self._handovers.append(_Handover(self.learner.add_labels.remote(poll.labels), stats))
         self._polls = waiting
+
+
+class CaptionTableRequest:
+    """The n most-seen captions with their label and current r_int, asked for without waiting:
+    the annotator's top captions (`top_captions`), then the learner's r_int of them
+    (`intrinsic_rewards`)."""
+
+    def __init__(self, annotator: Any, learner: Any, n: int) -> None:
+        self.learner = learner
+        self._top: ray.ObjectRef | None = annotator.top_captions.remote(n)
+        self._rows: list | None = None
+        self._rewards: ray.ObjectRef | None = None
+
+    def result(self) -> list[CaptionRow] | None:
+        """The table once both answers are in, else None; never blocks."""
+        if self._top is not None:
+            if not _ready([self._top], 0.0):
+                return None
+            self._rows, self._top = ray.get(self._top), None
+            captions = [caption for caption, _, _ in self._rows]
+            self._rewards = self.learner.intrinsic_rewards.remote(captions)
+        if not _ready([self._rewards], 0.0):
+            return None
+        rewards = ray.get(self._rewards)
+        return [(*row, reward) for row, reward in zip(self._rows, rewards, strict=True)]
 
 
 def _ready(refs: list, timeout_s: float) -> bool:

@@ -112,8 +112,7 @@ class TrainingLoop:
                     self.last_labels = now
                 self.say_restarts()
                 if now - self.last_table >= CAPTION_TABLE_INTERVAL_S:
-                    self.log_caption_table()
-                    self.last_table = now
+                    self.log_caption_table(wait=False)
                 if time.monotonic() - self.last_checkpoint >= self.config.checkpoint_interval_s:
                     self.checkpoint()
                     self.last_checkpoint = self.last_labels = self.last_table = time.monotonic()
@@ -180,9 +179,15 @@ class TrainingLoop:
             )
             self.restarts_said = restarts
 
-    def log_caption_table(self) -> None:
-        """The most frequent captions, their label and current r_int, as TensorBoard text."""
-        text = caption_table_text(self.runner.caption_table(CAPTION_TABLE_ROWS))
+    def log_caption_table(self, wait: bool = True) -> None:
+        """The most frequent captions, their label and current r_int, as TensorBoard text.
+        `wait` False: never blocks; a table not ready yet is looked for at the loop's next
+        turn, and the interval to the next table starts once it is logged."""
+        rows = self.runner.caption_table(CAPTION_TABLE_ROWS, wait=wait)
+        if rows is None:
+            return
+        self.last_table = time.monotonic()
+        text = caption_table_text(rows)
         if text is not None:
             self.logger.text("annotator/top_captions", text, self.counters["env_steps"])
 

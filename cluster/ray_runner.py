@@ -14,7 +14,7 @@ from cluster.components import ConfiguredLearner, EnvSpec, make_worker
 from cluster.config import RunConfig
 from cluster.inference import InferenceMissing, RemotePolicy
 from cluster.inference_pool import InferencePool
-from cluster.label_exchange import LabelExchange
+from cluster.label_exchange import CaptionTableRequest, LabelExchange
 from cluster.placement import (
     NO_TASK_EVENTS,
     WORKER_LOST,
@@ -24,6 +24,7 @@ from cluster.placement import (
     shared_inference,
     sliver,
 )
+from cluster.runner import CaptionRow
 from cluster.worker_settings import InferenceSettings, WorkerSettings
 
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
@@ -85,6 +86,7 @@ class RayRunner:
         for _ in range(config.rollout.num_workers):
             self._add_worker()
         self._labels = LabelExchange(self.annotator, self.learner) if self.annotator else None
+        self._table: CaptionTableRequest | None = None  # asked with wait=False, not answered
         self._notices: list[str] = []
         self._restarting: set[int] = set()  # workers that died and have not answered since
         # Per worker: lost samples so far, sent with each sample request so that every new
@@ -137,12 +139,19 @@ class RayRunner:
         out, self._notices = self._notices, []
         return out
 
-    def caption_table(self, n: int) -> list[tuple[str, int, float | None, float]]:
+    def caption_table(self, n: int, wait: bool = True) -> list[CaptionRow] | None:
         if self.annotator is None:
             return []
-        top = ray.get(self.annotator.top_captions.remote(n))
-        rewards = ray.get(self.learner.intrinsic_rewards.remote([caption for caption, _, _ in top]))
-        return [(*row, r) for row, r in zip(top, rewards, strict=True)]
+        if wait:
+            top = ray.get(self.annotator.top_captions.remote(n))
+            rewards = ray.get(self.learner.intrinsic_rewards.remote([row[0] for row in top]))
+            return [(*row, r) for row, r in zip(top, rewards, strict=True)]
+        if self._table is None:
+            self._table = CaptionTableRequest(self.annotator, self.learner, n)
+        rows = self._table.result()
+        if rows is not None:
+            self._table = None
+        return rows
 
     def learner_state(self) -> dict:
         if self._labels is not None:

@@ -93,9 +93,12 @@ class Runner(Protocol):
     def poll_notices(self) -> list[str]:
         """Console lines from the annotator since the last call (each without a prefix)."""
 
-    def caption_table(self, n: int) -> list[CaptionRow]:
+    def caption_table(self, n: int, wait: bool = True) -> list[CaptionRow] | None:
         """The n most-seen captions with their label and current r_int. Reads without changing
-        any state (the reward model's normalisation statistics included). Blocks."""
+        any state (the reward model's normalisation statistics included). Blocks, unless
+        `wait` is False: then each call moves a request along (Ray mode asks the annotator,
+        then the learner, whose answer waits behind the updates in flight) and returns None
+        until its table is ready; the call after a table was returned asks anew."""
 
     def close(self) -> None:
         """Stop the annotator (letting it flush) and every worker. Blocks."""

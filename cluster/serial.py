@@ -7,6 +7,7 @@ from actors.messages import EpisodeStats, Fragment
 from cluster.annotation import AnnotatorThread, build_annotator, wants_annotator
 from cluster.components import EnvSpec, make_learner, make_worker
 from cluster.config import RunConfig
+from cluster.runner import CaptionRow
 from cluster.worker_settings import WorkerSettings
 
 
@@ -105,7 +106,7 @@ class SerialRunner:
         """Console lines from the annotator since the last call."""
         return self.annotator.poll_notices() if self.annotator else []
 
-    def caption_table(self, n: int) -> list[tuple[str, int, float | None, float]]:
+    def caption_table(self, n: int, wait: bool = True) -> list[CaptionRow]:
         if self.annotator is None:
             return []
         top = self.annotator.top_captions(n)

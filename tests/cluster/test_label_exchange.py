@@ -3,11 +3,13 @@ annotator slow to answer never holds back the learner's updates (a Ray actor run
 calls in order, so a learner call waiting for its argument would hold every update after it)."""
 
 import asyncio
+import os
+import time
 
 import pytest
 import ray
 
-from cluster.label_exchange import MAX_IN_FLIGHT, LabelExchange
+from cluster.label_exchange import MAX_IN_FLIGHT, CaptionTableRequest, LabelExchange
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,9 @@ class HeldAnnotatorDouble:
     async def start(self, backlog):
         return None
 
+    async def top_captions(self, n):
+        return [("You see a door", 3, 1.0), ("It's dark", 2, None)][:n]
+
 
 @ray.remote
 class LearnerDouble:
@@ -61,6 +66,14 @@ class LearnerDouble:
 
     def received(self):
         return list(self.labels)
+
+    def intrinsic_rewards(self, captions):
+        return [0.25 * (i + 1) for i in range(len(captions))]
+
+    def hold_until(self, path):
+        """Busy until `path` exists, as a long update would be."""
+        while not os.path.exists(path):
+            time.sleep(0.01)
 
 
 def _exchange_until_metrics(exchange, tries=200):
@@ -116,3 +129,20 @@ def test_a_poll_the_annotator_never_answers_is_left_under_way_by_flush(local_ray
     assert ray.get(learner.received.remote()) == []
     ray.get(annotator.release.remote())
     assert _exchange_until_metrics(exchange)[0]["reward_model/dataset_size"] == 1.0
+
+
+def test_the_caption_table_is_collected_later_while_the_learner_is_busy(local_ray, tmp_path):
+    annotator, learner = HeldAnnotatorDouble.remote(), LearnerDouble.remote()
+    go = tmp_path / "go"
+    learner.hold_until.remote(str(go))  # an update in flight
+    request = CaptionTableRequest(annotator, learner, 2)
+    ray.get(annotator.top_captions.remote(2))  # the annotator has answered by now
+    # Asked again and again, the request never blocks and has no table while the learner's r_int
+    # waits behind the update.
+    assert all(request.result() is None for _ in range(50))
+    go.touch()
+    for _ in range(200):
+        if (table := request.result()) is not None:
+            break
+        ray.get(learner.received.remote())  # let time pass without a sleep loop
+    assert table == [("You see a door", 3, 1.0, 0.25), ("It's dark", 2, None, 0.5)]

@@ -56,6 +56,7 @@ def _exercise(runner, config, fragment_type) -> None:
     assert isinstance(runner.exchange_labels(), list)
     assert all(isinstance(line, str) for line in runner.poll_notices())
     assert runner.caption_table(5) == []  # CartPole has no captions
+    assert runner.caption_table(5, wait=False) == []
     state = runner.learner_state()
     assert state["version"] == 1
     runner.load_learner_state(state)
