@@ -2,6 +2,7 @@
 the protocol documents, in a tiny real run: CartPole with the hashing reward model and the rules
 judge, so the annotator's half runs too."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def _exercise(runner, config, fragment_type) -> None:
     assert isinstance(runner.exchange_labels(), list)
     assert all(isinstance(line, str) for line in runner.poll_notices())
     assert runner.caption_table(5) == []  # CartPole has no captions
-    assert runner.caption_table(5, wait=False) == []
+    assert _table_without_waiting(runner) == []
     state = runner.learner_state()
     assert state["version"] == 1
     runner.load_learner_state(state)
@@ -65,6 +66,15 @@ def _exercise(runner, config, fragment_type) -> None:
     assert isinstance(runner.annotator_backlog(), list)
     assert runner.resize(2) == "rollout workers: 1 -> 2"
     assert (runner.workers_alive, runner.workers_waiting, runner.restarts) == (2, 0, 0)
+
+
+def _table_without_waiting(runner, limit_s: float = 60.0):
+    """caption_table(wait=False) returns None until both answers are in, then the table."""
+    deadline = time.monotonic() + limit_s
+    while (rows := runner.caption_table(5, wait=False)) is None:
+        assert time.monotonic() < deadline, f"no caption table within {limit_s:.0f} s"
+        time.sleep(0.05)
+    return rows
 
 
 def test_serial_runner_keeps_the_protocol(tmp_path):
