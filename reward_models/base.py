@@ -52,7 +52,10 @@ class RewardModel(ABC):
     """Maps captions to intrinsic rewards r_int and learns from the annotator's labels.
 
     Subclasses implement `_unique_rewards`; `rewards` evaluates it once per distinct caption.
-    Not thread-safe: the owner (the learner) serialises `rewards`, `add_labels` and training.
+    Threads: `add_labels` may run in one thread while the rest runs in another (the Ray learner
+    gives it a concurrency group of its own). The learned models hold a lock for that; the table
+    (hashing) needs none, each of its dict operations being atomic in CPython; the frozen ones
+    ignore labels. Every other call comes from one thread.
     """
 
     label_kind: ClassVar[str]

@@ -21,6 +21,7 @@ from reward_models.base import (
     RewardModel,
     check_option,
 )
+from reward_models.fair_lock import FairLock
 from reward_models.text_encoder import encode_captions
 
 INFERENCE_CHUNK = 1024
@@ -42,6 +43,12 @@ class LearnedRewardModel(RewardModel):
     `batch_size` distinct items (all of them when fewer). Until the first gradient step, r_int is 0
     for every caption: ONI used its untrained net, which at PyTorch's default initialisation gives
     nearly the same output for every caption, so its binary reward was 0 or 1 for all of them.
+
+    Threads: `add_labels` and its gradient steps may run in one thread while the rest runs in
+    another, as ONI ran the label-driven steps in the learner's main thread beside its training
+    thread (reference section 4.2); the Ray learner gives `add_labels` a concurrency group of its
+    own. A first-come, first-served lock guards the dataset, the weights and the counters, and
+    is taken one gradient step at a time, so a reward pass waits for one step at most.
     """
 
     def __init__(
@@ -87,6 +94,7 @@ class LearnedRewardModel(RewardModel):
         self.max_grad_norm = max_grad_norm
         self.generator = torch.Generator().manual_seed(seed)  # batch sampling only
         self.gradient_steps = 0
+        self._lock = FairLock()
 
     # --- what subclasses define --------------------------------------------------------------
     @abstractmethod
@@ -113,13 +121,18 @@ class LearnedRewardModel(RewardModel):
         return torch.from_numpy(encode_captions(captions)).to(self.device)
 
     def _unique_rewards(self, captions: list[str]) -> np.ndarray:
-        if self.gradient_steps == 0:
-            return np.zeros(len(captions), dtype=np.float32)
-        return self._outputs_to_rewards(self.outputs(captions)).cpu().numpy()
+        with self._lock:
+            if self.gradient_steps == 0:
+                return np.zeros(len(captions), dtype=np.float32)
+            return self._outputs_to_rewards(self._outputs(captions)).cpu().numpy()
 
-    @torch.no_grad()
     def outputs(self, captions: Sequence[str]) -> torch.Tensor:
         """Network outputs in eval mode, in chunks: [N, ...] for N captions."""
+        with self._lock:
+            return self._outputs(captions)
+
+    @torch.no_grad()
+    def _outputs(self, captions: Sequence[str]) -> torch.Tensor:
         chunks = [
             self.net(self.tokens(captions[start : start + INFERENCE_CHUNK]))
             for start in range(0, len(captions), INFERENCE_CHUNK)
@@ -127,13 +140,14 @@ class LearnedRewardModel(RewardModel):
         return torch.cat(chunks).float()
 
     def add_labels(self, labels: Sequence[Label]) -> dict[str, float]:
-        if not labels:
-            return {DATASET_SIZE: float(self.dataset_size)}
-        self._store(labels)
-        if self.dataset_size >= self.switch_dataset_size:
-            return self._train(0)
-        self._earned += self.steps_per_label_batch * min(len(labels), self.label_batch_size)
-        steps, self._earned = divmod(self._earned, self.label_batch_size)
+        with self._lock:
+            if not labels:
+                return {DATASET_SIZE: float(self.dataset_size)}
+            self._store(labels)
+            if self.dataset_size >= self.switch_dataset_size:
+                return {DATASET_SIZE: float(self.dataset_size)}
+            self._earned += self.steps_per_label_batch * min(len(labels), self.label_batch_size)
+            steps, self._earned = divmod(self._earned, self.label_batch_size)
         return self._train(steps)
 
     @property
@@ -148,27 +162,38 @@ class LearnedRewardModel(RewardModel):
         metrics = {DATASET_SIZE: float(self.dataset_size)}
         if steps == 0 or self.dataset_size == 0:
             return metrics
-        self.net.train()
         losses, correct, counted = [], 0, 0
         for _ in range(steps):
-            indices = torch.randperm(self.dataset_size, generator=self.generator)
-            loss, batch_correct, batch_counted = self._batch_loss(indices[: self.batch_size])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(self.net.parameters(), self.max_grad_norm)
-            self.optimizer.step()
-            self.gradient_steps += 1
-            losses.append(loss.item())
+            with self._lock:
+                loss, batch_correct, batch_counted = self._step()
+            losses.append(loss)
             correct, counted = correct + batch_correct, counted + batch_counted
-        self.net.eval()
         metrics[LOSS] = float(np.mean(losses))
         metrics[GRADIENT_STEPS] = float(self.gradient_steps)
         if counted:
             metrics[ACCURACY] = correct / counted
         return metrics
 
+    def _step(self) -> tuple[float, int, int]:
+        """One gradient step on a fresh random batch (the net in train mode only within it);
+        returns the loss and (correct, counted). The caller holds the lock."""
+        self.net.train()
+        indices = torch.randperm(self.dataset_size, generator=self.generator)
+        loss, correct, counted = self._batch_loss(indices[: self.batch_size])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.gradient_steps += 1
+        self.net.eval()
+        return loss.item(), correct, counted
+
     def state_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return self._copy_state()
+
+    def _copy_state(self) -> dict[str, Any]:
         return copy.deepcopy(
             {
                 "net": self.net.state_dict(),
@@ -181,6 +206,10 @@ class LearnedRewardModel(RewardModel):
         )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            self._load_state(state)
+
+    def _load_state(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         # Adam would otherwise keep the caller's moment tensors and update them in place.
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
