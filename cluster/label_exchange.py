@@ -7,8 +7,10 @@ argument does not exist yet holds back every update the driver sends after it. T
 can be slow to answer: it runs at a lower priority (annotator.niceness) beside an LLM that
 takes whatever CPU the loop leaves. So an exchange goes in two stages. The annotator's labels
 are first polled as a reference, with its stats and notices (`_Poll`). Only once they exist
-are they handed, still by reference, to the learner's reward model (`_Handover`), whose call
-then runs as soon as the update before it is done.
+are they handed, still by reference, to the learner's reward model (`_Handover`), in a
+concurrency group of the learner's own (`LABELS_GROUP`): the gradient steps those labels earn
+(32 per 100 labels while the data set is small, ONI's schedule) run in a thread beside the
+updates, as ONI ran them beside its training thread, instead of between two updates.
 
 The caption table asks the learner for the current r_int of the annotator's top captions; that
 call waits behind the updates in flight (up to two, ~2 s each on a laptop's CPU), so the driver
@@ -17,6 +19,7 @@ asks and collects the answer at a later turn of its loop instead of waiting for 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,9 @@ import ray
 from cluster.placement import WORKER_LOST
 from cluster.runner import CaptionRow
 
+LABELS_GROUP = "labels"
+"""The learner actor's concurrency group for `add_labels` (one thread); its other calls run in
+the default group, one at a time. The reward model guards itself (reward_models/learned.py)."""
 MAX_IN_FLIGHT = 2
 """Exchanges polled or handed over and not finished; a new poll starts only below this."""
 
@@ -80,9 +86,15 @@ class LabelExchange:
         return out
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait up to `timeout_s` for the polls under way and hand them over, so that a learner
-        state read next holds every label polled so far (a checkpoint's)."""
+        """Wait up to `timeout_s` for the polls under way, hand them over, and wait for the
+        learner to take them, so that a learner state read next (a checkpoint's) holds every
+        label polled so far: `add_labels` runs in a concurrency group of its own, so a state
+        read sent after it would not wait for it. Their metrics come with the next `exchange`."""
+        deadline = time.monotonic() + timeout_s
         self._hand_over(wait_s=timeout_s)
+        taking = [handover.learner_metrics for handover in self._handovers]
+        if taking:
+            _ready(taking, max(0.0, deadline - time.monotonic()))
 
     def _hand_over(self, wait_s: float) -> None:
         waiting = []
@@ -99,7 +111,8 @@ class LabelExchange:
                 continue
             self._notices.extend(notices)
             # The labels stay in the object store: the learner fetches them itself.
-            self._handovers.append(_Handover(self.learner.add_labels.remote(poll.labels), stats))
+            add_labels = self.learner.add_labels.options(concurrency_group=LABELS_GROUP)
+            self._handovers.append(_Handover(add_labels.remote(poll.labels), stats))
         self._polls = waiting
 
 

@@ -14,7 +14,7 @@ from cluster.components import ConfiguredLearner, EnvSpec, make_worker
 from cluster.config import RunConfig
 from cluster.inference import InferenceMissing, RemotePolicy
 from cluster.inference_pool import InferencePool
-from cluster.label_exchange import CaptionTableRequest, LabelExchange
+from cluster.label_exchange import LABELS_GROUP, CaptionTableRequest, LabelExchange
 from cluster.placement import (
     NO_TASK_EVENTS,
     WORKER_LOST,
@@ -45,6 +45,7 @@ class RayRunner:
         learner_cls = ray.remote(
             num_cpus=1,
             num_gpus=learner_gpus,
+            concurrency_groups={LABELS_GROUP: 1},  # add_labels beside the updates
             **placed(config.learner.node_resource),
             **NO_TASK_EVENTS,  # every actor of a run: its calls never end (placement.py)
         )(ConfiguredLearner)

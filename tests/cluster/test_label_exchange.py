@@ -9,7 +9,12 @@ import time
 import pytest
 import ray
 
-from cluster.label_exchange import MAX_IN_FLIGHT, CaptionTableRequest, LabelExchange
+from cluster.label_exchange import (
+    LABELS_GROUP,
+    MAX_IN_FLIGHT,
+    CaptionTableRequest,
+    LabelExchange,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +55,7 @@ class HeldAnnotatorDouble:
         return [("You see a door", 3, 1.0), ("It's dark", 2, None)][:n]
 
 
-@ray.remote
+@ray.remote(concurrency_groups={LABELS_GROUP: 1})  # as RayRunner's learner
 class LearnerDouble:
     """Records the labels it is given; `update` stands for a training step."""
 
@@ -117,7 +122,8 @@ def test_flush_hands_over_every_answered_poll_before_a_state_read(local_ray):
     exchange.exchange()
     ray.get(annotator.release.remote())
     exchange.flush()
-    # The learner's next call (a checkpoint's state read) runs after the labels' handover.
+    # flush waited for the learner to take them: its next call (a checkpoint's state read)
+    # sees them, although add_labels runs in a concurrency group of its own.
     assert ray.get(learner.received.remote()) == ["label 1"]
 
 
