@@ -157,7 +157,9 @@ class Learner:
         }
 
     def add_labels(self, labels: Sequence[CaptionLabel | PairLabel]) -> dict[str, float]:
-        """Hand new LLM labels to the reward model (which may train on them now)."""
+        """Hand new LLM labels to the reward model (which may train on them now). May run in a
+        thread beside `update` (the Ray learner's concurrency group for labels): the reward
+        model guards its own state (reward_models/base.py)."""
         if not labels:
             return {}
         return self.reward_model.add_labels(labels)
