@@ -191,30 +191,24 @@ class LearnedRewardModel(RewardModel):
 
     def state_dict(self) -> dict[str, Any]:
         with self._lock:
-            return self._copy_state()
-
-    def _copy_state(self) -> dict[str, Any]:
-        return copy.deepcopy(
-            {
-                "net": self.net.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(),
-                "gradient_steps": self.gradient_steps,
-                "step_credit": self.step_credit,
-                "dataset": self._dataset_state(),
-            }
-        )
+            return copy.deepcopy(
+                {
+                    "net": self.net.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "generator": self.generator.get_state(),
+                    "gradient_steps": self.gradient_steps,
+                    "step_credit": self.step_credit,
+                    "dataset": self._dataset_state(),
+                }
+            )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with self._lock:
-            self._load_state(state)
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        # Adam would otherwise keep the caller's moment tensors and update them in place.
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        self.generator.set_state(state["generator"])
-        self.gradient_steps = int(state["gradient_steps"])
-        # Absent from checkpoints written before it existed: nothing carried.
-        self._earned = round(float(state.get("step_credit", 0.0)) * self.label_batch_size)
-        self._load_dataset_state(copy.deepcopy(state["dataset"]))
+            self.net.load_state_dict(state["net"])
+            # Adam would otherwise keep the caller's moment tensors and update them in place.
+            self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+            self.generator.set_state(state["generator"])
+            self.gradient_steps = int(state["gradient_steps"])
+            # Absent from checkpoints written before it existed: nothing carried.
+            self._earned = round(float(state.get("step_credit", 0.0)) * self.label_batch_size)
+            self._load_dataset_state(copy.deepcopy(state["dataset"]))

@@ -2,7 +2,6 @@
 the protocol documents, in a tiny real run: CartPole with the hashing reward model and the rules
 judge, so the annotator's half runs too."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from actors.messages import EpisodeStats, Fragment
 from cluster.components import env_spec
 from cluster.config import load_config
 from cluster.runner import Runner
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,13 +68,16 @@ def _exercise(runner, config, fragment_type) -> None:
     assert (runner.workers_alive, runner.workers_waiting, runner.restarts) == (2, 0, 0)
 
 
-def _table_without_waiting(runner, limit_s: float = 60.0):
+def _table_without_waiting(runner):
     """caption_table(wait=False) returns None until both answers are in, then the table."""
-    deadline = time.monotonic() + limit_s
-    while (rows := runner.caption_table(5, wait=False)) is None:
-        assert time.monotonic() < deadline, f"no caption table within {limit_s:.0f} s"
-        time.sleep(0.05)
-    return rows
+    rows = []
+
+    def answered():
+        rows[:] = [runner.caption_table(5, wait=False)]
+        return rows[0] is not None, repr(rows[0])
+
+    wait_for("the caption table asked for without waiting", answered, interval_s=0.05)
+    return rows[0]
 
 
 def test_serial_runner_keeps_the_protocol(tmp_path):

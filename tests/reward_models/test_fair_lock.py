@@ -7,13 +7,13 @@ import threading
 import time
 
 from reward_models.fair_lock import FairLock
+from tests.waiting import wait_for
 
 
-def _wait_for_tickets(lock: FairLock, n: int, limit_s: float = 30.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while lock._next_ticket < n:  # the threads started have asked
-        assert time.monotonic() < deadline, "a thread never asked for the lock"
-        time.sleep(0.001)
+def _wait_for_tickets(lock: FairLock, n: int) -> None:
+    """Until the threads started have asked for the lock."""
+    asked = lambda: (lock._next_ticket >= n, f"{lock._next_ticket} tickets")  # noqa: E731
+    wait_for(f"{n} tickets", asked, interval_s=0.001)
 
 
 def test_threads_are_served_in_the_order_they_asked():
