@@ -12,7 +12,10 @@ from tests.waiting import wait_for
 
 def _wait_for_tickets(lock: FairLock, n: int) -> None:
     """Until the threads started have asked for the lock."""
-    asked = lambda: (lock._next_ticket >= n, f"{lock._next_ticket} tickets")  # noqa: E731
+
+    def asked():
+        return lock._next_ticket >= n, f"{lock._next_ticket} tickets"
+
     wait_for(f"{n} tickets", asked, interval_s=0.001)
 
 
