@@ -16,29 +16,15 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from actors.messages import CaptionLabel, PairLabel
+from annotator import metrics as am
 from annotator.asking import INVALID, ask
 from annotator.backlog import Backlog
 from annotator.calibration import Calibrator
 from annotator.config import AnnotatorConfig
+from annotator.heap_floor import HeapFloor
 from annotator.kinds import annotation_kind
 from annotator.label_store import LabelStore
 from annotator.latency import LabelLatency
-from annotator.metrics import (
-    ANSWERING,
-    BACKEND_STATE,
-    BACKEND_UP,
-    BATCH_SIZE,
-    DROPPED,
-    FAILED_REQUESTS,
-    FIRST_LABEL_DELAY,
-    INVALID_RATE,
-    LABELS_PER_S,
-    LABELS_TOTAL,
-    NOT_ANSWERING,
-    PENDING,
-    POSITIVE_FRACTION,
-    STARTING,
-)
 from annotator.pacing import BatchSizer, Notices, sleep_or_stop, unreadable_notice
 from annotator.sightings import Sightings
 from reward_models import sample_pairs
@@ -60,10 +46,13 @@ class Annotator:
         kind: str = "caption",
         seed: int = 0,
         keyed_by_backend: bool = False,
+        heap_reader: Callable[[], float | None] | None = None,
     ):
         """`keyed_by_backend`: labels are keyed by the model the backend says it serves
         (``backend.model_id``, known once it has started, and followed when it changes), not by
-        the store's configured model id. For servers, whose model is theirs to choose."""
+        the store's configured model id. For servers, whose model is theirs to choose.
+        `heap_reader`: this process's live heap in MB, read as each batch comes back
+        (annotator/metrics.py's `HEAP_FLOOR_MB`); given only where the process is the annotator's own."""
         self.kind = annotation_kind(kind)  # "caption" (classification) or "pair" (ranking)
         self.settings = config
         self.store = store
@@ -91,6 +80,7 @@ class Annotator:
         self._notices = Notices(NOTICE_INTERVAL_S)
         self._keyed = not keyed_by_backend  # labels are keyed by the right model id
         self._retired_stores: list[LabelStore] = []
+        self._heap = HeapFloor(heap_reader)
         if not keyed_by_backend:
             self._load_known()
 
@@ -133,26 +123,28 @@ class Annotator:
         with self._lock:
             asked = self.counts["answers"]
             total = len(self._queue.known)
-            delay = self._first_label_delay
+            delay, heap = self._first_label_delay, self._heap.floor()
+            elapsed = max(time.monotonic() - self._started, 1e-9)
             return {
-                LABELS_TOTAL: float(total),
-                LABELS_PER_S: self.counts["labelled"] / max(time.monotonic() - self._started, 1e-9),
-                PENDING: float(len(self._queue)),
-                INVALID_RATE: self.counts["invalid"] / asked if asked else 0.0,
-                POSITIVE_FRACTION: self.counts["positive"] / max(self.counts["labelled"], 1),
-                DROPPED: float(self._queue.dropped),
-                FAILED_REQUESTS: float(self.counts["failed"]),
-                BACKEND_UP: float(self._backend_up),
-                BACKEND_STATE: self._state(),
-                BATCH_SIZE: float(self._sizer.size),
+                am.LABELS_TOTAL: float(total),
+                am.LABELS_PER_S: self.counts["labelled"] / elapsed,
+                am.PENDING: float(len(self._queue)),
+                am.INVALID_RATE: self.counts["invalid"] / asked if asked else 0.0,
+                am.POSITIVE_FRACTION: self.counts["positive"] / max(self.counts["labelled"], 1),
+                am.DROPPED: float(self._queue.dropped),
+                am.FAILED_REQUESTS: float(self.counts["failed"]),
+                am.BACKEND_UP: float(self._backend_up),
+                am.BACKEND_STATE: self._state(),
+                am.BATCH_SIZE: float(self._sizer.size),
                 **self._latency.stats(),
-                **({} if delay is None else {FIRST_LABEL_DELAY: delay}),
+                **({} if delay is None else {am.FIRST_LABEL_DELAY: delay}),
+                **({} if heap is None else {am.HEAP_FLOOR_MB: heap}),
             }
 
     def _state(self) -> float:
         if self.backend is None:  # loading a model, or waiting for a server to answer
-            return NOT_ANSWERING if self.counts["start_failures"] else STARTING
-        return ANSWERING if self._backend_up else NOT_ANSWERING
+            return am.NOT_ANSWERING if self.counts["start_failures"] else am.STARTING
+        return am.ANSWERING if self._backend_up else am.NOT_ANSWERING
 
     def poll_notices(self) -> list[str]:
         """What the user must know since the last poll, one console line each (a backend that
@@ -317,6 +309,7 @@ class Annotator:
         ]
         if answered:
             self._sizer.measured(len(batch), sent, time.monotonic())
+            self._heap.read()
         valid = [(item, out) for item, out in answered if out is not INVALID]
         values = self.calibrator([value for _, value in valid]) if valid else []
         labels = [self.kind.label(item, v) for (item, _), v in zip(valid, values, strict=True)]

@@ -14,6 +14,9 @@ of that cycle gives a slope that is mostly noise. The learner logs its RSS and g
 at the end of every update (`learner/rss_mb`, `learner/heap_mb`, MB; learner/memory_stats.py),
 and the JSON's `learner` block fits those per-update values against the env step each was logged
 at, over the second half of the updates; the sampled figure is kept beside them, named as such.
+The annotator's RSS swings the same way with its LLM batches; its growth is read from the floor
+of its live heap after its recent batches (`annotator/heap_floor_mb`, annotator/heap_floor.py),
+logged with the driver's env step, in the JSON's `annotator` block.
 
     python benchmarks/memory.py [--minutes 35] [--steps 10000000] [--every-s 5]
                                 [--method classification] [--out results.json]
@@ -36,6 +39,7 @@ MB = 1024 * 1024
 TARGET_STEPS = 10_000_000
 # What the learner logs at the end of every update (learner/metrics.py), in MB.
 LEARNER_RSS_TAG, LEARNER_HEAP_TAG = "learner/rss_mb", "learner/heap_mb"
+ANNOTATOR_HEAP_TAG = "annotator/heap_floor_mb"  # annotator/metrics.py: HEAP_FLOOR_MB
 
 
 def parse_args(argv=None):
@@ -159,6 +163,23 @@ def learner_memory(scalars: dict, rows: list[dict]) -> dict:
     }
 
 
+def annotator_memory(scalars: dict, rows: list[dict]) -> dict:
+    """The annotator's growth from the floor of its live heap after its batches, beside the
+    figure from its RSS sampled at random points of its batches."""
+    heap = scalars.get(ANNOTATOR_HEAP_TAG, [])
+    annotators = [r for r in rows if r["role"] == "annotator"]
+    sampled = max(annotators, key=lambda r: r["samples"], default=None)
+    return {
+        "heap_floor_readings": len(heap),
+        "annotator_heap_floor_growth_mb_per_1m_steps": series_growth(heap),
+        "annotator_rss_sampled_at_random_points_growth_mb_per_1m_steps": (
+            sampled["growth_mb_per_million_steps"] if sampled else None
+        ),
+        "heap_floor_first_last_mb": first_last(heap),
+        "peak_rss_sampled_mb": sampled["peak_mb"] if sampled else None,
+    }
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = overrides_of(SHAPE, METHODS[args.method], {"total_env_steps": args.steps})
@@ -183,6 +204,7 @@ def main(argv=None) -> int:
     out["by_role"] = by_role(rows)
     out["learner"] = learner_memory(run["scalars"], rows)
     out["annotator"] = {k: last(run["scalars"], tag) for k, tag in ANNOTATOR_TAGS.items()}
+    out["annotator"] |= annotator_memory(run["scalars"], rows)
     p50 = [v for _, v in run["scalars"].get(ANNOTATOR_TAGS["label_latency_p50_s"], [])]
     out["annotator"]["label_latency_p50_s_median_over_run"] = float(np.median(p50)) if p50 else None
     out["processes"] = rows

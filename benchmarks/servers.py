@@ -35,13 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from annotator.annotator import (  # noqa: E402
-    BACKEND_STATE,
-    INVALID_RATE,
-    PENDING,
-    STARTING,
-    Annotator,
-)
+from annotator.annotator import Annotator  # noqa: E402
+from annotator.metrics import BACKEND_STATE, INVALID_RATE, PENDING, STARTING  # noqa: E402
 from tests.servers import CAPTIONS, SERVER_FACTORIES, SERVER_KINDS, missing  # noqa: E402
 
 ENDPOINTS = ("chat", "completions")

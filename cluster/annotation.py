@@ -14,6 +14,7 @@ from annotator.annotator import Annotator
 from annotator.label_store import LabelStore
 from annotator.prompts import classification_prompt, ranking_prompt
 from cluster.config import RunConfig
+from learner.memory_stats import heap_mb
 from reward_models import REWARD_MODELS, RewardModel
 from reward_models import build_reward_model as reward_model_from
 
@@ -202,11 +203,13 @@ def label_store_path(config: RunConfig) -> Path:
     return Path(config.annotator.label_store or Path(config.run_dir) / "labels.sqlite")
 
 
-def build_annotator(config: RunConfig, *, niceness: int | None = None) -> Annotator:
-    """The annotator the config describes, its backend started by `Annotator.run`. `niceness`:
-    once the backend has loaded (at the caller's priority: loading a model at a low one could
-    take minutes on a busy machine), this process labels at that nice value (cluster/priority.py);
-    only for a process of its own (the Ray actor), never the driver's."""
+def build_annotator(config: RunConfig, *, own_process: bool = False) -> Annotator:
+    """The annotator the config describes, its backend started by `Annotator.run`.
+
+    `own_process` (the Ray actor, never the driver): once the backend has loaded (at the caller's
+    priority: loading a model at a low one could take minutes on a busy machine), this process
+    labels at `annotator.niceness` (cluster/priority.py), and its live heap is read after every
+    batch (annotator/metrics.py's HEAP_FLOOR_MB)."""
     from annotator.backends import make_backend
 
     ann = config.annotator
@@ -223,10 +226,10 @@ def build_annotator(config: RunConfig, *, niceness: int | None = None) -> Annota
 
     def backend_factory():
         backend = make_backend(ann.backend, **options)
-        if niceness is not None:
+        if own_process:
             from cluster.priority import lower_priority
 
-            lower_priority(niceness)
+            lower_priority(ann.niceness)
         return backend
 
     return Annotator(
@@ -236,6 +239,7 @@ def build_annotator(config: RunConfig, *, niceness: int | None = None) -> Annota
         kind=kind,
         seed=config.seed,
         keyed_by_backend=ann.backend == "openai",
+        heap_reader=heap_mb if own_process else None,
     )
 
 
@@ -282,7 +286,7 @@ class AnnotatorActor:
     between the labelling task's awaits (an LLM call in flight never holds up `submit`)."""
 
     def __init__(self, config: RunConfig):
-        self.annotator = build_annotator(config, niceness=config.annotator.niceness)
+        self.annotator = build_annotator(config, own_process=True)
         self._stop = asyncio.Event()
         self._task = None
 

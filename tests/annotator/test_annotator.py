@@ -7,22 +7,21 @@ import re
 
 import pytest
 
-from annotator.annotator import (
+from annotator.annotator import FIRST_BATCH, Annotator
+from annotator.config import AnnotatorConfig
+from annotator.label_store import LabelStore
+from annotator.metrics import (
     ANSWERING,
     BACKEND_STATE,
     DROPPED,
     FAILED_REQUESTS,
-    FIRST_BATCH,
     FIRST_LABEL_DELAY,
     INVALID_RATE,
     LABELS_TOTAL,
     NOT_ANSWERING,
     PENDING,
     STARTING,
-    Annotator,
 )
-from annotator.config import AnnotatorConfig
-from annotator.label_store import LabelStore
 from annotator.pacing import BatchSizer, Notices
 from annotator.prompts import classification_prompt
 from tests.doubles.scripted_backend import ScriptedBackendDouble

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed")
 
-from annotator.annotator import LABELS_TOTAL  # noqa: E402
+from annotator.metrics import LABELS_TOTAL  # noqa: E402
 from cluster.annotation import build_annotator  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 

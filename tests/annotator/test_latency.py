@@ -5,11 +5,11 @@ import asyncio
 
 import pytest
 
-from annotator.annotator import LABELS_TOTAL, Annotator
+from annotator.annotator import Annotator
 from annotator.config import AnnotatorConfig
 from annotator.label_store import LabelStore
 from annotator.latency import LabelLatency
-from annotator.metrics import LABEL_LATENCY_P50, LABEL_LATENCY_P95
+from annotator.metrics import LABEL_LATENCY_P50, LABEL_LATENCY_P95, LABELS_TOTAL
 from annotator.prompts import classification_prompt
 from tests.doubles.scripted_backend import ScriptedBackendDouble
 

@@ -23,14 +23,14 @@ from collections.abc import Callable
 
 import pytest
 
-from annotator.annotator import (
+from annotator.annotator import Annotator
+from annotator.metrics import (
     BACKEND_STATE,
     FAILED_REQUESTS,
     INVALID_RATE,
     LABELS_TOTAL,
     PENDING,
     STARTING,
-    Annotator,
 )
 from tests.servers import CAPTIONS, SERVER_FACTORIES, SERVER_KINDS, RealServer, missing
 

@@ -145,9 +145,10 @@ def test_missing_file_is_named(tmp_path):
 
 
 def test_the_annotator_labels_captions_with_the_rules(tmp_path):
-    from annotator.annotator import LABELS_TOTAL, Annotator
+    from annotator.annotator import Annotator
     from annotator.config import AnnotatorConfig
     from annotator.label_store import LabelStore
+    from annotator.metrics import LABELS_TOTAL
 
     backend = make_backend("rules")
     version = classification_prompt("x", goal="gold").version

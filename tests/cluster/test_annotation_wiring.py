@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from annotator.annotator import (
+from annotator.metrics import (
     BACKEND_STATE,
     BACKEND_UP,
     INVALID_RATE,

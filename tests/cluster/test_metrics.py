@@ -13,7 +13,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from actors.messages import EpisodeStats
-from annotator.annotator import BACKEND_STATE, NOT_ANSWERING, STARTING
+from annotator.metrics import BACKEND_STATE, NOT_ANSWERING, STARTING
 from cluster import metrics as m
 from cluster.cli import main
 from cluster.config import dump_yaml, load_config
