@@ -121,19 +121,47 @@ def check_backend_installed(config: RunConfig) -> None:
 def _probe_server(config: RunConfig, timeout_s: float) -> list[str]:
     import httpx
 
-    from annotator.backends.openai_wire import model_names, normalize_base_url
     from cluster.config import ConfigError
 
-    url = normalize_base_url(config.annotator.base_url) + "/models"
-    key = api_key(config)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = models_url(config)
     try:
-        r = httpx.get(url, headers=headers, timeout=timeout_s, trust_env=False)
+        names = server_models(config, timeout_s)
+    except httpx.ConnectError:
+        return [
+            f"annotator: nothing answers at {url} yet (cannot connect); training starts now and "
+            "labelling begins when a server answers there"
+        ]
     except httpx.HTTPError as exc:
         return [
             f"annotator: no server answers GET {url} yet ({type(exc).__name__}); training "
             "starts now and labelling begins when it answers"
         ]
+    except ConfigError:
+        raise  # a refused key stops the run (a ValueError too)
+    except ValueError as exc:
+        return [f"annotator: {exc}"]
+    return [f"annotator: {config.annotator.base_url} serves {', '.join(names)}"]
+
+
+def models_url(config: RunConfig) -> str:
+    from annotator.backends.openai_wire import normalize_base_url
+
+    return normalize_base_url(config.annotator.base_url) + "/models"
+
+
+def server_models(config: RunConfig, timeout_s: float) -> list[str]:
+    """The model names the OpenAI-compatible server at annotator.base_url lists (GET /models).
+    Raises httpx.ConnectError where nothing listens there, another httpx.HTTPError where the
+    request fails otherwise, ConfigError (exit 2) where the server refuses the API key, and
+    ValueError (saying what came back) for another status or a body without a model list."""
+    import httpx
+
+    from annotator.backends.openai_wire import model_names
+    from cluster.config import ConfigError
+
+    url, key = models_url(config), api_key(config)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    r = httpx.get(url, headers=headers, timeout=timeout_s, trust_env=False)
     if r.status_code in (401, 403):
         var = config.annotator.api_key_env
         has = "is set but refused" if key else "is not set"
@@ -143,12 +171,13 @@ def _probe_server(config: RunConfig, timeout_s: float) -> list[str]:
             "another variable)"
         )
     if r.status_code != 200:
-        return [f"annotator: GET {url} answered HTTP {r.status_code}; is base_url right?"]
+        raise ValueError(f"GET {url} answered HTTP {r.status_code}; is base_url right?")
     try:
-        names = model_names(r.json())
+        return model_names(r.json())
     except ValueError:
-        return [f"annotator: GET {url} answered without a model list; is it OpenAI-compatible?"]
-    return [f"annotator: {config.annotator.base_url} serves {', '.join(names)}"]
+        raise ValueError(
+            f"GET {url} answered without a model list; is it OpenAI-compatible?"
+        ) from None
 
 
 def labels_verdict(config: RunConfig, stats: dict[str, float] | None) -> str | None:

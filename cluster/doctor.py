@@ -192,6 +192,12 @@ def check_ray(config, *, start: bool) -> str:
     where = f"joins {config.ray_address}" if config.ray_address else "starts a local Ray"
     if config.mode != "ray":
         where = "does not use Ray (mode=serial)"
+    cores = os.cpu_count() or 1
+    if config.mode == "ray" and config.ray_address is None and cpus_needed(config) > cores:
+        needs += (
+            f", more than this machine's {cores} cores: the local Ray counts "
+            f"{cpus_needed(config)} and its processes share the cores (it runs, more slowly)"
+        )
     if not start:
         return f"ray {ray_version} imports; the run {where}; {needs} (--ray to start/join it)"
     from cluster.placement import start_ray
@@ -254,6 +260,8 @@ def check_llm(config, timeout_s: float) -> str:
         notes = preflight(config)
     except ConfigError as exc:
         raise Failed(str(exc)) from None
+    if ann.backend == "openai":
+        _fail_where_nothing_listens(config)
     prompt = classification_prompt("You find a staircase down.", goal=ann.goal, style=ann.style)
 
     async def probe():
@@ -293,6 +301,25 @@ def check_llm(config, timeout_s: float) -> str:
         f"{ann.backend} ({where}) answered a classification prompt in {answer_s:.2f} s "
         f"(the first answer, with loading: {first_s:.1f} s): {shown}"
     )
+
+
+def _fail_where_nothing_listens(config) -> None:
+    """Failed at once where no process listens at annotator.base_url: a server that is up but
+    still loading its model accepts the connection, so the probe's wait (up to
+    annotator.request_timeout_s) is for that case only."""
+    import httpx
+
+    from cluster.annotation import models_url, server_models
+
+    try:
+        server_models(config, timeout_s=5.0)
+    except httpx.ConnectError as exc:
+        raise Failed(
+            f"nothing answers at {models_url(config)} ({exc or 'cannot connect'}); start the "
+            "server there (or wait until it has started), or point annotator.base_url at it"
+        ) from None
+    except (httpx.HTTPError, ValueError):
+        pass  # up but not answering well yet: the probe below waits and reports it
 
 
 def check_model_cache(config) -> str:

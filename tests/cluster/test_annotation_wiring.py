@@ -124,7 +124,19 @@ def test_a_server_not_answering_yet_is_one_line_and_training_starts(tmp_path):
     url = server.url
     server.close()  # nothing listens there now
     lines = preflight(_config(tmp_path, "annotator.backend=openai", f"annotator.base_url={url}"))
-    assert len(lines) == 1 and "no server answers" in lines[0] and "training starts" in lines[0]
+    assert len(lines) == 1 and "nothing answers at" in lines[0] and "training starts" in lines[0]
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_a_server_answering_another_status_is_one_line_asking_about_base_url(tmp_path, status):
+    server = _Server(status)
+    try:
+        config = _config(tmp_path, "annotator.backend=openai", f"annotator.base_url={server.url}")
+        assert preflight(config) == [
+            f"annotator: GET {server.url}/models answered HTTP {status}; is base_url right?"
+        ]
+    finally:
+        server.close()
 
 
 def test_a_serving_server_is_named_with_its_model(tmp_path):

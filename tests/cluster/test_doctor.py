@@ -1,8 +1,9 @@
 """`rogueray doctor`: one OK/FAIL line per check, exit 0 when all pass and 1 when one fails.
 Tiny configs: CartPole without an annotator, NetHack with the rules backend (the LLM probe runs
-without a language model), and two that must fail (CUDA asked for where there is none, an LLM
-server nobody runs)."""
+without a language model), two that must fail (CUDA asked for where there is none, an LLM
+server nobody runs) and a local Ray counting more CPUs than the machine has cores."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -64,18 +65,29 @@ def test_cuda_asked_for_without_a_gpu_fails(tmp_path, capsys):
     assert "1 check failed" in out
 
 
-def test_llm_server_that_does_not_answer_fails(tmp_path, capsys):
+def test_llm_server_nobody_runs_fails_at_once(tmp_path, capsys):
     args = [
         "doctor",
         "annotator.backend=openai",
-        "annotator.base_url=http://127.0.0.1:9/v1",  # the discard port: nothing answers
+        "annotator.base_url=http://127.0.0.1:9/v1",  # the discard port: nothing listens
         f"run_dir={tmp_path}",
         "--probe-timeout",
-        "5",
+        "120",
     ]
     assert main(args) == 1
     llm = _lines(capsys.readouterr().out)["llm backend"]
-    assert llm.startswith("FAIL") and "raise --probe-timeout" in llm
+    # Not the probe's "gave no answer within 120 s": a refused connection needs no wait.
+    assert llm.startswith("FAIL nothing answers at http://127.0.0.1:9/v1/models"), llm
+    assert "start the server there" in llm and "annotator.base_url" in llm
+
+
+def test_a_local_ray_wanting_more_cpus_than_cores_says_so(tmp_path, capsys):
+    workers = (os.cpu_count() or 1) + 1
+    main(["doctor", CARTPOLE, f"run_dir={tmp_path}", f"rollout.num_workers={workers}"])
+    ray_line = _lines(capsys.readouterr().out)["ray"]
+    assert (
+        ray_line.startswith("OK") and f"more than this machine's {os.cpu_count()} cores" in ray_line
+    )
 
 
 def test_bad_config_is_exit_2(capsys):
