@@ -21,6 +21,7 @@ from cluster import (
     replay_cli,
 )
 from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
+from cluster.console import counted
 from cluster.ray_job import job_run_dir
 from cluster.scaling import ScaleError, request_workers, running_driver, withdraw_request
 from cluster.validation import saved_config
@@ -56,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument(
         "overrides", nargs="*", default=[], metavar="key=value", help="e.g. total_env_steps=1e6"
     )
-    resume.add_argument("--quiet", action="store_true")
+    resume.add_argument("--quiet", action="store_true", help="no console progress lines")
     resume.add_argument("--print-config", action="store_true", help=PRINT_CONFIG_HELP)
     resume.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     scale = sub.add_parser(
@@ -357,10 +358,16 @@ def _train_or_resume(args: argparse.Namespace) -> int:
     if result.already_done:  # said by train(), with the command that continues the run
         return 0
     ret = "n/a" if result.mean_return is None else f"{result.mean_return:.2f}"
+    labels = ""
+    if result.labels is not None:
+        labels = f", {counted(result.labels, 'label')}"
+        if result.labels_in_reward_model is not None:
+            labels += f" ({result.labels_in_reward_model:,d} in the reward model's dataset)"
     try:
         print(
             f"[rogueray] done: {result.env_steps:,d} env steps, {result.updates:,d} updates, "
-            f"{result.episodes:,d} episodes, mean return (last {result.return_window}) {ret}; run dir {result.run_dir}",
+            f"{result.episodes:,d} episodes{labels}, mean return (last {result.return_window}) "
+            f"{ret}; run dir {result.run_dir}",
             flush=True,
         )
     except (OSError, ValueError):  # the console is gone; the checkpoint is written

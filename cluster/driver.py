@@ -44,6 +44,8 @@ class TrainResult:
     resumed_from: int | None
     run_dir: str
     already_done: bool = False  # the run had reached total_env_steps; nothing was started
+    labels: int | None = None  # stored labels at the last exchange (None: no annotator)
+    labels_in_reward_model: int | None = None  # the reward model's dataset size then
 
 
 def train(config: RunConfig, *, quiet: bool = False, fresh: bool = False) -> TrainResult:
@@ -238,4 +240,21 @@ def _loop(
         return_window=len(loop.window),
         resumed_from=loop.start_step if resumed else None,
         run_dir=str(config.run_dir),
+        **_label_counts(loop),
     )
+
+
+def _label_counts(loop: TrainingLoop) -> dict[str, int]:
+    """The labels the annotator had stored at the run's last exchange and how many of them the
+    reward model had taken (labels stored later are handed over first on resume); {} without an
+    annotator."""
+    from annotator.metrics import LABELS_TOTAL
+    from reward_models.base import DATASET_SIZE
+
+    stats = loop.annotator_stats or {}
+    if LABELS_TOTAL not in stats:
+        return {}
+    counts = {"labels": int(stats[LABELS_TOTAL])}
+    if DATASET_SIZE in loop.logger.latest:
+        counts["labels_in_reward_model"] = int(loop.logger.latest[DATASET_SIZE])
+    return counts

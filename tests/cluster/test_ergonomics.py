@@ -109,3 +109,31 @@ def test_scale_cancel_withdraws_a_standing_request(tmp_path, capsys):
     assert "give NUM_WORKERS, or --cancel" in capsys.readouterr().err
     assert main(["scale", str(run_dir), "2", "--cancel"]) == 2
     assert main(["scale", str(tmp_path / "missing"), "--cancel"]) == 2
+
+
+@pytest.mark.nle
+@pytest.mark.slow
+def test_the_done_line_counts_the_labels_and_what_the_reward_model_took(tmp_path, capsys):
+    """The console's status lines count labels as they come; the done line says where they
+    stand at the end: stored at the last exchange, and how many of those the reward model took
+    (the rest are handed over first on resume). Real NetHack, serial mode, the rules judge."""
+    import re
+
+    from annotator.label_store import open_readonly
+
+    overrides = [
+        f"run_dir={tmp_path}", "mode=serial", "total_env_steps=3072", "seed=5",
+        "env.num_envs_per_worker=4", "rollout.num_workers=1", "rollout.unroll_length=16",
+        "learner.batch_size=64", "model.hidden_size=32", "reward_model.name=classification",
+        "annotator.backend=rules",
+    ]  # fmt: skip
+    assert main(["train", *overrides]) == 0
+    done = [line for line in capsys.readouterr().out.splitlines() if "] done:" in line][-1]
+    found = re.search(
+        r"episodes, ([\d,]+) labels? \(([\d,]+) in the reward model's dataset\)", done
+    )
+    assert found, done
+    labels, taken = (int(group.replace(",", "")) for group in found.groups())
+    with open_readonly(tmp_path / "labels.sqlite") as store:
+        stored = sum(group[2] for group in store.groups())
+    assert 0 < labels <= stored and taken <= labels, (labels, taken, stored)
