@@ -24,6 +24,7 @@ from annotator.metrics import (
 )
 from annotator.pacing import BatchSizer, Notices
 from annotator.prompts import classification_prompt
+from tests.annotator.running import run_until
 from tests.doubles.scripted_backend import ScriptedBackendDouble
 
 
@@ -42,16 +43,6 @@ def _store(tmp_path, version=None):
     )
 
 
-async def _run_until(annotator, predicate, timeout=5.0):
-    stop = asyncio.Event()
-    task = asyncio.create_task(annotator.run(stop))
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate() and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.01)
-    stop.set()
-    await task
-
-
 def test_labels_each_caption_once_and_stores_it(tmp_path):
     backend = ScriptedBackendDouble(_judge)
     store = _store(tmp_path)
@@ -60,9 +51,9 @@ def test_labels_each_caption_once_and_stores_it(tmp_path):
     annotator.submit({"You see 5 gold pieces.": 1, "The door is locked.": 2})  # already pending
 
     async def go():
-        await _run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 3)
+        await run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 3)
         annotator.submit({"The door is locked.": 1})  # already labelled: not asked again
-        await _run_until(annotator, lambda: False, timeout=0.3)
+        await run_until(annotator, lambda: False, timeout=0.3)
 
     asyncio.run(go())
     assert len(backend.asked) == 3
@@ -85,7 +76,7 @@ def test_bounded_backlog_prefers_newest_and_counts_drops(tmp_path):
     annotator.submit({f"caption {i}": 1 for i in range(5)})
     assert annotator.stats()[DROPPED] == 2
     assert annotator.stats()[PENDING] == 3
-    asyncio.run(_run_until(annotator, lambda: annotator.stats()[PENDING] == 0))
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[PENDING] == 0))
     asked = [text.split("<message>")[1].split("</message>")[0] for text in backend.asked]
     assert asked == ["caption 4", "caption 3", "caption 2"]  # newest first, oldest two dropped
 
@@ -97,7 +88,7 @@ def test_a_caption_seen_again_moves_to_the_front(tmp_path):
     annotator.submit({"old but frequent": 1})
     annotator.submit({f"new {i}": 1 for i in range(3)})
     annotator.submit({"old but frequent": 5})
-    asyncio.run(_run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] >= 1))
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] >= 1))
     assert "old but frequent" in backend.asked[0]
 
 
@@ -107,7 +98,7 @@ def test_garbage_is_retried_bounded_counted_and_never_stored(tmp_path):
     store = _store(tmp_path)
     annotator = Annotator(lambda: backend, store, _settings(max_retries=2, style="reasoned"))
     annotator.submit({"gold": 1, "door": 1})
-    asyncio.run(_run_until(annotator, lambda: annotator.stats()[PENDING] == 0))
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[PENDING] == 0))
     assert len(backend.asked) == 2 * 3  # first try plus two retries each
     assert backend.temperatures == [0.0, 0.7, 0.7]  # re-asks are sampled, not repeated
     assert annotator.stats()[INVALID_RATE] == 1.0
@@ -145,13 +136,13 @@ def test_restart_asks_nothing_already_asked(tmp_path):
     first = ScriptedBackendDouble(_judge)
     annotator = Annotator(lambda: first, _store(tmp_path), _settings())
     annotator.submit({"gold": 1, "door": 1})
-    asyncio.run(_run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 2))
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 2))
 
     second = ScriptedBackendDouble(_judge)
     again = Annotator(lambda: second, _store(tmp_path), _settings())
     assert {label.caption for label in again.poll_labels()} == {"gold", "door"}  # replayed
     again.submit({"gold": 1, "door": 1, "newt": 1})
-    asyncio.run(_run_until(again, lambda: again.stats()[LABELS_TOTAL] == 3))
+    asyncio.run(run_until(again, lambda: again.stats()[LABELS_TOTAL] == 3))
     assert len(second.asked) == 1 and "newt" in second.asked[0]
 
 
@@ -168,7 +159,7 @@ def test_ranking_asks_pairs_of_distinct_captions(tmp_path):
     )
     annotator = Annotator(lambda: backend, store, _settings(pairs_per_round=3), kind="pair")
     annotator.submit({"gold": 1, "door": 1, "newt": 1})
-    asyncio.run(_run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 3))
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 3))
     labels = annotator.poll_labels()
     assert len({frozenset((p.first, p.second)) for p in labels}) == 3
     assert len(store.pair_labels()) == 3
@@ -194,7 +185,7 @@ def test_a_slow_in_process_answer_is_kept_whatever_the_request_timeout(tmp_path)
         lambda: backend, _store(tmp_path), _settings(request_timeout_s=0.05, max_in_flight=1)
     )
     annotator.submit({"gold": 1, "door": 1})
-    asyncio.run(_run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 2, timeout=10))
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 2, timeout=10))
     assert annotator.stats()[LABELS_TOTAL] == 2
     assert annotator.stats()[FAILED_REQUESTS] == 0
 
@@ -204,7 +195,7 @@ def test_first_batch_is_small_and_later_ones_follow_the_measured_speed(tmp_path)
     settings = _settings(batch_size=32, max_in_flight=1, target_batch_s=10.0)
     annotator = Annotator(lambda: backend, _store(tmp_path), settings)
     annotator.submit({f"caption {i}": 1 for i in range(60)})
-    asyncio.run(_run_until(annotator, lambda: annotator.stats()[PENDING] == 0, timeout=10))
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[PENDING] == 0, timeout=10))
     assert backend.batches[0] == FIRST_BATCH
     assert max(backend.batches) == 32  # 4 prompts in ~0.05 s: the cap, not the first size
     assert annotator.stats()[FIRST_LABEL_DELAY] >= 0.0
@@ -267,7 +258,7 @@ def test_outage_and_unreadable_answers_reach_the_user_as_one_line_each(tmp_path)
     annotator = Annotator(lambda: backend, _store(tmp_path), _settings(max_backoff_s=0.05))
     annotator.submit({"gold": 1, "door": 1})
     assert annotator.stats()[BACKEND_STATE] == STARTING  # loading, not "down"
-    asyncio.run(_run_until(annotator, lambda: annotator.stats()[FAILED_REQUESTS] >= 6))
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[FAILED_REQUESTS] >= 6))
     assert annotator.stats()[BACKEND_STATE] == NOT_ANSWERING
     lines = annotator.poll_notices()
     assert len(lines) == 1 and "did not answer" in lines[0]  # repeats within a minute: one line
@@ -277,7 +268,7 @@ def test_outage_and_unreadable_answers_reach_the_user_as_one_line_each(tmp_path)
     other = Annotator(lambda: garbage, _store(tmp_path / "g"), _settings(max_retries=2))
     # direct style: unreadable first-token probabilities are not re-asked (they would repeat)
     other.submit({f"caption {i}": 1 for i in range(25)})
-    asyncio.run(_run_until(other, lambda: other.stats()[PENDING] == 0))
+    asyncio.run(run_until(other, lambda: other.stats()[PENDING] == 0))
     assert other.stats()[BACKEND_STATE] == ANSWERING  # it answers, just not usably
     lines = other.poll_notices()
     assert len(lines) == 1  # said once, when 20 or more answers had come back unreadable

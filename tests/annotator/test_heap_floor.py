@@ -9,6 +9,7 @@ from annotator.heap_floor import READINGS, HeapFloor
 from annotator.label_store import LabelStore
 from annotator.metrics import HEAP_FLOOR_MB, LABELS_TOTAL
 from annotator.prompts import classification_prompt
+from tests.annotator.running import run_until
 from tests.doubles.scripted_backend import ScriptedBackendDouble
 
 
@@ -39,19 +40,14 @@ def _annotator(tmp_path, reader):
         prompt_version=classification_prompt("x").version,
     )
     backend = ScriptedBackendDouble(lambda text: 0.5)
-    return Annotator(lambda: backend, store, AnnotatorConfig(calibration="none"), heap_reader=reader)
+    return Annotator(
+        lambda: backend, store, AnnotatorConfig(calibration="none"), heap_reader=reader
+    )
 
 
 async def _label_two_captions(annotator) -> None:
     annotator.submit({"You see a jackal.": 1, "The door opens.": 1})
-    stop = asyncio.Event()
-    task = asyncio.create_task(annotator.run(stop))
-    for _ in range(500):
-        if annotator.stats()[LABELS_TOTAL] == 2:
-            break
-        await asyncio.sleep(0.01)
-    stop.set()
-    await task
+    await run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 2)
 
 
 def test_stats_report_the_floor_after_a_batch_only_with_a_reader(tmp_path):

@@ -149,6 +149,7 @@ def test_the_annotator_labels_captions_with_the_rules(tmp_path):
     from annotator.config import AnnotatorConfig
     from annotator.label_store import LabelStore
     from annotator.metrics import LABELS_TOTAL
+    from tests.annotator.running import run_until
 
     backend = make_backend("rules")
     version = classification_prompt("x", goal="gold").version
@@ -157,17 +158,7 @@ def test_the_annotator_labels_captions_with_the_rules(tmp_path):
     annotator = Annotator(lambda: backend, store, settings)
     annotator.submit({"$ - 4 gold pieces.": 2, "The kitten drops a gold piece.": 1, "": 5})
 
-    async def go():
-        stop = asyncio.Event()
-        task = asyncio.create_task(annotator.run(stop))
-        for _ in range(500):
-            if annotator.stats()[LABELS_TOTAL] == 3:
-                break
-            await asyncio.sleep(0.01)
-        stop.set()
-        await task
-
-    asyncio.run(go())
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 3))
     labels = {label.caption: label.value for label in annotator.poll_labels()}
     assert labels == {"$ - 4 gold pieces.": 1.0, "The kitten drops a gold piece.": 0.0, "": 0.0}
     assert store.caption_labels() == labels
