@@ -5,6 +5,7 @@ serial and Ray mode; the runner (cluster/runner.py) decides where the work happe
 from __future__ import annotations
 
 import signal
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,12 +14,12 @@ import torch
 
 from cluster import checkpoint as ckpt
 from cluster import metrics as m
-from cluster.annotation import labels_verdict, preflight
+from cluster.annotation import labels_verdict, preflight, wants_annotator
 from cluster.checkpoint import restore_rng_states
 from cluster.checkpointer import last_chance_checkpoint, resume_point
 from cluster.components import EnvSpec, env_spec
 from cluster.config import ConfigError, RunConfig, dump_yaml
-from cluster.console import startup_banner
+from cluster.console import counted, startup_banner
 from cluster.loop import TrainingLoop
 from cluster.loop import notify as _notify
 from cluster.ray_job import joined_address
@@ -97,12 +98,15 @@ def _start(config: RunConfig, flag: StopFlag, *, quiet: bool, fresh: bool) -> Tr
         print("\n".join(startup_banner(config, resume_step)), flush=True)
     flag.check_startup()
     spec = replace(spec, run_incarnation=counters["incarnation"])
-    runner, started_ray = _make_runner(config, spec, flag)
+    runner, started_ray = _make_runner(config, spec, flag, quiet)
     try:
+        began = time.monotonic()
         if checkpoint is not None:
             runner.load_learner_state(checkpoint["learner"])
             runner.load_annotator_state(checkpoint.get("annotator", {}))
         runner.start(checkpoint.get("annotator_backlog", []) if checkpoint else [])
+        if not quiet and config.mode == "ray":
+            say(f"[rogueray] processes up in {time.monotonic() - began:.0f} s")
         flag.check_startup()
         with DriverPid(run_dir):
             resumed = checkpoint is not None
@@ -131,8 +135,11 @@ def _counters(checkpoint: dict | None) -> dict:
     return counters
 
 
-def _make_runner(config: RunConfig, spec: EnvSpec, flag: StopFlag) -> tuple[Runner, bool]:
-    """The runner of `config.mode`, and whether this process started Ray (and must stop it)."""
+def _make_runner(
+    config: RunConfig, spec: EnvSpec, flag: StopFlag, quiet: bool
+) -> tuple[Runner, bool]:
+    """The runner of `config.mode`, and whether this process started Ray (and must stop it).
+    Unless `quiet`, says when Ray is up (it can take a minute on a loaded machine)."""
     if config.mode != "ray":
         from cluster.serial import SerialRunner
 
@@ -142,8 +149,17 @@ def _make_runner(config: RunConfig, spec: EnvSpec, flag: StopFlag) -> tuple[Runn
 
     # The entrypoint of a Ray job joins the job's cluster (RAY_ADDRESS): cluster/ray_job.py.
     config = replace(config, ray_address=joined_address(config.ray_address))
+    began = time.monotonic()
     started_ray = start_ray(config, quiet=True)
     flag.reinstall()  # ray.init replaced our SIGINT/SIGTERM handlers with its own
+    if not quiet:
+        where = "started" if started_ray else "joined"
+        say(
+            f"[rogueray] Ray {where} in {time.monotonic() - began:.0f} s; starting the learner, "
+            f"{counted(config.rollout.num_workers, 'rollout worker')}"
+            + (" and the annotator" if wants_annotator(config) else "")
+            + " (a process each)"
+        )
     try:
         flag.check_startup()
         return RayRunner(config, spec), started_ray

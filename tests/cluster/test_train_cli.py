@@ -1,6 +1,7 @@
 """The real entry point with tiny budgets: learning on CartPole through Ray and in serial mode,
 and a NetHack run that checkpoints and resumes with its step counter continuing."""
 
+import re
 import subprocess
 import sys
 from importlib.metadata import version
@@ -69,6 +70,12 @@ def test_nethack_runs_checkpoints_and_resumes(tmp_path, capsys):
         "log_interval_s=1",
     ]
     assert main(["train", f"run_dir={run_dir}", "total_env_steps=2000", *common]) == 0
+    out = capsys.readouterr().out
+    # Start-up says each stage as it ends: it can take a minute on a loaded machine.
+    assert re.search(
+        r"Ray started in \d+ s; starting the learner, 2 rollout workers and the annotator", out
+    ), out
+    assert re.search(r"processes up in \d+ s", out), out
     first = load_latest(run_dir)
     assert first["counters"]["env_steps"] >= 2000
     assert first["learner"]["version"] > 0
@@ -76,7 +83,6 @@ def test_nethack_runs_checkpoints_and_resumes(tmp_path, capsys):
     tags = _scalar_tags(run_dir)
     for tag in ("learner/policy_loss", "perf/env_steps_per_s", "system/workers_alive"):
         assert tag in tags
-    capsys.readouterr()
 
     assert main(["train", f"run_dir={run_dir}", "total_env_steps=4000", *common]) == 0
     out = capsys.readouterr().out
