@@ -52,7 +52,8 @@ class Annotator:
         (``backend.model_id``, known once it has started, and followed when it changes), not by
         the store's configured model id. For servers, whose model is theirs to choose.
         `heap_reader`: this process's live heap in MB, read as each batch comes back
-        (annotator/metrics.py's `HEAP_FLOOR_MB`); given only where the process is the annotator's own."""
+        (annotator/metrics.py's `HEAP_FLOOR_MB`); given only where the process is the
+        annotator's own."""
         self.kind = annotation_kind(kind)  # "caption" (classification) or "pair" (ranking)
         self.settings = config
         self.store = store

@@ -18,7 +18,7 @@ LABEL_LATENCY_P50 = "annotator/label_latency_p50_s"
 """Median seconds from a caption's first sighting to its stored label, over recent labels."""
 LABEL_LATENCY_P95 = "annotator/label_latency_p95_s"
 HEAP_FLOOR_MB = "annotator/heap_floor_mb"
-"""Ray mode: the lowest of glibc's live-heap readings (MB) taken in the annotator's process as each
-of its last `annotator.heap_floor.READINGS` answered batches came back. The model's activations come and go within
-a batch, so this floor shows growth without their swing; absent in serial mode (the process is
-the driver's) and off glibc."""
+"""Ray mode: the lowest of glibc's live-heap readings (MB) taken in the annotator's process as
+each of its last READINGS (annotator/heap_floor.py) answered batches came back. The model's
+activations come and go within a batch, so this floor shows growth without their swing; absent
+in serial mode (the process is the driver's) and off glibc."""

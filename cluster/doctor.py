@@ -304,9 +304,10 @@ def check_llm(config, timeout_s: float) -> str:
 
 
 def _fail_where_nothing_listens(config) -> None:
-    """Failed at once where no process listens at annotator.base_url: a server that is up but
-    still loading its model accepts the connection, so the probe's wait (up to
-    annotator.request_timeout_s) is for that case only."""
+    """Failed at once where nothing listens at annotator.base_url (a refused connection needs
+    no wait; a server still starting may not listen yet, which the message allows for). A
+    server that listens but answers slowly or badly is left to the probe, which waits up to
+    the probe timeout."""
     import httpx
 
     from cluster.annotation import models_url, server_models
