@@ -144,12 +144,16 @@ def first_last(points: list[tuple[int, float]]) -> list[float] | None:
     return [points[0][1], points[-1][1]] if points else None
 
 
+def longest_sampled(rows: list[dict], role: str) -> dict | None:
+    """The process of `role` sampled most often (a restarted actor leaves a short-lived row)."""
+    return max((r for r in rows if r["role"] == role), key=lambda r: r["samples"], default=None)
+
+
 def learner_memory(scalars: dict, rows: list[dict]) -> dict:
     """The learner's growth from its own per-update readings (RSS and live heap at the end of each
     update), beside the figure from RSS sampled at random points of its update cycle."""
     rss, heap = scalars.get(LEARNER_RSS_TAG, []), scalars.get(LEARNER_HEAP_TAG, [])
-    learners = [r for r in rows if r["role"] == "learner"]
-    sampled = max(learners, key=lambda r: r["samples"], default=None)
+    sampled = longest_sampled(rows, "learner")
     return {
         "updates_read": len(rss),
         "learner_rss_at_update_end_growth_mb_per_1m_steps": series_growth(rss),
@@ -167,8 +171,7 @@ def annotator_memory(scalars: dict, rows: list[dict]) -> dict:
     """The annotator's growth from the floor of its live heap after its batches, beside the
     figure from its RSS sampled at random points of its batches."""
     heap = scalars.get(ANNOTATOR_HEAP_TAG, [])
-    annotators = [r for r in rows if r["role"] == "annotator"]
-    sampled = max(annotators, key=lambda r: r["samples"], default=None)
+    sampled = longest_sampled(rows, "annotator")
     return {
         "heap_floor_readings": len(heap),
         "annotator_heap_floor_growth_mb_per_1m_steps": series_growth(heap),
