@@ -96,6 +96,19 @@ def fast_lines(monkeypatch):
     monkeypatch.setattr(cluster.progress, "INTERVAL_S", 0.02)
 
 
+@pytest.fixture
+def slow_updates(monkeypatch, fast_lines):
+    """Each update waits 10 intervals, so a periodic line falls between two updates however fast
+    the command runs (a 64-step collect took 19 ms on CI, under one 20 ms interval)."""
+    update = Progress.update
+
+    def update_then_wait(self, n=1):
+        update(self, n)
+        time.sleep(10 * cluster.progress.INTERVAL_S)
+
+    monkeypatch.setattr(Progress, "update", update_then_wait)
+
+
 def test_judge_prints_progress_lines_and_no_progress_silences_them(capsys, fast_lines):
     assert main(["judge", "annotator.backend=rules", "--limit", "10"]) == 0
     lines = _progress_lines(capsys.readouterr().err, "judge")
@@ -105,7 +118,7 @@ def test_judge_prints_progress_lines_and_no_progress_silences_them(capsys, fast_
 
 
 @pytest.mark.nle
-def test_collect_annotate_and_fit_reward_print_progress_lines(tmp_path, capsys, fast_lines):
+def test_collect_annotate_and_fit_reward_print_progress_lines(tmp_path, capsys, slow_updates):
     data = str(tmp_path / "data")
     args = ["--num-envs", "1", "--unroll-length", "32"]
     assert main(["collect", data, "--steps", "64", *args]) == 0
