@@ -257,11 +257,9 @@ def check_llm(config, timeout_s: float) -> str:
         return f"not used (reward_model.name={config.reward_model.name} takes no LLM labels)"
     ann = config.annotator
     try:
-        notes = preflight(config)
+        notes = _ask_server(config) if ann.backend == "openai" else preflight(config)
     except ConfigError as exc:
         raise Failed(str(exc)) from None
-    if ann.backend == "openai":
-        _fail_where_nothing_listens(config)
     prompt = classification_prompt("You find a staircase down.", goal=ann.goal, style=ann.style)
 
     async def probe():
@@ -303,24 +301,31 @@ def check_llm(config, timeout_s: float) -> str:
     )
 
 
-def _fail_where_nothing_listens(config) -> None:
-    """Failed at once where nothing listens at annotator.base_url (a refused connection needs
-    no wait; a server still starting may not listen yet, which the message allows for). A
-    server that listens but answers slowly or badly is left to the probe, which waits up to
-    the probe timeout."""
+def _ask_server(config) -> list[str]:
+    """The server's model list, asked once (GET /models): Failed at once where nothing listens
+    at annotator.base_url (a refused connection needs no wait; a server still starting may not
+    listen yet, which the message allows for), ConfigError where it refuses the API key. A
+    server that listens but answers badly gives a note; the probe then waits up to the probe
+    timeout and reports it with the note."""
     import httpx
 
     from cluster.annotation import models_url, server_models
+    from cluster.config import ConfigError
 
     try:
-        server_models(config, timeout_s=5.0)
+        names = server_models(config, timeout_s=5.0)
     except httpx.ConnectError as exc:
         raise Failed(
             f"nothing answers at {models_url(config)} ({exc or 'cannot connect'}); start the "
             "server there (or wait until it has started), or point annotator.base_url at it"
         ) from None
-    except (httpx.HTTPError, ValueError):
-        pass  # up but not answering well yet: the probe below waits and reports it
+    except httpx.HTTPError as exc:
+        return [f"GET {models_url(config)} failed ({type(exc).__name__})"]
+    except ConfigError:
+        raise  # a refused key: the caller's Failed (a ConfigError is a ValueError too)
+    except ValueError as exc:
+        return [str(exc)]
+    return [f"{config.annotator.base_url} serves {', '.join(names)}"]
 
 
 def check_model_cache(config) -> str:

@@ -1,7 +1,8 @@
 """`rogueray doctor`: one OK/FAIL line per check, exit 0 when all pass and 1 when one fails.
 Tiny configs: CartPole without an annotator, NetHack with the rules backend (the LLM probe runs
 without a language model), two that must fail (CUDA asked for where there is none, an LLM
-server nobody runs) and a local Ray counting more CPUs than the machine has cores."""
+server nobody runs), a local Ray counting more CPUs than the machine has cores, and an
+OpenAI-compatible server (tests/doubles/openai_server.py) that serves or refuses the key."""
 
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from cluster.cli import main
+from tests.doubles.openai_server import OpenAICompatServer, ScriptedAnswers
 
 CARTPOLE = str(Path(__file__).resolve().parents[2] / "configs" / "cartpole.yaml")
 CHECKS = ("versions", "env CartPole-v1", "NLE (NetHackScore-v0)", "ray", "gpu", "llm backend",
@@ -93,3 +95,32 @@ def test_a_local_ray_wanting_more_cpus_than_cores_says_so(tmp_path, capsys):
 def test_bad_config_is_exit_2(capsys):
     assert main(["doctor", CARTPOLE, "no_such_key=1"]) == 2
     assert "no_such_key" in capsys.readouterr().err
+
+
+def _doctor_llm_line(tmp_path, capsys, server) -> tuple[int, str]:
+    args = ["doctor", "annotator.backend=openai", f"annotator.base_url={server.base_url}",
+            f"run_dir={tmp_path}", "--probe-timeout", "60"]  # fmt: skip
+    code = main(args)
+    return code, _lines(capsys.readouterr().out)["llm backend"]
+
+
+def test_a_serving_llm_server_answers_the_probe(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with OpenAICompatServer(ScriptedAnswers(model_name="judge-7b")) as server:
+        code, llm = _doctor_llm_line(tmp_path, capsys, server)
+        asked = server.models_requests
+    assert llm.startswith(f"OK openai ({server.base_url}) answered"), llm
+    assert code == 0
+    # doctor asks the model list once; the backend asks again when it starts
+    assert asked == 2, asked
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_an_llm_server_refusing_the_key_fails_naming_the_variable(tmp_path, capsys, status):
+    with OpenAICompatServer(ScriptedAnswers()) as server:
+        server.models_status = status
+        code, llm = _doctor_llm_line(tmp_path, capsys, server)
+        asked = server.models_requests
+    assert code == 1 and llm.startswith(f"FAIL the server at {server.base_url}/models"), llm
+    assert f"HTTP {status}" in llm and "OPENAI_API_KEY" in llm
+    assert asked == 1  # no probe after a refused key
