@@ -80,6 +80,21 @@ def _error(path: Path, exc: sqlite3.Error) -> LabelStoreError:
     return LabelStoreError(f"label store {path}: {exc}")
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """WAL mode (it persists in the file). The switch needs the file's exclusive lock, and SQLite
+    fails it at once, without the busy timeout, while another connection holds the write lock
+    (another process creating the same new store): so it is retried until BUSY_TIMEOUT_S."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorname != "SQLITE_BUSY" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _checked(x: float, what: object, *, count: bool = False) -> float:
     """x as a probability in [0, 1] (NaN rejected) or, with count=True, as an integer >= 0."""
     if not (x == int(x) >= 0 if count else 0.0 <= float(x) <= 1.0):
@@ -102,8 +117,8 @@ class StoreInspector:
         try:
             kwargs = dict(uri=readonly, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
             self._conn = sqlite3.connect(target, isolation_level=None, **kwargs)
-            if not readonly:  # WAL persists in the file; switching waits for exclusive access
-                self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if not readonly:
+                _switch_to_wal(self._conn)
                 self._conn.execute("PRAGMA synchronous=FULL")  # commits survive power loss too
             with self._tx("DEFERRED" if readonly else "IMMEDIATE") as c:
                 self._open(c)

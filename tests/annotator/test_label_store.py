@@ -9,6 +9,7 @@ import multiprocessing as mp
 import os
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -159,6 +160,24 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     assert summary.top_captions == (("shared caption", 2 * BATCHES, labels["shared caption"]),)
     assert (summary.invalid_answers, summary.requests) == (2 * BATCHES, 12 * BATCHES)
     assert summary.captions_seen == 2 * BATCHES + 1
+
+
+def test_opening_a_new_file_another_process_is_creating_waits_for_it(tmp_path: Path) -> None:
+    # Switching a file to WAL needs its exclusive lock, and SQLite gives up at once, without the
+    # busy timeout, where another connection holds the write lock: so two processes creating
+    # one store at once failed 1 open in 360 with "database is locked".
+    path = tmp_path / "labels.sqlite"
+    creator = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    creator.execute("BEGIN IMMEDIATE")  # the new file's write lock, as a creating process holds
+    timer = threading.Timer(0.5, creator.execute, args=("COMMIT",))
+    timer.start()
+    try:
+        with _store(path) as store:  # waits for the creator, within the busy timeout
+            store.put_captions([CaptionLabel("opened", 1.0)])
+            assert store.caption_labels() == {"opened": 1.0}
+    finally:
+        timer.join()
+        creator.close()
 
 
 def test_sightings_accumulate_across_calls_and_reopens(tmp_path: Path) -> None:
