@@ -18,6 +18,7 @@ from cluster.label_exchange import LABELS_GROUP, CaptionTableRequest, LabelExcha
 from cluster.placement import (
     NO_TASK_EVENTS,
     WORKER_LOST,
+    annotator_options,
     check_resources,
     learner_and_inference_gpus,
     placed,
@@ -67,10 +68,9 @@ class RayRunner:
             # Named, so that workers (and their restarts) find it without holding its handle as a
             # constructor argument, which Ray cannot always restore.
             self._annotator_name = f"rogueray-annotator-{uuid.uuid4().hex[:12]}"
-            options = dict(num_cpus=1, num_gpus=config.annotator.num_gpus, max_restarts=-1)
-            options.update(NO_TASK_EVENTS)
-            options.update(name=self._annotator_name, **placed(config.annotator.node_resource))
-            self.annotator = ray.remote(**options)(AnnotatorActor).remote(config)
+            self.annotator = ray.remote(**annotator_options(config, self._annotator_name))(
+                AnnotatorActor
+            ).remote(config)
         self._config, self._spec = config, spec
         self._worker_settings = WorkerSettings.from_config(config)  # all a worker is sent
         self._worker_cls = ray.remote(

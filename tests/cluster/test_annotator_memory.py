@@ -1,7 +1,9 @@
 """The annotator actor's memory reading: in Ray mode the annotator has a process of its own and
 reports the floor of its live heap after its batches (annotator/metrics.py's HEAP_FLOOR_MB), which
-benchmarks/memory.py fits for growth; in serial mode the process is the driver's, so it does not."""
+benchmarks/memory.py fits for growth, and its kernel caches are bounded; in serial mode the process
+is the driver's, so it does not."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,23 +22,38 @@ def _config(tmp_path):
 
 
 @pytest.mark.ray
-def test_the_annotator_actor_reports_its_heap_floor(tmp_path):
+def test_the_annotator_actor_reports_its_heap_floor(tmp_path, monkeypatch):
     import ray
 
     from cluster.annotation import AnnotatorActor
-    from cluster.placement import start_ray
+    from cluster.placement import (
+        KERNEL_CACHE_ENTRIES,
+        KERNEL_CACHE_VARS,
+        annotator_options,
+        start_ray,
+    )
     from learner.memory_stats import rss_mb
 
     class RssProbeAnnotator(AnnotatorActor):
-        """The real annotator actor (rules judge) that also says its process's RSS."""
+        """The real annotator actor (rules judge) that also says its process's RSS and
+        environment."""
 
         async def rss(self) -> float:
             return rss_mb()
 
+        async def environment(self, names) -> dict:
+            return {name: os.environ.get(name) for name in names}
+
+    for name in KERNEL_CACHE_VARS:
+        monkeypatch.delenv(name, raising=False)  # what the driver exports would win
     config = _config(tmp_path)
     assert start_ray(config, quiet=True), "a Ray was already running in this process"
     try:
-        actor = ray.remote(num_cpus=0)(RssProbeAnnotator).remote(config)
+        options = {**annotator_options(config, "rogueray-annotator-test"), "num_cpus": 0}
+        actor = ray.remote(**options)(RssProbeAnnotator).remote(config)
+        # the LLM's kernel caches are bounded in the annotator's process (cluster/placement.py)
+        bounded = dict.fromkeys(KERNEL_CACHE_VARS, str(KERNEL_CACHE_ENTRIES))
+        assert ray.get(actor.environment.remote(KERNEL_CACHE_VARS)) == bounded
         ray.get(actor.start.remote())
         ray.get(actor.submit.remote(CAPTIONS))
 
