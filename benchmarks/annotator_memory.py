@@ -32,6 +32,7 @@ import numpy as np
 from timing import emit, log
 
 REPO = Path(__file__).resolve().parents[1]
+STALL_S = 600.0  # a child that has labelled nothing by then gives up
 WORDS = "jackal newt kobold gnome lord sewer rat fox goblin hill orc lichen gold door".split()
 
 
@@ -45,8 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--child", help=argparse.SUPPRESS)  # a run dir: be one variant's child
     args = p.parse_args(argv)
     unknown = set(args.variants.split(",")) - {"bounded", "default"}
-    if unknown or args.labels < 2 * args.mark or args.mark < 1:
-        p.error("variants are bounded and default; --labels must be at least 2 x --mark")
+    if unknown or args.mark < 1 or args.labels < 4 * args.mark:
+        p.error("variants are bounded and default; --labels must be at least 4 x --mark")
     return args
 
 
@@ -68,6 +69,8 @@ def child(args) -> None:
 
     BatchSizer.measured = varied
     annotator = build_annotator(load_config(None, [f"run_dir={args.child}"]))
+    if heap_mb() is None:
+        raise SystemExit("glibc's mallinfo2 is not available here: no live-heap reading")
 
     def caption(i: int) -> str:
         words = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(0, 20)))
@@ -78,6 +81,8 @@ def child(args) -> None:
         task = asyncio.create_task(annotator.run(stop))
         sent, labels, next_mark, readings, start = 0, 0, args.mark, [], time.monotonic()
         while labels < args.labels:
+            if time.monotonic() - start > STALL_S and labels == 0:
+                raise SystemExit(f"no label within {STALL_S:g} s: is the LLM loading or failing?")
             annotator.submit({caption(sent + k): 1 + k % 3 for k in range(args.new)})
             sent += args.new
             annotator.poll_labels()
@@ -109,7 +114,8 @@ def measure(variant: str, args) -> dict:
     with tempfile.TemporaryDirectory() as run_dir:
         command = [sys.executable, __file__, "--child", run_dir, "--labels", str(args.labels),
                    "--mark", str(args.mark), "--new", str(args.new)]  # fmt: skip
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        timeout_s = STALL_S + args.labels  # at least 1 label/s once labelling
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         raise RuntimeError(f"{variant} child exited {done.returncode}: {done.stderr[-2000:]}")
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

@@ -99,9 +99,15 @@ def preflight(config: RunConfig, probe_timeout_s: float = 3.0) -> list[str]:
     if not wants_annotator(config):
         return []
     check_backend_installed(config)
-    if config.annotator.backend == "openai":
-        return _probe_server(config, probe_timeout_s)
-    return []
+    if config.annotator.backend != "openai":
+        return []
+    try:
+        return probe_server(config, probe_timeout_s)
+    except NothingListens as exc:
+        return [
+            f"annotator: {exc}; training starts now and labelling begins when a server "
+            "answers there"
+        ]
 
 
 def check_backend_installed(config: RunConfig) -> None:
@@ -118,7 +124,15 @@ def check_backend_installed(config: RunConfig) -> None:
         )
 
 
-def _probe_server(config: RunConfig, timeout_s: float) -> list[str]:
+class NothingListens(Exception):
+    """Nothing accepts a connection at annotator.base_url (the message names the URL)."""
+
+
+def probe_server(config: RunConfig, timeout_s: float) -> list[str]:
+    """One console line on the OpenAI-compatible server at annotator.base_url, from one GET
+    /models: the models it serves, or why no list came (no answer in `timeout_s`, another
+    status, no model list). Raises NothingListens where nothing accepts the connection and
+    ConfigError (exit 2) where the server refuses the API key."""
     import httpx
 
     from cluster.config import ConfigError
@@ -126,15 +140,12 @@ def _probe_server(config: RunConfig, timeout_s: float) -> list[str]:
     url = models_url(config)
     try:
         names = server_models(config, timeout_s)
-    except httpx.ConnectError:
-        return [
-            f"annotator: nothing answers at {url} yet (cannot connect); training starts now and "
-            "labelling begins when a server answers there"
-        ]
+    except httpx.ConnectError as exc:
+        raise NothingListens(f"nothing answers at {url} ({exc or 'cannot connect'})") from None
     except httpx.HTTPError as exc:
         return [
-            f"annotator: no server answers GET {url} yet ({type(exc).__name__}); training "
-            "starts now and labelling begins when it answers"
+            f"annotator: no server answers GET {url} yet ({type(exc).__name__}); labelling "
+            "begins when it answers"
         ]
     except ConfigError:
         raise  # a refused key stops the run (a ValueError too)

@@ -250,14 +250,25 @@ def check_llm(config, timeout_s: float) -> str:
 
     from annotator.backends import make_backend
     from annotator.prompts import classification_prompt
-    from cluster.annotation import backend_options, preflight, wants_annotator
+    from cluster.annotation import (
+        NothingListens,
+        backend_options,
+        preflight,
+        probe_server,
+        wants_annotator,
+    )
     from cluster.config import ConfigError
 
     if not wants_annotator(config):
         return f"not used (reward_model.name={config.reward_model.name} takes no LLM labels)"
     ann = config.annotator
-    try:
-        notes = _ask_server(config) if ann.backend == "openai" else preflight(config)
+    try:  # one GET /models of a server; a refused connection needs no probe's wait
+        notes = probe_server(config, 5.0) if ann.backend == "openai" else preflight(config)
+    except NothingListens as exc:
+        raise Failed(
+            f"{exc}; start the server there (or wait until it has started), or point "
+            "annotator.base_url at it"
+        ) from None
     except ConfigError as exc:
         raise Failed(str(exc)) from None
     prompt = classification_prompt("You find a staircase down.", goal=ann.goal, style=ann.style)
@@ -299,33 +310,6 @@ def check_llm(config, timeout_s: float) -> str:
         f"{ann.backend} ({where}) answered a classification prompt in {answer_s:.2f} s "
         f"(the first answer, with loading: {first_s:.1f} s): {shown}"
     )
-
-
-def _ask_server(config) -> list[str]:
-    """The server's model list, asked once (GET /models): Failed at once where nothing listens
-    at annotator.base_url (a refused connection needs no wait; a server still starting may not
-    listen yet, which the message allows for), ConfigError where it refuses the API key. A
-    server that listens but answers badly gives a note; the probe then waits up to the probe
-    timeout and reports it with the note."""
-    import httpx
-
-    from cluster.annotation import models_url, server_models
-    from cluster.config import ConfigError
-
-    try:
-        names = server_models(config, timeout_s=5.0)
-    except httpx.ConnectError as exc:
-        raise Failed(
-            f"nothing answers at {models_url(config)} ({exc or 'cannot connect'}); start the "
-            "server there (or wait until it has started), or point annotator.base_url at it"
-        ) from None
-    except httpx.HTTPError as exc:
-        return [f"GET {models_url(config)} failed ({type(exc).__name__})"]
-    except ConfigError:
-        raise  # a refused key: the caller's Failed (a ConfigError is a ValueError too)
-    except ValueError as exc:
-        return [str(exc)]
-    return [f"{config.annotator.base_url} serves {', '.join(names)}"]
 
 
 def check_model_cache(config) -> str:

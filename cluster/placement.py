@@ -205,9 +205,10 @@ NO_TASK_EVENTS = {"enable_task_events": False}
 # cache and ideep's LRU, up to 1,024 entries each. The annotator's LLM runs batches of hundreds of
 # shapes (rows x suffix tokens, as the batch sizer and the captions vary), so its live heap grew
 # ~70 MB per 1,000 labels toward that bound (453 -> 883 MB over 7,000 labels: the annotator
-# alone, embedded SmolLM2, batches of 4-32 rows), and was flat with 64 entries each (373-419 MB
-# over 5,000 labels) or 16 (353-374 MB), at the same labels/s. The annotator's process gets
-# KERNEL_CACHE_ENTRIES each; a value exported in the driver's environment wins.
+# alone, embedded SmolLM2, batches of 4-32 rows), and was flat with 64 entries each (389-408 MB
+# over 5,000 labels; benchmarks/annotator_memory.py) at the same labels/s. The annotator's process
+# gets KERNEL_CACHE_ENTRIES each. A value exported in the driver's environment wins; one set only
+# on the annotator's node (a pod's env, say) is replaced.
 KERNEL_CACHE_ENTRIES = 64
 KERNEL_CACHE_VARS = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 

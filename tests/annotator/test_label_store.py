@@ -169,10 +169,12 @@ def test_opening_a_new_file_another_process_is_creating_waits_for_it(tmp_path: P
     path = tmp_path / "labels.sqlite"
     creator = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     creator.execute("BEGIN IMMEDIATE")  # the new file's write lock, as a creating process holds
-    timer = threading.Timer(0.5, creator.execute, args=("COMMIT",))
+    timer = threading.Timer(1.5, creator.execute, args=("COMMIT",))
+    start = time.monotonic()
     timer.start()
     try:
         with _store(path) as store:  # waits for the creator, within the busy timeout
+            assert time.monotonic() - start >= 1.5  # it opened only once the lock was free
             store.put_captions([CaptionLabel("opened", 1.0)])
             assert store.caption_labels() == {"opened": 1.0}
     finally:
