@@ -1,7 +1,7 @@
 """The annotator's live heap against labels, the annotator alone: the product's annotator
 (cluster.annotation.build_annotator, the default config: embedded SmolLM2 in transformers,
 classification) fed like a long training run, with PyTorch's kernel caches as a run's annotator
-actor has them (`bounded`: cluster/placement.py's KERNEL_CACHE_ENTRIES each) and at PyTorch's
+process has them (`bounded`: cluster/kernel_caches.py's KERNEL_CACHE_ENTRIES each) and at PyTorch's
 default (`default`: 1,024 each), one child process each, in turn.
 
 A child submits `--new` distinct captions (NetHack-like, 5-25 words, so that the bounded tables
@@ -103,14 +103,13 @@ def child(args) -> None:
 
 def measure(variant: str, args) -> dict:
     env = dict(os.environ)
-    if variant == "bounded":
-        sys.path.insert(0, str(REPO))
-        from cluster.placement import bounded_kernel_caches
+    sys.path.insert(0, str(REPO))
+    from cluster.kernel_caches import KERNEL_CACHE_VARS, kernel_cache_env
 
-        env.update(bounded_kernel_caches()["runtime_env"]["env_vars"])
-    else:
-        for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
-            env.pop(name, None)
+    for name in KERNEL_CACHE_VARS:
+        env.pop(name, None)
+    if variant == "bounded":
+        env.update(kernel_cache_env())
     with tempfile.TemporaryDirectory() as run_dir:
         command = [sys.executable, __file__, "--child", run_dir, "--labels", str(args.labels),
                    "--mark", str(args.mark), "--new", str(args.new)]  # fmt: skip

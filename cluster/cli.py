@@ -22,6 +22,7 @@ from cluster import (
 )
 from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
 from cluster.console import counted
+from cluster.kernel_caches import bound_in_this_process
 from cluster.ray_job import job_run_dir
 from cluster.scaling import ScaleError, request_workers, running_driver, withdraw_request
 from cluster.validation import saved_config
@@ -261,6 +262,7 @@ def _terminated(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """The command line; SIGINT and SIGTERM before training's own handler is in place (imports,
     config checks) end it with one line and exit 130 / 143."""
+    bound_in_this_process()  # before any PyTorch kernel runs here or in a process started here
     try:
         previous = signal.signal(signal.SIGTERM, _terminated)
     except ValueError:  # not the main thread

@@ -250,27 +250,12 @@ def check_llm(config, timeout_s: float) -> str:
 
     from annotator.backends import make_backend
     from annotator.prompts import classification_prompt
-    from cluster.annotation import (
-        NothingListens,
-        backend_options,
-        preflight,
-        probe_server,
-        wants_annotator,
-    )
-    from cluster.config import ConfigError
+    from cluster.annotation import backend_options, wants_annotator
 
     if not wants_annotator(config):
         return f"not used (reward_model.name={config.reward_model.name} takes no LLM labels)"
     ann = config.annotator
-    try:  # one GET /models of a server; a refused connection needs no probe's wait
-        notes = probe_server(config, 5.0) if ann.backend == "openai" else preflight(config)
-    except NothingListens as exc:
-        raise Failed(
-            f"{exc}; start the server there (or wait until it has started), or point "
-            "annotator.base_url at it"
-        ) from None
-    except ConfigError as exc:
-        raise Failed(str(exc)) from None
+    notes = _before_the_probe(config)
     prompt = classification_prompt("You find a staircase down.", goal=ann.goal, style=ann.style)
 
     async def probe():
@@ -310,6 +295,26 @@ def check_llm(config, timeout_s: float) -> str:
         f"{ann.backend} ({where}) answered a classification prompt in {answer_s:.2f} s "
         f"(the first answer, with loading: {first_s:.1f} s): {shown}"
     )
+
+
+def _before_the_probe(config) -> list[str]:
+    """Notes for the probe's messages; Failed where the backend cannot work (vLLM missing, a
+    refused key) or where nothing listens at an OpenAI server's URL, found by one GET /models
+    (a refused connection needs no probe's wait)."""
+    from cluster.annotation import NothingListens, preflight, probe_server
+    from cluster.config import ConfigError
+
+    try:
+        if config.annotator.backend == "openai":
+            return probe_server(config, 5.0)
+        return preflight(config)
+    except NothingListens as exc:
+        raise Failed(
+            f"{exc}; start the server there (or wait until it has started), or point "
+            "annotator.base_url at it"
+        ) from None
+    except ConfigError as exc:
+        raise Failed(str(exc)) from None
 
 
 def check_model_cache(config) -> str:

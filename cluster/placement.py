@@ -12,6 +12,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from cluster.annotation import wants_annotator
 from cluster.config import ConfigError, RunConfig
+from cluster.kernel_caches import kernel_cache_env
 
 
 class RayStartError(RuntimeError):
@@ -201,33 +202,15 @@ def sliver(resource: str | None) -> dict[str, float]:
 # none; they are still listed (`ray list actors`) and their errors still reach the driver.
 NO_TASK_EVENTS = {"enable_task_events": False}
 
-# PyTorch's CPU kernels (oneDNN) keep a compiled kernel per input shape, in oneDNN's primitive
-# cache and ideep's LRU, up to 1,024 entries each. The annotator's LLM runs batches of hundreds of
-# shapes (rows x suffix tokens, as the batch sizer and the captions vary), so its live heap grew
-# ~70 MB per 1,000 labels toward that bound (453 -> 883 MB over 7,000 labels: the annotator
-# alone, embedded SmolLM2, batches of 4-32 rows), and was flat with 64 entries each (389-408 MB
-# over 5,000 labels; benchmarks/annotator_memory.py) at the same labels/s. The annotator's process
-# gets KERNEL_CACHE_ENTRIES each. A value exported in the driver's environment wins; one set only
-# on the annotator's node (a pod's env, say) is replaced.
-KERNEL_CACHE_ENTRIES = 64
-KERNEL_CACHE_VARS = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
-
-
-def bounded_kernel_caches() -> dict:
-    """Actor options (a runtime env; Ray merges its env_vars with the job's) bounding the
-    process's oneDNN kernel caches to KERNEL_CACHE_ENTRIES each, unless this process's
-    environment sets them."""
-    env = {name: os.environ.get(name, str(KERNEL_CACHE_ENTRIES)) for name in KERNEL_CACHE_VARS}
-    return {"runtime_env": {"env_vars": env}}
-
 
 def annotator_options(config: RunConfig, name: str) -> dict:
     """The annotator actor's Ray options: a CPU (and annotator.num_gpus) on the node declaring
     annotator.node_resource, restarted without end, named `name` (workers find it by name),
-    no task events, bounded kernel caches."""
+    no task events, bounded kernel caches (cluster/kernel_caches.py: set through the actor's
+    runtime env as well, for a joined cluster whose nodes started without them)."""
     options = dict(num_cpus=1, num_gpus=config.annotator.num_gpus, max_restarts=-1, name=name)
     return {**options, **NO_TASK_EVENTS, **placed(config.annotator.node_resource),
-            **bounded_kernel_caches()}  # fmt: skip
+            "runtime_env": {"env_vars": kernel_cache_env()}}  # fmt: skip
 
 
 WORKER_LOST = (RayActorError, ActorUnavailableError)

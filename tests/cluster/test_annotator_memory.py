@@ -26,12 +26,8 @@ def test_the_annotator_actor_reports_its_heap_floor(tmp_path, monkeypatch):
     import ray
 
     from cluster.annotation import AnnotatorActor
-    from cluster.placement import (
-        KERNEL_CACHE_ENTRIES,
-        KERNEL_CACHE_VARS,
-        annotator_options,
-        start_ray,
-    )
+    from cluster.kernel_caches import KERNEL_CACHE_ENTRIES, KERNEL_CACHE_VARS
+    from cluster.placement import annotator_options, start_ray
     from learner.memory_stats import rss_mb
 
     class RssProbeAnnotator(AnnotatorActor):
@@ -51,7 +47,7 @@ def test_the_annotator_actor_reports_its_heap_floor(tmp_path, monkeypatch):
     try:
         options = {**annotator_options(config, "rogueray-annotator-test"), "num_cpus": 0}
         actor = ray.remote(**options)(RssProbeAnnotator).remote(config)
-        # the LLM's kernel caches are bounded in the annotator's process (cluster/placement.py)
+        # the LLM's kernel caches are bounded in the annotator's process (kernel_caches.py)
         bounded = dict.fromkeys(KERNEL_CACHE_VARS, str(KERNEL_CACHE_ENTRIES))
         assert ray.get(actor.environment.remote(KERNEL_CACHE_VARS)) == bounded
         ray.get(actor.start.remote())
