@@ -105,7 +105,10 @@ class Annotator:
             self._sightings.update(caption_counts)
             self._latency.seen(caption_counts, time.monotonic())
             self._unflushed.update(caption_counts)
-            for caption in caption_counts:
+            # Least seen first, so that the run's most-seen captions of this submit end newest
+            # and are asked first: a fragment lists its captions as they first appeared, which
+            # put the constant ones behind that fragment's rare ones (stable: ties keep order).
+            for caption in sorted(caption_counts, key=self._sightings.count):
                 if self._pairs:
                     self._pool[caption] = None
                     self._pool.move_to_end(caption)

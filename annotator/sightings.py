@@ -42,6 +42,10 @@ class Sightings:
     def most_common(self, n: int) -> list[tuple[str, int]]:
         return self.counts.most_common(n)
 
+    def count(self, caption: str) -> int:
+        """Sightings of `caption` counted (0 for one never seen or forgotten)."""
+        return self.counts.get(caption, 0)
+
     def take(self) -> Counter[str]:
         """All counts, leaving this empty (what the annotator flushes to the store)."""
         counts, self.counts = self.counts, Counter()

@@ -92,6 +92,21 @@ def test_a_caption_seen_again_moves_to_the_front(tmp_path):
     assert "old but frequent" in backend.asked[0]
 
 
+def test_the_most_seen_caption_of_a_submit_goes_first_whatever_its_place(tmp_path):
+    # A fragment lists its captions as they first appeared, so the constant ones ("It's a
+    # wall.") come before that fragment's rare ones; newest-first alone then kept asking the
+    # rare ones: a newcomer's run had its two most-seen captions (22,000 sightings) unasked
+    # after 55 requests.
+    backend = ScriptedBackendDouble(_judge)
+    settings = _settings(batch_size=1, max_in_flight=1)
+    annotator = Annotator(lambda: backend, _store(tmp_path), settings)
+    for i in range(3):
+        annotator.submit({"It's a wall.": 40, f"rare {i}a": 1, f"rare {i}b": 1})
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] >= 2))
+    asked = [text.split("<message>")[1].split("</message>")[0] for text in backend.asked]
+    assert asked[:2] == ["It's a wall.", "rare 2b"]  # then newest first among equals
+
+
 def test_garbage_is_retried_bounded_counted_and_never_stored(tmp_path):
     backend = ScriptedBackendDouble(_judge)
     backend.garbage = True
