@@ -372,6 +372,9 @@ def _train_or_resume(args: argparse.Namespace) -> int:
             f"{ret}; run dir {result.run_dir}",
             flush=True,
         )
+        if result.total_env_steps and result.env_steps < result.total_env_steps:  # a signal
+            print(f"[rogueray] stopped at {result.env_steps / result.total_env_steps:.0%} of "
+                  f"{result.total_env_steps:,d}; to go on: rogueray resume {result.run_dir}")  # fmt: skip
     except (OSError, ValueError):  # the console is gone; the checkpoint is written
         _quiet_stdout()
     return 0

@@ -47,6 +47,7 @@ class TrainResult:
     already_done: bool = False  # the run had reached total_env_steps; nothing was started
     labels: int | None = None  # stored labels at the last exchange (None: no annotator)
     labels_in_reward_model: int | None = None  # the reward model's dataset size then
+    total_env_steps: int | None = None  # the run's target: more than env_steps when stopped early
 
 
 def train(config: RunConfig, *, quiet: bool = False, fresh: bool = False) -> TrainResult:
@@ -180,11 +181,16 @@ def _finished_result(config: RunConfig, checkpoint: dict) -> TrainResult:
     with the command that continues it."""
     counters = checkpoint["counters"]
     done = int(counters["env_steps"])
-    more = max(2 * done, done + 1)
+    # The run's own total (a resume may have raised it) decides whether it is finished.
+    own_total = int(checkpoint.get("config", {}).get("total_env_steps", 0))
+    if own_total > done:  # stopped early (SIGINT, SIGTERM) with a larger total of its own
+        to_continue = f"rogueray resume {config.run_dir} (its own total_env_steps={own_total:,d})"
+    else:
+        to_continue = f"rogueray resume {config.run_dir} total_env_steps={max(2 * done, done + 1)}"
     say(
         f"[rogueray] {config.run_dir} has already reached total_env_steps="
         f"{config.total_env_steps:,d} ({done:,d} env steps done); nothing to train. To "
-        f"continue it: rogueray resume {config.run_dir} total_env_steps={more}"
+        f"continue it: {to_continue}"
     )
     window = m.EpisodeWindow(m.WINDOW_SIZE)
     window.load_state_dict(counters.get("recent_episodes"))
@@ -256,6 +262,7 @@ def _loop(
         return_window=len(loop.window),
         resumed_from=loop.start_step if resumed else None,
         run_dir=str(config.run_dir),
+        total_env_steps=config.total_env_steps,
         **_label_counts(loop),
     )
 

@@ -47,6 +47,24 @@ def test_finished_run_says_so_before_starting_anything(tmp_path, capsys):
     assert len(list_checkpoints(run_dir)) >= 2
 
 
+def test_a_run_stopped_before_its_own_total_is_continued_by_a_plain_resume(tmp_path, capsys):
+    # A run resumed to 120,832 steps and stopped by SIGINT at 89,088; `train` with the default
+    # 60,000 finds it past that, and the way on is the run's own total, not a doubled one.
+    from cluster.config import load_config
+    from cluster.driver import _finished_result
+
+    config = load_config(CARTPOLE, [f"run_dir={tmp_path}", "total_env_steps=60000"])
+    checkpoint = {
+        "counters": {"env_steps": 89_088, "episodes": 3},
+        "learner": {"version": 87},
+        "config": {"total_env_steps": 120_832},
+    }
+    result = _finished_result(config, checkpoint)
+    out = capsys.readouterr().out
+    assert result.already_done and result.env_steps == 89_088
+    assert f"continue it: rogueray resume {tmp_path} (its own total_env_steps=120,832)" in out
+
+
 class _CpuBoundRunner:
     """The part of a runner the scale poll uses, refusing growth beyond `cpus` as RayRunner
     does on a local Ray (the real refusal is covered in tests/cluster/test_scaling.py)."""
