@@ -214,10 +214,12 @@ def labels_verdict(config: RunConfig, stats: dict[str, float] | None) -> str | N
         )
     labels, invalid = stats.get(LABELS_TOTAL, 0.0), stats.get(INVALID_RATE, 0.0)
     if labels == 0:
+        then = "point annotator.backend / annotator.base_url at a faster LLM"
         if stats.get(BACKEND_STATE) == STARTING:
             why = f"{where} was still loading when the run ended (a first run also converts the embedded model)"
         elif not stats.get(BACKEND_UP, 0.0):
             why = f"{where} never answered (see the annotator lines above)"
+            then = "start it (`rogueray doctor` checks it) or point annotator.base_url elsewhere"
         elif invalid > 0.5:
             why = f"{invalid:.0%} of the answers could not be read as labels"
         else:
@@ -226,8 +228,7 @@ def labels_verdict(config: RunConfig, stats: dict[str, float] | None) -> str | N
             )
         return (
             f"the annotator stored no labels: {why}. The intrinsic reward stayed 0. Continue "
-            f"with `rogueray resume {config.run_dir} total_env_steps=...`, or point "
-            "annotator.backend / annotator.base_url at a faster LLM"
+            f"with `rogueray resume {config.run_dir} total_env_steps=...`, or {then}"
         )
     if invalid > 0.5:
         return (

@@ -151,10 +151,13 @@ def test_a_serving_server_is_named_with_its_model(tmp_path):
 def test_no_labels_or_unreadable_answers_end_the_run_with_why_and_what_to_do(tmp_path):
     config = _config(tmp_path)
     never_up = {LABELS_TOTAL: 0.0, BACKEND_UP: 0.0, INVALID_RATE: 0.0, PENDING: 40.0}
-    assert "never answered" in labels_verdict(config, never_up)
+    message = labels_verdict(config, never_up)
+    assert "never answered" in message and "start it (`rogueray doctor` checks it)" in message
+    assert "faster LLM" not in message
     slow = {**never_up, BACKEND_UP: 1.0}
     message = labels_verdict(config, slow)
     assert "too slow" in message and f"rogueray resume {config.run_dir}" in message
+    assert "faster LLM" in message
     unreadable = {LABELS_TOTAL: 12.0, BACKEND_UP: 1.0, INVALID_RATE: 0.8, PENDING: 0.0}
     assert "80% of the annotator's answers could not be read" in labels_verdict(config, unreadable)
     healthy = {LABELS_TOTAL: 300.0, BACKEND_UP: 1.0, INVALID_RATE: 0.02, PENDING: 3.0}
