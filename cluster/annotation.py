@@ -314,6 +314,7 @@ class AnnotatorThread:
             return
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join()
+        self.annotator.store.close()  # the last connection: SQLite folds its -wal file in
 
 
 class AnnotatorActor:
@@ -365,6 +366,7 @@ class AnnotatorActor:
         self._stop.set()
         if self._task is not None:
             await self._task
+        self.annotator.store.close()  # the last connection: SQLite folds its -wal file in
 
 
 WAIT_NOTICE_MIN_S = 2.0

@@ -82,3 +82,7 @@ def test_serial_mode_reports_no_heap_floor(tmp_path):
         assert HEAP_FLOOR_MB not in thread.annotator.stats()
     finally:
         thread.stop()
+    # Its store closed with it: SQLite folded the -wal file into labels.sqlite, so the file alone
+    # holds every label (a newcomer copying only labels.sqlite lost them to a 4.5 MB -wal).
+    store = Path(thread.annotator.store.path)
+    assert store.is_file() and not Path(f"{store}-wal").exists()
