@@ -82,10 +82,18 @@ def build(server: RealServer, tmp_path, endpoint: str, style: str, *extra: str) 
     return build_annotator(load_config(None, overrides))
 
 
-async def wait_until(predicate: Callable[[], bool], what: str, deadline_s: float) -> None:
-    """Wait for an event, polling; fail naming it if the deadline passes first."""
+async def wait_until(
+    predicate: Callable[[], bool], what: str, deadline_s: float, alive: RealServer | None = None
+) -> None:
+    """Wait for an event, polling; fail naming it if the deadline passes first, or at once if
+    the server `alive` names has died (llama.cpp's server died of a general protection fault in
+    libggml-cpu on one Intel VM, and the test waited out its 1,200 s deadline)."""
     deadline = time.monotonic() + deadline_s
     while not predicate():
+        if alive is not None and not alive.running():
+            raise AssertionError(
+                f"the server died waiting for {what}; its log:\n{alive.log_tail()}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up after {deadline_s:g} s waiting for: {what}")
         await asyncio.sleep(0.05)
@@ -120,7 +128,7 @@ def test_annotator_labels_captions_through_the_server(server, endpoint, style, t
         try:
             await wait_until(
                 lambda: resolved(annotator),
-                f"all {len(captions)} captions labelled or given up", RESOLVE_DEADLINE_S,
+                f"all {len(captions)} captions labelled or given up", RESOLVE_DEADLINE_S, server,
             )  # fmt: skip
         finally:
             stop.set()
@@ -166,7 +174,7 @@ def test_server_restarted_mid_run_loses_nothing(server, endpoint, tmp_path):
         stop = asyncio.Event()
         task = asyncio.create_task(annotator.run(stop))
         try:
-            await wait_until(lambda: annotator.stats()[LABELS_TOTAL] >= 6, "6 labels", 300)
+            await wait_until(lambda: annotator.stats()[LABELS_TOTAL] >= 6, "6 labels", 300, server)
             await asyncio.to_thread(server.stop)
             seen["at_stop"] = annotator.stats()[LABELS_TOTAL]
             annotator.submit({c: 1 for c in second})
@@ -177,7 +185,7 @@ def test_server_restarted_mid_run_loses_nothing(server, endpoint, tmp_path):
             seen["failed_while_down"] = annotator.stats()[FAILED_REQUESTS]
             seen["during_outage"] = annotator.stats()[LABELS_TOTAL]
             await asyncio.to_thread(server.start)  # same port; returns once ready
-            await wait_until(lambda: resolved(annotator), "all captions resolved", 600)
+            await wait_until(lambda: resolved(annotator), "all captions resolved", 600, server)
         finally:
             stop.set()
             await task
