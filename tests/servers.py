@@ -87,7 +87,8 @@ def missing(kind: str) -> str | None:
         if absent:
             return (
                 f"llama.cpp's server is not installed (no {', '.join(absent)}): "
-                f"pip install '{LLAMACPP_REQUIREMENT}' (compiles for 5-8 min)"
+                f"CMAKE_ARGS=-DGGML_NATIVE=OFF pip install '{LLAMACPP_REQUIREMENT}' (compiles for "
+                "5-8 min; portable, see .ci/run)"
             )
         return None
     if kind == "vllm":
