@@ -92,7 +92,10 @@ def test_released_behaviour_is_the_raw_output(trained):
     raw = model.raw_rewards(captions)
     np.testing.assert_array_equal(released.rewards(captions), raw)
     assert released.normalizer.count == 1e-4  # not even updated
-    assert raw.min() < -0.5 and np.abs(raw).max() > 2  # so normalising would change it
+    # far from zero mean and unit spread (where the trained outputs lie varies with the CPU's
+    # kernels: all above -0.3 on an Intel Xeon, some below -0.5 on an AMD EPYC), so normalising
+    # would change them
+    assert abs(raw.mean()) > 1 or abs(raw.std() - 1) > 0.5
     assert not np.allclose(normalized.rewards(captions), raw, atol=0.1)
 
 
