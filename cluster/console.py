@@ -55,11 +55,10 @@ def startup_banner(config: RunConfig, resume_step: int | None) -> list[str]:
         elif ann.backend == "rules":
             tail = " (regex rules, no LLM)"
         else:
-            first = " (the first run also fetches and converts it, about a minute)"
-            embedded = ann.model == "smollm2-135m"
+            first = " (this first run also fetches and converts it, about a minute)"
             tail = (
                 f" (in process), model {ann.model}: loads in the background"
-                f"{first if embedded else ''}; training does not wait for it"
+                f"{first if _embedded_to_convert(ann.model) else ''}; training does not wait for it"
             )
         lines.append(head + tail)
     elif config.reward_model.name == "none" or config.reward.intrinsic_coef == 0:
@@ -82,6 +81,16 @@ def startup_banner(config: RunConfig, resume_step: int | None) -> list[str]:
         lines.append(f"{PREFIX} starting {where}, then {parts}")
     lines.append(f"{PREFIX} TensorBoard: tensorboard --logdir {config.run_dir}")
     return lines
+
+
+def _embedded_to_convert(model: str) -> bool:
+    """Whether `model` is the embedded LLM and not yet converted in the model cache."""
+    from annotator import model_store
+
+    if model != model_store.DEFAULT_MODEL_NAME:
+        return False
+    target = model_store.default_cache_dir() / model_store.DEFAULT_MODEL_DIRNAME
+    return not (target / "model.safetensors").is_file()
 
 
 def _inference(config: RunConfig) -> str:

@@ -179,6 +179,19 @@ def test_banner_names_run_dir_workers_envs_and_backend(tmp_path):
     assert "resuming from step 12,345" in resumed
 
 
+def test_banner_says_the_first_run_converts_the_embedded_model_only_when_it_will(
+    tmp_path, monkeypatch
+):
+    config = load_config(str(ROOT / "configs" / "default.yaml"), [f"run_dir={tmp_path / 'r'}"])
+    monkeypatch.setenv("ROGUERAY_CACHE", str(tmp_path / "cache"))  # an empty model cache
+    converting = "this first run also fetches and converts it"
+    assert converting in "\n".join(startup_banner(config, resume_step=None))
+    converted = tmp_path / "cache" / "smollm2-135m-instruct" / "model.safetensors"
+    converted.parent.mkdir(parents=True)
+    converted.write_bytes(b"")  # the banner looks for the converted file, nothing more
+    assert converting not in "\n".join(startup_banner(config, resume_step=None))
+
+
 @pytest.mark.slow
 def test_a_resumed_run_continues_its_episode_window_and_the_final_line_uses_it(tmp_path, capsys):
     run_dir = tmp_path / "cartpole"
