@@ -84,13 +84,14 @@ def startup_banner(config: RunConfig, resume_step: int | None) -> list[str]:
 
 
 def _embedded_to_convert(model: str) -> bool:
-    """Whether `model` is the embedded LLM and not yet converted in the model cache."""
+    """Whether `model` is the embedded LLM and the run will convert it: the same completeness
+    test `model_store.ensure_default_model` makes before converting."""
     from annotator import model_store
 
     if model != model_store.DEFAULT_MODEL_NAME:
         return False
     target = model_store.default_cache_dir() / model_store.DEFAULT_MODEL_DIRNAME
-    return not (target / "model.safetensors").is_file()
+    return not model_store.is_complete(target)
 
 
 def _inference(config: RunConfig) -> str:

@@ -186,9 +186,12 @@ def test_banner_says_the_first_run_converts_the_embedded_model_only_when_it_will
     monkeypatch.setenv("ROGUERAY_CACHE", str(tmp_path / "cache"))  # an empty model cache
     converting = "this first run also fetches and converts it"
     assert converting in "\n".join(startup_banner(config, resume_step=None))
-    converted = tmp_path / "cache" / "smollm2-135m-instruct" / "model.safetensors"
-    converted.parent.mkdir(parents=True)
-    converted.write_bytes(b"")  # the banner looks for the converted file, nothing more
+    converted = tmp_path / "cache" / "smollm2-135m-instruct"
+    converted.mkdir(parents=True)
+    (converted / "model.safetensors").write_bytes(b"")  # not complete yet: still converts
+    assert converting in "\n".join(startup_banner(config, resume_step=None))
+    for name in ("config.json", "tokenizer.json", "rogueray-model.json"):
+        (converted / name).write_bytes(b"")  # the files a finished conversion leaves
     assert converting not in "\n".join(startup_banner(config, resume_step=None))
 
 
