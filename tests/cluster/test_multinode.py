@@ -1,6 +1,6 @@
 """Several Ray nodes on one machine (ray.cluster_utils.Cluster), custom resources placing the
 rollout workers on "rollout" nodes as cluster/launch/ does: a rollout node removed mid-run costs
-its worker and training reaches its step budget on the others; a node added to a running job
+its worker and training goes on with the others; a node added to a running job
 gets the workers that `rogueray scale` asks for, and they alone carry the run once the older
 rollout node is gone too. Whether more workers raise the steps/s is measured by
 benchmarks/multinode_scaling.py, not asserted here."""
@@ -116,25 +116,29 @@ def test_rollout_nodes_lost_and_added_under_a_running_job(monkeypatch):
         common = [f"ray_address={cluster.address}", "log_interval_s=0.5",
                   "checkpoint_interval_s=3600"]  # fmt: skip
 
-        # 1. Two workers, one per rollout node; node B goes mid-run; the budget is still reached.
+        # 1. Two workers, one per rollout node; node B goes mid-run; training goes on on node A.
+        # A budget no run here reaches: CartPole runs at up to 36,000 steps/s on 2 cores, and a
+        # small one can be spent before the driver hears of the loss (the run then ends without
+        # a word of it, which is fine for a run but proves nothing here).
         drivers.append(first := _Driver(
-            "train", CARTPOLE, f"run_dir={run_dir}", "total_env_steps=60000",
+            "train", CARTPOLE, f"run_dir={run_dir}", "total_env_steps=100000000",
             "rollout.num_workers=2", f"rollout.node_resource={ROLLOUT}",
             f"learner.node_resource={LEARNER}", *common,
         ))  # fmt: skip
         first.wait_for("the first steps", lambda: first.steps() > 0)
         one_each = lambda: _workers_on(node_a) == _workers_on(node_b) == 1  # noqa: E731
         _remove_while_paused(cluster, first, node_b, one_each)
-        assert first.end() == 0, first.text()[-3000:]
-        assert LOST in first.text() and _steps_after(first, LOST) > 0  # lost, then went on
-        assert load_latest(run_dir)["counters"]["env_steps"] >= 60000  # the budget, reached
+        first.wait_for("steps after the loss", lambda: _steps_after(first, LOST) >= 2000)
+        assert first.end(signal.SIGTERM) == 0, first.text()[-3000:]
+        saved = load_latest(run_dir)["counters"]["env_steps"]
+        assert saved >= first.steps() > 0  # the final checkpoint holds every step said
 
         # 2. Resumed with one worker on node A; node C joins the running job and `rogueray
         # scale` puts the two new workers there (the only free CPUs of a rollout node).
         drivers.append(second := _Driver(
             "resume", str(run_dir), "total_env_steps=100000000", "rollout.num_workers=1", *common,
         ))  # fmt: skip
-        second.wait_for("training to resume", lambda: second.steps() > 60000)
+        second.wait_for("training to resume", lambda: second.steps() > saved)
         node_c = cluster.add_node(num_cpus=2, resources={ROLLOUT: 2}, **node_args)
         cluster.wait_for_nodes(timeout=DEADLINE_S)
         scaled = subprocess.run(
@@ -150,7 +154,7 @@ def test_rollout_nodes_lost_and_added_under_a_running_job(monkeypatch):
         # After the loss is said, node A's worker is gone: every step counted is node C's.
         second.wait_for("steps from node C", lambda: _steps_after(second, LOST) >= 2000)
         assert second.end(signal.SIGTERM) == 0, second.text()[-3000:]
-        assert load_latest(run_dir)["counters"]["env_steps"] > 60000 + 2000
+        assert load_latest(run_dir)["counters"]["env_steps"] > saved + 2000
     finally:
         for driver in drivers:
             if driver.proc.poll() is None:
