@@ -25,7 +25,7 @@ from annotator.heap_floor import HeapFloor
 from annotator.kinds import annotation_kind
 from annotator.label_store import LabelStore
 from annotator.latency import LabelLatency
-from annotator.pacing import BatchSizer, Notices, sleep_or_stop, unreadable_notice
+from annotator.pacing import BatchSizer, DutyCycle, Notices, sleep_or_stop, unreadable_notice
 from annotator.sightings import Sightings
 from reward_models import sample_pairs
 
@@ -78,6 +78,7 @@ class Annotator:
         self._latency = LabelLatency()  # first sighting -> label, p50/p95 in stats()
         self._backend_up = False
         self._sizer = BatchSizer(FIRST_BATCH, config.batch_size, config.target_batch_s)
+        self._duty = DutyCycle(config.busy_share)
         self._notices = Notices(NOTICE_INTERVAL_S)
         self._keyed = not keyed_by_backend  # labels are keyed by the right model id
         self._retired_stores: list[LabelStore] = []
@@ -312,7 +313,8 @@ class Annotator:
             (item, out) for item, out in zip(batch, outcomes, strict=True) if out is not None
         ]
         if answered:
-            self._sizer.measured(len(batch), sent, time.monotonic())
+            self._sizer.measured(len(batch), sent, done := time.monotonic())
+            self._duty.measured(sent, done)
             self._heap.read()
         valid = [(item, out) for item, out in answered if out is not INVALID]
         values = self.calibrator([value for _, value in valid]) if valid else []
@@ -374,6 +376,8 @@ class Annotator:
 
     # -- helpers ----------------------------------------------------------------------------
     def _take_batch(self) -> list:
+        if self._duty.wait_s(time.monotonic()):  # resting (annotator.busy_share)
+            return []
         with self._lock:
             return self._queue.take(self._sizer.size)
 

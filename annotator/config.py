@@ -14,6 +14,7 @@ from config_schema.domains import (
     NonNegativeInt,
     OpenFraction,
     Positive,
+    Share,
 )
 
 
@@ -61,6 +62,12 @@ class AnnotatorConfig:
     target_batch_s: Positive = 5.0
     """Wall-clock seconds one batch should take, measured; sets the adaptive batch size (never
     below the first batch's 4 prompts: on a slow machine, larger batches cost less per prompt)."""
+    busy_share: Share = 1.0
+    """The share of wall-clock time the judge may keep its backend busy: after a batch that took
+    b seconds it rests b * (1/busy_share - 1) before the next. 1 = no rest. Below 1 on a machine
+    where an in-process LLM shares the training loop's cores: every forward pass costs the loop
+    CPU and cache whatever the annotator's niceness (docs/performance.md), so fewer passes cost
+    it less, at fewer labels per second."""
     max_in_flight: Count = 2
     """Requests (batches) in flight at once."""
     max_backlog: Count = 10_000

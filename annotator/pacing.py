@@ -45,6 +45,34 @@ class BatchSizer:
         self.size = int(min(self.largest, max(self.smallest, round(self.rate * self.target_s))))
 
 
+class DutyCycle:
+    """Rests the backend between batches so that it is busy at most `share` of the time.
+
+    After a batch kept the backend busy `b` seconds, nothing more is sent for `b * (1/share - 1)`
+    seconds; rests add up when batches finish back to back (several in flight). Busy time is
+    counted as `BatchSizer` counts it: from when the batch was sent or the previous one finished,
+    whichever is later. `share` 1 never rests. Readings are `time.monotonic()` seconds.
+    """
+
+    def __init__(self, share: float):
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        self._rest_per_busy = 1 / share - 1
+        self._rest_until = float("-inf")
+        self._last_done: float | None = None
+
+    def measured(self, sent: float, done: float) -> None:
+        """A batch sent at `sent` was answered at `done`."""
+        start = sent if self._last_done is None else max(sent, self._last_done)
+        self._last_done = done
+        busy = max(0.0, done - start)
+        self._rest_until = max(self._rest_until, done) + busy * self._rest_per_busy
+
+    def wait_s(self, now: float) -> float:
+        """Seconds until the next batch may be sent (0: now)."""
+        return max(0.0, self._rest_until - now)
+
+
 class Notices:
     """One line per notice, each kind (`key`) at most once per `interval_s`."""
 

@@ -83,6 +83,18 @@ METHODS = {
         "reward.intrinsic_coef": 0.4,
         "reward_model.label_batch_size": 10**9,
     },
+    # The judge resting between batches (annotator.busy_share): fewer LLM passes on the loop's
+    # cores, fewer labels per second.
+    "classification_busy50": {
+        "reward_model.name": "classification",
+        "reward.intrinsic_coef": 0.4,
+        "annotator.busy_share": 0.5,
+    },
+    "classification_busy25": {
+        "reward_model.name": "classification",
+        "reward.intrinsic_coef": 0.4,
+        "annotator.busy_share": 0.25,
+    },
     "classification_before": {
         "reward_model.name": "classification",
         "reward.intrinsic_coef": 0.4,

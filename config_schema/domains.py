@@ -81,6 +81,8 @@ Fraction = Annotated[float, Domain(low=0, high=1)]
 """A number in [0, 1]."""
 Discount = Annotated[float, Domain(low=0, high=1, low_open=True)]
 """A number in (0, 1]."""
+Share = Annotated[float, Domain(low=0, high=1, low_open=True)]
+"""A share of something (time, work) in (0, 1]."""
 OpenFraction = Annotated[float, Domain(low=0, high=1, low_open=True, high_open=True)]
 """A number in (0, 1)."""
 Count = Annotated[int, Domain(low=1, integer=True)]

@@ -4,6 +4,7 @@ LLM outage keeps captions pending until it returns, and a restart asks nothing a
 
 import asyncio
 import re
+import time
 
 import pytest
 
@@ -22,7 +23,7 @@ from annotator.metrics import (
     PENDING,
     STARTING,
 )
-from annotator.pacing import BatchSizer, Notices
+from annotator.pacing import BatchSizer, DutyCycle, Notices
 from annotator.prompts import classification_prompt
 from tests.annotator.running import run_until
 from tests.doubles.scripted_backend import ScriptedBackendDouble
@@ -228,6 +229,46 @@ def test_batch_sizer_targets_the_wanted_busy_time():
     assert sizer.size == 64
     sizer.measured(64, sent=4.0, done=204.0)  # 0.32 prompts/s: never below the first size
     assert sizer.size == 4
+
+
+def test_duty_cycle_rests_in_proportion_to_busy_time():
+    duty = DutyCycle(share=0.25)  # rest 3 s per busy second
+    assert duty.wait_s(now=0.0) == 0.0
+    duty.measured(sent=0.0, done=2.0)
+    assert duty.wait_s(now=2.0) == 6.0 and duty.wait_s(now=9.0) == 0.0
+    # two in flight: the second, queued behind the first until 10, was busy 1 s; rests add up
+    duty.measured(sent=9.0, done=10.0)
+    duty.measured(sent=9.5, done=11.0)
+    assert duty.wait_s(now=11.0) == 3.0 + 3.0 - 1.0  # 3 s from 10, then 3 s more
+    assert DutyCycle(share=1.0).wait_s(now=0.0) == 0.0
+    with pytest.raises(ValueError, match="share"):
+        DutyCycle(share=0.0)
+
+
+class _Timed(ScriptedBackendDouble):
+    """A double that records when each batch began and ended (monotonic seconds)."""
+
+    def __init__(self, judge, delay_s):
+        super().__init__(judge, delay_s)
+        self.spans: list[tuple[float, float]] = []
+
+    async def choice_probs(self, chats, choices):
+        start = time.monotonic()
+        out = await super().choice_probs(chats, choices)
+        self.spans.append((start, time.monotonic()))
+        return out
+
+
+def test_a_busy_share_below_one_rests_the_backend_between_batches(tmp_path):
+    backend = _Timed(_judge, delay_s=0.05)
+    settings = _settings(busy_share=0.25, batch_size=4, max_in_flight=1)
+    annotator = Annotator(lambda: backend, _store(tmp_path), settings)
+    annotator.submit({f"caption {i}": 1 for i in range(16)})
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[PENDING] == 0, timeout=30))
+    assert annotator.stats()[LABELS_TOTAL] == 16 and len(backend.spans) == 4
+    for (start, end), (next_start, _) in zip(backend.spans, backend.spans[1:], strict=False):
+        # the annotator counts at least the backend's own busy time, so it rests 3x that or more
+        assert next_start - end >= 3 * (end - start)
 
 
 def test_notices_are_rate_limited_per_kind():
