@@ -51,9 +51,8 @@ class Annotator:
         """`keyed_by_backend`: labels are keyed by the model the backend says it serves
         (``backend.model_id``, known once it has started, and followed when it changes), not by
         the store's configured model id. For servers, whose model is theirs to choose.
-        `heap_reader`: this process's live heap in MB, read as each batch comes back
-        (annotator/metrics.py's `HEAP_FLOOR_MB`); given only where the process is the
-        annotator's own."""
+        `heap_reader`: this process's live heap in MB, read as each batch comes back (metrics'
+        `HEAP_FLOOR_MB`); given only where the process is the annotator's own."""
         self.kind = annotation_kind(kind)  # "caption" (classification) or "pair" (ranking)
         self.settings = config
         self.store = store
@@ -78,7 +77,7 @@ class Annotator:
         self._latency = LabelLatency()  # first sighting -> label, p50/p95 in stats()
         self._backend_up = False
         self._sizer = BatchSizer(FIRST_BATCH, config.batch_size, config.target_batch_s)
-        self._duty = DutyCycle(config.busy_share)
+        self._duty = DutyCycle(1.0)  # until the backend is up and says where it computes
         self._notices = Notices(NOTICE_INTERVAL_S)
         self._keyed = not keyed_by_backend  # labels are keyed by the right model id
         self._retired_stores: list[LabelStore] = []
@@ -153,8 +152,8 @@ class Annotator:
 
     def poll_notices(self) -> list[str]:
         """What the user must know since the last poll, one console line each (a backend that
-        does not start or answer, unreadable answers, a changed served model, the first labels);
-        each kind at most once per NOTICE_INTERVAL_S."""
+        does not start or answer, unreadable answers, a changed served model, the first labels,
+        the judge resting); each kind at most once per NOTICE_INTERVAL_S."""
         if self.backend is not None:
             for key, message in self.backend.drain_notices():
                 self._notice(key, message)
@@ -198,8 +197,12 @@ class Annotator:
         """Label until `stop` is set. Never raises for LLM trouble: it waits and retries."""
         stop = stop or asyncio.Event()
         self.backend = await self._start_backend(stop)
-        if self.backend is not None and self._keyed_by_backend:
-            self._rekey(self.backend.model_id)
+        if self.backend is not None:
+            self._duty = DutyCycle.chosen(self.settings.busy_share, self.backend.cpu_threads)
+            if self._duty.notice:
+                self._notice("resting", self._duty.notice)
+            if self._keyed_by_backend:
+                self._rekey(self.backend.model_id)
         tasks: set[asyncio.Task] = set()
         failures = 0
         try:
@@ -369,17 +372,15 @@ class Annotator:
             self._notice("invalid", line)
 
     def _retry_limit(self) -> int:
-        """Re-asks of an unreadable answer. Direct-style answers are read from the first
-        token's probabilities, which a re-ask would only repeat: none. Reasoned-style re-asks
-        are sampled (asking.RETRY_TEMPERATURE), so they can come back different."""
+        """Re-asks of an unreadable answer: none in direct style (a re-ask repeats the first
+        token's probabilities); reasoned-style ones are sampled (asking.RETRY_TEMPERATURE)."""
         return self.settings.max_retries if self.settings.style == "reasoned" else 0
 
     # -- helpers ----------------------------------------------------------------------------
     def _take_batch(self) -> list:
-        if self._duty.wait_s(time.monotonic()):  # resting (annotator.busy_share)
-            return []
+        resting = self._duty.wait_s(time.monotonic())  # annotator.busy_share
         with self._lock:
-            return self._queue.take(self._sizer.size)
+            return [] if resting else self._queue.take(self._sizer.size)
 
     def _refill_pairs(self) -> None:
         with self._lock:

@@ -62,12 +62,13 @@ class AnnotatorConfig:
     target_batch_s: Positive = 5.0
     """Wall-clock seconds one batch should take, measured; sets the adaptive batch size (never
     below the first batch's 4 prompts: on a slow machine, larger batches cost less per prompt)."""
-    busy_share: Share = 1.0
+    busy_share: Share | None = None
     """The share of wall-clock time the judge may keep its backend busy: after a batch that took
-    b seconds it rests b * (1/busy_share - 1) before the next. 1 = no rest. Below 1 on a machine
-    where an in-process LLM shares the training loop's cores: every forward pass costs the loop
-    CPU and cache whatever the annotator's niceness (docs/performance.md), so fewer passes cost
-    it less, at fewer labels per second."""
+    b seconds it rests b * (1/busy_share - 1) before the next; 1 = never rest. An LLM computing
+    on the training loop's CPUs costs the loop in proportion to its busy time, whatever its
+    niceness (docs/performance.md), so resting trades labels/s for steps/s. None: chosen so that
+    an in-process LLM on CPU takes at most 10 % of the machine's CPU time (0.2 for its one
+    thread on 2 CPUs, 1 from 10 CPUs; the console says so); 1 for a GPU or a server."""
     max_in_flight: Count = 2
     """Requests (batches) in flight at once."""
     max_backlog: Count = 10_000

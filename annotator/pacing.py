@@ -6,6 +6,7 @@ tests drive them with plain numbers."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 INVALID_WARN_RATE = 0.5  # above this share of unreadable answers the user is told
 INVALID_WARN_AFTER = 20  # answers, before the share means anything
@@ -45,6 +46,12 @@ class BatchSizer:
         self.size = int(min(self.largest, max(self.smallest, round(self.rate * self.target_s))))
 
 
+AUTO_CPU_SHARE = 0.1
+"""`annotator.busy_share` None: the share of the machine's CPU time that an LLM computing on
+them may take. On 2 cores the judge's cost to training followed its busy time, not its niceness
+(docs/performance.md, "What the intrinsic reward costs")."""
+
+
 class DutyCycle:
     """Rests the backend between batches so that it is busy at most `share` of the time.
 
@@ -54,12 +61,37 @@ class DutyCycle:
     whichever is later. `share` 1 never rests. Readings are `time.monotonic()` seconds.
     """
 
-    def __init__(self, share: float):
+    def __init__(self, share: float, notice: str | None = None):
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share}")
+        self.share, self.notice = share, notice
         self._rest_per_busy = 1 / share - 1
         self._rest_until = float("-inf")
         self._last_done: float | None = None
+
+    @classmethod
+    def chosen(
+        cls, setting: float | None, cpu_threads: int | None, cpus: int | None = None
+    ) -> DutyCycle:
+        """`annotator.busy_share` as set or, for None, 1 for a backend that computes elsewhere
+        (`cpu_threads` None), else AUTO_CPU_SHARE of the `cpus` (default: those this process
+        may run on) over the threads it computes on: 0.2 for one thread on 2 CPUs, 1 from 10.
+        Below 1, `notice` is the console line that says so."""
+        cpus = cpus or len(os.sched_getaffinity(0))
+        share = setting
+        if share is None:
+            share = 1.0 if cpu_threads is None else min(1.0, AUTO_CPU_SHARE * cpus / cpu_threads)
+        if share >= 1:
+            return cls(1.0)
+        why = (
+            f"annotator.busy_share={share:g}"
+            if setting is not None
+            else f"it computes on {cpu_threads} of this machine's {cpus} CPUs beside training; "
+            "annotator.busy_share=1 never rests: more labels/s, fewer steps/s"
+        )
+        return cls(
+            share, f"the LLM rests between batches, busy at most {share:.0%} of the time ({why})"
+        )
 
     def measured(self, sent: float, done: float) -> None:
         """A batch sent at `sent` was answered at `done`."""

@@ -68,7 +68,9 @@ def child(args) -> None:
         self.size = rng.randrange(4, 33)
 
     BatchSizer.measured = varied
-    annotator = build_annotator(load_config(None, [f"run_dir={args.child}"]))
+    # Alone on the machine: never resting (busy_share=1), it labels as fast as it can.
+    overrides = [f"run_dir={args.child}", "annotator.busy_share=1"]
+    annotator = build_annotator(load_config(None, overrides))
     if heap_mb() is None:
         raise SystemExit("glibc's mallinfo2 is not available here: no live-heap reading")
 

@@ -83,8 +83,13 @@ METHODS = {
         "reward.intrinsic_coef": 0.4,
         "reward_model.label_batch_size": 10**9,
     },
-    # The judge resting between batches (annotator.busy_share): fewer LLM passes on the loop's
-    # cores, fewer labels per second.
+    # The judge's busy share set (the default, null, chooses 0.2 for the embedded LLM's one
+    # thread on 2 CPUs): 1 never rests (the defaults before 2026-12-01).
+    "classification_busy100": {
+        "reward_model.name": "classification",
+        "reward.intrinsic_coef": 0.4,
+        "annotator.busy_share": 1.0,
+    },
     "classification_busy50": {
         "reward_model.name": "classification",
         "reward.intrinsic_coef": 0.4,

@@ -334,7 +334,7 @@ def check_model_cache(config) -> str:
     )
     state = (
         f"the embedded model is converted in {target}"
-        if (target / "model.safetensors").is_file()
+        if model_store.is_complete(target)
         else f"the embedded model is not converted yet ({target}); the first run that uses it "
         "downloads and converts it (about a minute)"
     )

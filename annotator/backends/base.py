@@ -51,6 +51,12 @@ class LLMBackend(ABC):
         self.stats = BackendStats()
         self._notices: list[tuple[str, str]] = []
 
+    @property
+    def cpu_threads(self) -> int | None:
+        """Threads of this machine's CPUs the model computes on, or None when it computes
+        elsewhere (a GPU, a server): what `annotator.busy_share`'s automatic choice weighs."""
+        return None
+
     def notice(self, key: str, message: str) -> None:
         """Something the user must know (no logprobs from the server, a changed served model):
         one console line. ``key`` names the kind, so the caller can rate-limit repeats."""

@@ -145,6 +145,10 @@ class TransformersBackend(LLMBackend):
             self.generate_sync, chats, max_tokens=max_tokens, temperature=temperature
         )
 
+    @property
+    def cpu_threads(self) -> int | None:
+        return self._torch.get_num_threads() if self._device.type == "cpu" else None
+
     async def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -199,6 +199,13 @@ def test_transformers_generate_returns_text(tf_backend):
 
 
 @pytest.mark.llm
+def test_transformers_on_cpu_says_how_many_threads_it_computes_on(tf_backend):
+    import torch
+
+    assert tf_backend.cpu_threads == torch.get_num_threads() >= 1
+
+
+@pytest.mark.llm
 def test_transformers_too_long_prompt_is_none_not_an_error(tf_backend):
     old = tf_backend.max_prompt_tokens
     tf_backend.max_prompt_tokens = 40

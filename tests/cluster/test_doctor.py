@@ -124,3 +124,23 @@ def test_an_llm_server_refusing_the_key_fails_naming_the_variable(tmp_path, caps
     assert code == 1 and llm.startswith(f"FAIL the server at {server.base_url}/models"), llm
     assert f"HTTP {status}" in llm and "OPENAI_API_KEY" in llm
     assert asked == 1  # no probe after a refused key
+
+
+def test_model_cache_line_says_converted_only_for_a_complete_folder(tmp_path, monkeypatch):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from annotator import model_store
+    from cluster.config import load_config
+    from cluster.doctor import check_model_cache
+
+    monkeypatch.setenv(model_store.CACHE_ENV, str(tmp_path))
+    target = tmp_path / model_store.DEFAULT_MODEL_DIRNAME
+    target.mkdir()
+    (target / "model.safetensors").write_bytes(b"half of a conversion")  # no tokenizer, manifest
+    config = load_config(CARTPOLE, [])
+    assert "not converted yet" in check_model_cache(config)
+    for name in ("config.json", "tokenizer.json", model_store.MANIFEST):
+        (target / name).write_text("{}")
+    save_file({"w": np.zeros(2, np.float32)}, target / "model.safetensors")  # readable weights
+    assert check_model_cache(config).startswith(f"the embedded model is converted in {target}")

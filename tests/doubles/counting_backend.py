@@ -21,6 +21,7 @@ class CountingBackendDouble:
     def __init__(self, real, interrupt_after: int | None = None):
         self.real = real
         self.model_id = real.model_id
+        self.cpu_threads = real.cpu_threads
         self.interrupt_after = interrupt_after
         self.prompts: list[str] = []  # the user message of every prompt sent, in order
         self.closed = False

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 class ScriptedBackendDouble:
     """`model_id` may be reassigned mid-run, as a server that starts serving another model."""
 
+    cpu_threads: int | None = None  # computes on none of this machine's CPUs, as a server
+
     def __init__(self, judge: Callable[[str], float], delay_s: float = 0.0):
         self.model_id = "scripted-double"
         self.judge = judge  # user-message text -> P(first choice)
