@@ -67,8 +67,8 @@ class AnnotatorConfig:
     b seconds it rests b * (1/busy_share - 1) before the next; 1 = never rest. An LLM computing
     on the training loop's CPUs costs the loop in proportion to its busy time, whatever its
     niceness (docs/performance.md), so resting trades labels/s for steps/s. None: chosen so that
-    an in-process LLM on CPU takes at most 10 % of the machine's CPU time (0.2 for its one
-    thread on 2 CPUs, 1 from 10 CPUs; the console says so); 1 for a GPU or a server."""
+    an in-process LLM on CPU takes at most 5 % of the machine's CPU time (0.1 for its one
+    thread on 2 CPUs, 1 from 20 CPUs; the console says so); 1 for a GPU or a server."""
     max_in_flight: Count = 2
     """Requests (batches) in flight at once."""
     max_backlog: Count = 10_000

@@ -46,7 +46,7 @@ class BatchSizer:
         self.size = int(min(self.largest, max(self.smallest, round(self.rate * self.target_s))))
 
 
-AUTO_CPU_SHARE = 0.1
+AUTO_CPU_SHARE = 0.05
 """`annotator.busy_share` None: the share of the machine's CPU time that an LLM computing on
 them may take. On 2 cores the judge's cost to training followed its busy time, not its niceness
 (docs/performance.md, "What the intrinsic reward costs")."""
@@ -75,7 +75,7 @@ class DutyCycle:
     ) -> DutyCycle:
         """`annotator.busy_share` as set or, for None, 1 for a backend that computes elsewhere
         (`cpu_threads` None), else AUTO_CPU_SHARE of the `cpus` (default: those this process
-        may run on) over the threads it computes on: 0.2 for one thread on 2 CPUs, 1 from 10.
+        may run on) over the threads it computes on: 0.1 for one thread on 2 CPUs, 1 from 20.
         Below 1, `notice` is the console line that says so."""
         cpus = cpus or len(os.sched_getaffinity(0))
         share = setting

@@ -83,7 +83,7 @@ METHODS = {
         "reward.intrinsic_coef": 0.4,
         "reward_model.label_batch_size": 10**9,
     },
-    # The judge's busy share set (the default, null, chooses 0.2 for the embedded LLM's one
+    # The judge's busy share set (the default, null, chooses 0.1 for the embedded LLM's one
     # thread on 2 CPUs): 1 never rests (the defaults before 2026-12-01).
     "classification_busy100": {
         "reward_model.name": "classification",

@@ -246,17 +246,18 @@ def test_duty_cycle_rests_in_proportion_to_busy_time():
 
 
 def test_the_chosen_busy_share_follows_where_the_llm_computes():
-    # null: an LLM on one of 2 CPUs may take 10 % of the machine, so it is busy 20 % of the time
+    # null: an LLM on one of 2 CPUs may take 5 % of the machine, so it is busy 10 % of the time
     auto = DutyCycle.chosen(None, cpu_threads=1, cpus=2)
-    assert auto.share == pytest.approx(0.2)
+    assert auto.share == pytest.approx(0.1)
     assert (
-        "busy at most 20% of the time" in auto.notice
+        "busy at most 10% of the time" in auto.notice
         and "1 of this machine's 2 CPUs" in auto.notice
     )
-    assert DutyCycle.chosen(None, cpu_threads=2, cpus=2).share == pytest.approx(0.1)
-    assert DutyCycle.chosen(None, cpu_threads=1, cpus=16).share == 1.0  # enough cores: never
+    assert DutyCycle.chosen(None, cpu_threads=2, cpus=2).share == pytest.approx(0.05)
+    assert DutyCycle.chosen(None, cpu_threads=1, cpus=8).share == pytest.approx(0.4)
+    assert DutyCycle.chosen(None, cpu_threads=1, cpus=32).share == 1.0  # enough cores: never
     assert DutyCycle.chosen(None, cpu_threads=None, cpus=2).share == 1.0  # a GPU, a server
-    assert DutyCycle.chosen(None, cpu_threads=1, cpus=16).notice is None
+    assert DutyCycle.chosen(None, cpu_threads=1, cpus=32).notice is None
     assert DutyCycle.chosen(1.0, cpu_threads=1, cpus=2).share == 1.0  # as set, whatever else
     chosen = DutyCycle.chosen(0.5, cpu_threads=None, cpus=2)
     assert chosen.share == 0.5 and "annotator.busy_share=0.5" in chosen.notice
