@@ -69,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"rogueray: error: {exc}", file=sys.stderr)
         return 2
     failed = 0
-    for result in run_checks(config, start_ray=args.ray, probe_timeout_s=args.probe_timeout):
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    checks = run_checks(
+        config, start_ray=args.ray, probe_timeout_s=args.probe_timeout, announce=say
+    )
+    for result in checks:
         print(result.line(), flush=True)
         failed += not result.ok
     if failed:
@@ -79,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_checks(config, *, start_ray: bool = False, probe_timeout_s: float = 300.0):
-    """Yield one Result per check, in order; a check that raises is a FAIL, never a crash."""
+def run_checks(config, *, start_ray: bool = False, probe_timeout_s: float = 300.0, announce=None):
+    """Yield one Result per check, in order; a check that raises is a FAIL, never a crash.
+    `announce(line)`, if given, is told before a check that takes long (a local LLM loading)."""
     checks: list[tuple[str, Callable[[], str]]] = [
         ("versions", check_versions),
         (f"env {config.env.id}", lambda: check_env(config.env.id)),
@@ -98,6 +103,8 @@ def run_checks(config, *, start_ray: bool = False, probe_timeout_s: float = 300.
     if config.reward_model.name == "motif":
         checks.append(("motif reward", lambda: check_motif_reward(config)))
     for name, check in checks:
+        if name == "llm backend" and announce is not None and (line := _probe_notice(config)):
+            announce(f"{line}; up to {probe_timeout_s:g} s")
         try:
             yield Result(name, True, check())
         except Failed as exc:
@@ -105,6 +112,19 @@ def run_checks(config, *, start_ray: bool = False, probe_timeout_s: float = 300.
         except Exception as exc:  # noqa: BLE001 - every unexpected failure is reported, named
             first = str(exc).splitlines()[0] if str(exc) else ""
             yield Result(name, False, f"{type(exc).__name__}: {first}")
+
+
+def _probe_notice(config) -> str | None:
+    """What the llm check is about to do, when it takes more than a moment (a local model loads
+    for tens of seconds on a laptop); None for no annotator and the rules judge."""
+    from cluster.annotation import wants_annotator
+
+    backend = config.annotator.backend
+    if not wants_annotator(config) or backend == "rules":
+        return None
+    if backend == "openai":
+        return f"[rogueray] doctor: asking {config.annotator.base_url} one question"
+    return f"[rogueray] doctor: loading the {backend} LLM backend to ask it one question"
 
 
 def _pins() -> dict[str, str]:

@@ -38,7 +38,7 @@ def test_cartpole_without_annotator_all_ok(tmp_path, capsys):
     assert "torch " in lines["versions"] and "nle 1.3.0" in lines["versions"]
     assert "stepped 10 times" in lines["env CartPole-v1"]
     assert "stepped 10 times" in lines["NLE (NetHackScore-v0)"]
-    assert "not used" in lines["llm backend"]
+    assert "not used" in lines["llm backend"] and "one question" not in out
     assert "wrote an event file" in lines["tensorboard"]
     assert out.rstrip().endswith("all checks passed")
     assert not (tmp_path / "run").exists()  # doctor creates nothing
@@ -48,7 +48,9 @@ def test_cartpole_without_annotator_all_ok(tmp_path, capsys):
 def test_rules_backend_answers_the_probe(tmp_path, capsys):
     args = ["doctor", "annotator.backend=rules", f"run_dir={tmp_path / 'run'}"]
     assert main(args) == 0
-    lines = _lines(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    lines = _lines(out)
+    assert "one question" not in out  # the rules judge answers at once: nothing to announce
     assert lines["env NetHackScoreExtendedActions-v1"].startswith("OK made and stepped 10")
     assert "NLE (NetHackScore-v0)" not in lines  # the run's env is NLE already
     llm = lines["llm backend"]
@@ -101,7 +103,11 @@ def _doctor_llm_line(tmp_path, capsys, server) -> tuple[int, str]:
     args = ["doctor", "annotator.backend=openai", f"annotator.base_url={server.base_url}",
             f"run_dir={tmp_path}", "--probe-timeout", "60"]  # fmt: skip
     code = main(args)
-    return code, _lines(capsys.readouterr().out)["llm backend"]
+    out = capsys.readouterr().out
+    # what the probe is about to do is said before it, as a local model takes tens of seconds
+    before = f"[rogueray] doctor: asking {server.base_url} one question; up to 60 s"
+    assert out.index(before) < out.index("llm backend:"), out
+    return code, _lines(out)["llm backend"]
 
 
 def test_a_serving_llm_server_answers_the_probe(tmp_path, capsys, monkeypatch):
