@@ -317,7 +317,7 @@ class Annotator:
         ]
         if answered:
             self._sizer.measured(len(batch), sent, done := time.monotonic())
-            self._duty.measured(sent, done)
+            self._duty.measured(sent, done, self.backend.cpu_seconds)
             self._heap.read()
         valid = [(item, out) for item, out in answered if out is not INVALID]
         values = self.calibrator([value for _, value in valid]) if valid else []

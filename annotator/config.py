@@ -63,12 +63,15 @@ class AnnotatorConfig:
     """Wall-clock seconds one batch should take, measured; sets the adaptive batch size (never
     below the first batch's 4 prompts: on a slow machine, larger batches cost less per prompt)."""
     busy_share: Share | None = None
-    """The share of wall-clock time the judge may keep its backend busy: after a batch that took
-    b seconds it rests b * (1/busy_share - 1) before the next; 1 = never rest. An LLM computing
-    on the training loop's CPUs costs the loop in proportion to its busy time, whatever its
-    niceness (docs/performance.md), so resting trades labels/s for steps/s. None: chosen so that
-    an in-process LLM on CPU takes at most 5 % of the machine's CPU time (0.1 for its one
-    thread on 2 CPUs, 1 from 20 CPUs; the console says so); 1 for a GPU or a server."""
+    """The share of time the judge may keep its backend busy: a batch that kept it busy b seconds
+    lets the next go b / busy_share after it began; 1 = never rest. For an LLM on this machine's
+    CPUs, b is the CPU time it spent over its threads (a batch slowed by a busy machine does not
+    rest for the wait); else the batch's wall-clock time. The first batch is not counted. An LLM
+    computing on the training loop's CPUs costs the loop in proportion to its busy time,
+    whatever its niceness (docs/performance.md), so resting trades labels/s for steps/s. None:
+    chosen so that an in-process LLM on CPU takes at most 5 % of the machine's CPU time (0.1
+    for its one thread on 2 CPUs, 1 from 20 CPUs; the console says so); 1 for a GPU or a
+    server."""
     max_in_flight: Count = 2
     """Requests (batches) in flight at once."""
     max_backlog: Count = 10_000

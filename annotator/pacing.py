@@ -55,19 +55,22 @@ them may take. On 2 cores the judge's cost to training followed its busy time, n
 class DutyCycle:
     """Rests the backend between batches so that it is busy at most `share` of the time.
 
-    After a batch kept the backend busy `b` seconds, nothing more is sent for `b * (1/share - 1)`
-    seconds; rests add up when batches finish back to back (several in flight). Busy time is
-    counted as `BatchSizer` counts it: from when the batch was sent or the previous one finished,
-    whichever is later. `share` 1 never rests. Readings are `time.monotonic()` seconds.
+    A batch that kept the backend busy `b` seconds, from `start` (when it was sent or the one
+    before it finished, whichever is later), lets the next go at `start + b / share` at the
+    earliest; rests add up when batches finish back to back (several in flight). For a backend
+    computing on this machine's CPUs (`cpu_threads`), `b` is the CPU time it spent over its
+    threads, so a batch that took long because the machine was busy, not because it computed,
+    is not made to rest for it; otherwise `b` is the wall-clock time. The first batch (the
+    model's warm-up) is not counted. `share` 1 never rests. Times are `time.monotonic()` s.
     """
 
-    def __init__(self, share: float, notice: str | None = None):
+    def __init__(self, share: float, notice: str | None = None, cpu_threads: int | None = None):
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share}")
-        self.share, self.notice = share, notice
-        self._rest_per_busy = 1 / share - 1
-        self._rest_until = float("-inf")
+        self.share, self.notice, self.cpu_threads = share, notice, cpu_threads
+        self._next = float("-inf")  # the earliest the next batch may go
         self._last_done: float | None = None
+        self._cpu_seen: float | None = None
 
     @classmethod
     def chosen(
@@ -82,7 +85,7 @@ class DutyCycle:
         if share is None:
             share = 1.0 if cpu_threads is None else min(1.0, AUTO_CPU_SHARE * cpus / cpu_threads)
         if share >= 1:
-            return cls(1.0)
+            return cls(1.0, cpu_threads=cpu_threads)
         why = (
             f"annotator.busy_share={share:g}"
             if setting is not None
@@ -90,19 +93,29 @@ class DutyCycle:
             "annotator.busy_share=1 never rests: more labels/s, fewer steps/s"
         )
         return cls(
-            share, f"the LLM rests between batches, busy at most {share:.0%} of the time ({why})"
+            share,
+            f"the LLM rests between batches, busy at most {share:.0%} of the time ({why})",
+            cpu_threads,
         )
 
-    def measured(self, sent: float, done: float) -> None:
-        """A batch sent at `sent` was answered at `done`."""
-        start = sent if self._last_done is None else max(sent, self._last_done)
+    def measured(self, sent: float, done: float, cpu_seconds: float | None = None) -> None:
+        """A batch sent at `sent` was answered at `done`; `cpu_seconds`: the backend's running
+        total (`LLMBackend.cpu_seconds`), read then, for a backend on this machine's CPUs."""
+        first = self._last_done is None
+        start = sent if first else max(sent, self._last_done)
         self._last_done = done
-        busy = max(0.0, done - start)
-        self._rest_until = max(self._rest_until, done) + busy * self._rest_per_busy
+        if self.cpu_threads is not None and cpu_seconds is not None:
+            spent = cpu_seconds - (cpu_seconds if self._cpu_seen is None else self._cpu_seen)
+            self._cpu_seen = cpu_seconds
+            busy = spent / self.cpu_threads
+        else:
+            busy = max(0.0, done - start)
+        if not first:
+            self._next = max(self._next, start) + busy / self.share
 
     def wait_s(self, now: float) -> float:
         """Seconds until the next batch may be sent (0: now)."""
-        return max(0.0, self._rest_until - now)
+        return max(0.0, self._next - now)
 
 
 class Notices:

@@ -15,8 +15,9 @@ backend, a chat where the transport cannot render one).
 from __future__ import annotations
 
 import math
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,16 +47,30 @@ class LLMBackend(ABC):
 
     #: identifies the model (weights), recorded with every label
     model_id: str
+    #: threads of this machine's CPUs the model computes on, or None when it computes elsewhere
+    #: (a GPU, a server): what `annotator.busy_share`'s automatic choice weighs
+    cpu_threads: int | None = None
 
     def __init__(self) -> None:
         self.stats = BackendStats()
         self._notices: list[tuple[str, str]] = []
+        self._cpu_s = 0.0  # see cpu_seconds
 
     @property
-    def cpu_threads(self) -> int | None:
-        """Threads of this machine's CPUs the model computes on, or None when it computes
-        elsewhere (a GPU, a server): what `annotator.busy_share`'s automatic choice weighs."""
-        return None
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds of this machine spent computing answers so far (all threads; the work
+        run through `charged`), or None when the model computes elsewhere (`cpu_threads` None):
+        what the annotator's rests are measured against."""
+        return self._cpu_s if self.cpu_threads is not None else None
+
+    def charged(self, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`work(*args, **kwargs)` run in the calling thread, its CPU time counted in
+        `cpu_seconds`: this thread's, times `cpu_threads` (a thread pool shares the work)."""
+        begin = time.thread_time()
+        try:
+            return work(*args, **kwargs)
+        finally:
+            self._cpu_s += (time.thread_time() - begin) * (self.cpu_threads or 1)
 
     def notice(self, key: str, message: str) -> None:
         """Something the user must know (no logprobs from the server, a changed served model):

@@ -107,6 +107,7 @@ class TransformersBackend(LLMBackend):
         self.max_prompt_tokens = max_prompt_tokens
         self._torch = torch
         self._device = torch.device(device)
+        self.cpu_threads = torch.get_num_threads() if self._device.type == "cpu" else None
         tok = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         tok.padding_side = "left"
         if tok.pad_token_id is None:
@@ -136,18 +137,14 @@ class TransformersBackend(LLMBackend):
     async def choice_probs(
         self, chats: Sequence[Chat], choices: Sequence[str]
     ) -> list[dict[str, float] | None]:
-        return await asyncio.to_thread(self.choice_probs_sync, chats, choices)
+        return await asyncio.to_thread(self.charged, self.choice_probs_sync, chats, choices)
 
     async def generate(
         self, chats: Sequence[Chat], *, max_tokens: int, temperature: float = 0.0
     ) -> list[str | None]:
         return await asyncio.to_thread(
-            self.generate_sync, chats, max_tokens=max_tokens, temperature=temperature
+            self.charged, self.generate_sync, chats, max_tokens=max_tokens, temperature=temperature
         )
-
-    @property
-    def cpu_threads(self) -> int | None:
-        return self._torch.get_num_threads() if self._device.type == "cpu" else None
 
     async def close(self) -> None:
         with self._lock:

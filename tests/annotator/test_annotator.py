@@ -232,14 +232,31 @@ def test_batch_sizer_targets_the_wanted_busy_time():
 
 
 def test_duty_cycle_rests_in_proportion_to_busy_time():
-    duty = DutyCycle(share=0.25)  # rest 3 s per busy second
+    duty = DutyCycle(share=0.25)  # a backend elsewhere: wall-clock busy time, 3 s rest per 1 s
     assert duty.wait_s(now=0.0) == 0.0
-    duty.measured(sent=0.0, done=2.0)
-    assert duty.wait_s(now=2.0) == 6.0 and duty.wait_s(now=9.0) == 0.0
-    # two in flight: the second, queued behind the first until 10, was busy 1 s; rests add up
-    duty.measured(sent=9.0, done=10.0)
-    duty.measured(sent=9.5, done=11.0)
-    assert duty.wait_s(now=11.0) == 3.0 + 3.0 - 1.0  # 3 s from 10, then 3 s more
+    duty.measured(sent=0.0, done=5.0)  # the first batch, the model's warm-up: not counted
+    assert duty.wait_s(now=5.0) == 0.0
+    duty.measured(sent=5.0, done=7.0)
+    assert duty.wait_s(now=7.0) == 6.0 and duty.wait_s(now=14.0) == 0.0
+    # two in flight: the second, queued behind the first until 15, was busy 1 s; rests add up
+    duty.measured(sent=14.0, done=15.0)
+    duty.measured(sent=14.5, done=16.0)
+    assert duty.wait_s(now=16.0) == 6.0  # busy 2 s from 14: the next goes at 14 + 2 / 0.25
+
+
+def test_duty_cycle_on_this_machines_cpus_counts_cpu_time_not_waiting():
+    duty = DutyCycle(share=0.1, cpu_threads=1)
+    duty.measured(sent=0.0, done=2.0, cpu_seconds=1.5)  # warm-up: not counted
+    # on a busy machine a batch took 7 s, of which it computed 1 s: it rests 10 - 7 = 3 s, where
+    # counting its wall-clock time would have rested 63 s
+    duty.measured(sent=2.0, done=9.0, cpu_seconds=2.5)
+    assert duty.wait_s(now=9.0) == pytest.approx(3.0)
+    duty.measured(sent=12.0, done=13.0, cpu_seconds=3.5)  # computed all along: 9 s of rest
+    assert duty.wait_s(now=13.0) == pytest.approx(9.0)
+    two = DutyCycle(share=0.5, cpu_threads=2)  # 2 CPU-s over 2 threads: 1 s of both busy
+    two.measured(sent=0.0, done=1.0, cpu_seconds=0.0)
+    two.measured(sent=1.0, done=2.0, cpu_seconds=2.0)
+    assert two.wait_s(now=2.0) == pytest.approx(1.0)
     assert DutyCycle(share=1.0).wait_s(now=0.0) == 0.0
     with pytest.raises(ValueError, match="share"):
         DutyCycle(share=0.0)
@@ -296,7 +313,8 @@ def test_a_busy_share_below_one_rests_the_backend_between_batches(tmp_path):
     annotator.submit({f"caption {i}": 1 for i in range(16)})
     asyncio.run(run_until(annotator, lambda: annotator.stats()[PENDING] == 0, timeout=30))
     assert annotator.stats()[LABELS_TOTAL] == 16 and len(backend.spans) == 4
-    for (start, end), (next_start, _) in zip(backend.spans, backend.spans[1:], strict=False):
+    spans = backend.spans[1:]  # after the first batch, the warm-up, which is not counted
+    for (start, end), (next_start, _) in zip(spans, spans[1:], strict=False):
         # the annotator counts at least the backend's own busy time, so it rests 3x that or more
         assert next_start - end >= 3 * (end - start)
 

@@ -199,10 +199,13 @@ def test_transformers_generate_returns_text(tf_backend):
 
 
 @pytest.mark.llm
-def test_transformers_on_cpu_says_how_many_threads_it_computes_on(tf_backend):
+def test_transformers_on_cpu_counts_the_cpu_time_of_its_answers(tf_backend):
     import torch
 
     assert tf_backend.cpu_threads == torch.get_num_threads() >= 1
+    before = tf_backend.cpu_seconds
+    asyncio.run(tf_backend.choice_probs([_chat(FIRE)] * 4, ["yes", "no"]))
+    assert tf_backend.cpu_seconds > before >= 0.0  # what annotator.busy_share's rests weigh
 
 
 @pytest.mark.llm

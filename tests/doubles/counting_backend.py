@@ -26,6 +26,10 @@ class CountingBackendDouble:
         self.prompts: list[str] = []  # the user message of every prompt sent, in order
         self.closed = False
 
+    @property
+    def cpu_seconds(self) -> float | None:
+        return self.real.cpu_seconds
+
     def pairs(self) -> list[tuple[str, str]]:
         """The order-free caption pair of every ranking prompt sent, in order."""
         out = []

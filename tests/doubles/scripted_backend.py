@@ -12,6 +12,7 @@ class ScriptedBackendDouble:
     """`model_id` may be reassigned mid-run, as a server that starts serving another model."""
 
     cpu_threads: int | None = None  # computes on none of this machine's CPUs, as a server
+    cpu_seconds: float | None = None
 
     def __init__(self, judge: Callable[[str], float], delay_s: float = 0.0):
         self.model_id = "scripted-double"
