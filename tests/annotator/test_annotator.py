@@ -181,16 +181,28 @@ def test_ranking_asks_pairs_of_distinct_captions(tmp_path):
     assert len(store.pair_labels()) == 3
 
 
-class _SlowThenCounting(ScriptedBackendDouble):
-    """A double that records each batch's size."""
+class _Recording(ScriptedBackendDouble):
+    """A double that records each batch's size, and when it began and ended (monotonic s)."""
 
     def __init__(self, judge, delay_s):
         super().__init__(judge, delay_s)
         self.batches: list[int] = []
+        self.spans: list[tuple[float, float]] = []
 
     async def choice_probs(self, chats, choices):
         self.batches.append(len(chats))
-        return await super().choice_probs(chats, choices)
+        start = time.monotonic()
+        out = await super().choice_probs(chats, choices)
+        self.spans.append((start, time.monotonic()))
+        return out
+
+
+def _label_all(tmp_path, backend, settings, captions: int) -> Annotator:
+    """`captions` distinct captions submitted and labelled (bounded wait)."""
+    annotator = Annotator(lambda: backend, _store(tmp_path), settings)
+    annotator.submit({f"caption {i}": 1 for i in range(captions)})
+    asyncio.run(run_until(annotator, lambda: annotator.stats()[PENDING] == 0, timeout=30))
+    return annotator
 
 
 def test_a_slow_in_process_answer_is_kept_whatever_the_request_timeout(tmp_path):
@@ -207,11 +219,9 @@ def test_a_slow_in_process_answer_is_kept_whatever_the_request_timeout(tmp_path)
 
 
 def test_first_batch_is_small_and_later_ones_follow_the_measured_speed(tmp_path):
-    backend = _SlowThenCounting(_judge, delay_s=0.05)
+    backend = _Recording(_judge, delay_s=0.05)
     settings = _settings(batch_size=32, max_in_flight=1, target_batch_s=10.0)
-    annotator = Annotator(lambda: backend, _store(tmp_path), settings)
-    annotator.submit({f"caption {i}": 1 for i in range(60)})
-    asyncio.run(run_until(annotator, lambda: annotator.stats()[PENDING] == 0, timeout=10))
+    annotator = _label_all(tmp_path, backend, settings, captions=60)
     assert backend.batches[0] == FIRST_BATCH
     assert max(backend.batches) == 32  # 4 prompts in ~0.05 s: the cap, not the first size
     assert annotator.stats()[FIRST_LABEL_DELAY] >= 0.0
@@ -292,26 +302,10 @@ def test_the_resting_judge_says_so_once_its_backend_is_up(tmp_path):
     assert lines == ([f"annotator: {expected}"] if expected else [])
 
 
-class _Timed(ScriptedBackendDouble):
-    """A double that records when each batch began and ended (monotonic seconds)."""
-
-    def __init__(self, judge, delay_s):
-        super().__init__(judge, delay_s)
-        self.spans: list[tuple[float, float]] = []
-
-    async def choice_probs(self, chats, choices):
-        start = time.monotonic()
-        out = await super().choice_probs(chats, choices)
-        self.spans.append((start, time.monotonic()))
-        return out
-
-
 def test_a_busy_share_below_one_rests_the_backend_between_batches(tmp_path):
-    backend = _Timed(_judge, delay_s=0.05)
+    backend = _Recording(_judge, delay_s=0.05)
     settings = _settings(busy_share=0.25, batch_size=4, max_in_flight=1)
-    annotator = Annotator(lambda: backend, _store(tmp_path), settings)
-    annotator.submit({f"caption {i}": 1 for i in range(16)})
-    asyncio.run(run_until(annotator, lambda: annotator.stats()[PENDING] == 0, timeout=30))
+    annotator = _label_all(tmp_path, backend, settings, captions=16)
     assert annotator.stats()[LABELS_TOTAL] == 16 and len(backend.spans) == 4
     spans = backend.spans[1:]  # after the first batch, the warm-up, which is not counted
     for (start, end), (next_start, _) in zip(spans, spans[1:], strict=False):
