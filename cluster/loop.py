@@ -12,6 +12,7 @@ from cluster.checkpointer import Checkpointer
 from cluster.config import RunConfig, dump_yaml
 from cluster.console import counted
 from cluster.periodic_eval import PeriodicEvaluator
+from cluster.reward_watch import RewardWatch, dataset_size
 from cluster.runner import Runner
 from cluster.stopping import StopFlag, say
 
@@ -85,6 +86,7 @@ class TrainingLoop:
         self.pending: list = []  # fragment handles not yet in a batch
         self.annotator_stats: dict[str, float] | None = None  # the last exchange's metrics
         self.restarts_said = 0
+        self.reward_watch = RewardWatch()
         self.last_checkpoint = self.last_labels = self.last_table = time.monotonic()
 
     def run(self) -> None:
@@ -143,6 +145,8 @@ class TrainingLoop:
         for update in updates:
             self.counters["updates"] += 1
             self.logger.scalars(update, self.counters["env_steps"])
+            if line := self.reward_watch.update(update, dataset_size(self.logger.latest)):
+                notify(line, self.quiet)
             if self.counters["updates"] % self.config.rollout.weights_sync_interval == 0:
                 self.runner.sync_weights()
 
