@@ -41,7 +41,7 @@ class RewardWatch:
         self._said_quiet = True
         return (
             f"no intrinsic reward in the last {self._zeros} updates: the reward model rewards none "
-            f"of the captions it sees (it has learned from {labels:,.0f} labels; r_int on the "
+            f"of the captions it sees (it has {labels:,.0f} labels; r_int on the "
             "status line is a mean over past episodes); it goes on learning as labels come"
         )
 

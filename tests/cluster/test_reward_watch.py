@@ -16,7 +16,7 @@ def test_quiet_for_many_updates_is_said_once_and_its_end_once():
     assert _said(watch, [SOME] * 5 + [ZERO] * (QUIET_UPDATES - 1), labels=102) == []
     (quiet,) = _said(watch, [ZERO] * 30, labels=102)
     assert quiet.startswith(f"no intrinsic reward in the last {QUIET_UPDATES} updates")
-    assert "learned from 102 labels" in quiet
+    assert "it has 102 labels" in quiet
     (back,) = _said(watch, [SOME, SOME], labels=140)
     assert back.startswith("the intrinsic reward is back") and "140 labels" in back
     assert _said(watch, [ZERO] * (QUIET_UPDATES - 1), labels=140) == []  # counting afresh
