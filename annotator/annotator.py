@@ -354,10 +354,11 @@ class Annotator:
         if labels and self._first_label_delay is None:
             since = self._first_caption if self._first_caption is not None else self._started
             self._first_label_delay = time.monotonic() - since
+            new = "new " if len(self._queue.known) > len(labels) else ""  # the store had some
             self._notice(
                 "first_label",
-                f"first {len(labels)} labels stored, {self._first_label_delay:.0f} s after the "
-                f"first caption (batches of {self._sizer.size} now)",
+                f"first {len(labels)} {new}labels stored, {self._first_label_delay:.0f} s after "
+                f"the first caption (batches of {self._sizer.size} now)",
             )
         if failed and len(failed) == len(batch):
             where = getattr(self.backend, "base_url", None) or "the LLM backend"
@@ -372,8 +373,7 @@ class Annotator:
             self._notice("invalid", line)
 
     def _retry_limit(self) -> int:
-        """Re-asks of an unreadable answer: none in direct style (a re-ask repeats the first
-        token's probabilities); reasoned-style ones are sampled (asking.RETRY_TEMPERATURE)."""
+        """Re-asks of an unreadable answer: sampled ones in reasoned style, none in direct."""
         return self.settings.max_retries if self.settings.style == "reasoned" else 0
 
     # -- helpers ----------------------------------------------------------------------------

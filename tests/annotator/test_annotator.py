@@ -160,6 +160,13 @@ def test_restart_asks_nothing_already_asked(tmp_path):
     again.submit({"gold": 1, "door": 1, "newt": 1})
     asyncio.run(run_until(again, lambda: again.stats()[LABELS_TOTAL] == 3))
     assert len(second.asked) == 1 and "newt" in second.asked[0]
+    # a newcomer's resumed run said "first 4 labels stored" beside 102 in the store
+    assert any(
+        line.startswith("annotator: first 1 new labels stored") for line in again.poll_notices()
+    )
+    assert any(
+        line.startswith("annotator: first 2 labels stored") for line in annotator.poll_notices()
+    )
 
 
 def test_ranking_asks_pairs_of_distinct_captions(tmp_path):
