@@ -15,6 +15,7 @@ backend, a chat where the transport cannot render one).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +56,7 @@ class LLMBackend(ABC):
         self.stats = BackendStats()
         self._notices: list[tuple[str, str]] = []
         self._cpu_s = 0.0  # see cpu_seconds
+        self._cpu_lock = threading.Lock()  # `charged` runs in several worker threads at once
 
     @property
     def cpu_seconds(self) -> float | None:
@@ -70,7 +72,9 @@ class LLMBackend(ABC):
         try:
             return work(*args, **kwargs)
         finally:
-            self._cpu_s += (time.thread_time() - begin) * (self.cpu_threads or 1)
+            spent = (time.thread_time() - begin) * (self.cpu_threads or 1)
+            with self._cpu_lock:
+                self._cpu_s += spent
 
     def notice(self, key: str, message: str) -> None:
         """Something the user must know (no logprobs from the server, a changed served model):
