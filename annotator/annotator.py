@@ -354,11 +354,11 @@ class Annotator:
         if labels and self._first_label_delay is None:
             since = self._first_caption if self._first_caption is not None else self._started
             self._first_label_delay = time.monotonic() - since
-            new = "new " if len(self._queue.known) > len(labels) else ""  # the store had some
+            n, new = len(labels), "new " if len(self._queue.known) > len(labels) else ""
             self._notice(
                 "first_label",
-                f"first {len(labels)} {new}labels stored, {self._first_label_delay:.0f} s after "
-                f"the first caption (batches of {self._sizer.size} now)",
+                f"first {n} {new}label{'s' * (n > 1)} stored, {self._first_label_delay:.0f} s "
+                f"after the first caption (batches of {self._sizer.size} now)",
             )
         if failed and len(failed) == len(batch):
             where = getattr(self.backend, "base_url", None) or "the LLM backend"

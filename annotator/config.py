@@ -69,9 +69,10 @@ class AnnotatorConfig:
     rest for the wait); else the batch's wall-clock time. The first batch is not counted. An LLM
     computing on the training loop's CPUs costs the loop in proportion to its busy time,
     whatever its niceness (docs/performance.md), so resting trades labels/s for steps/s. None:
-    chosen so that an in-process LLM on CPU takes at most 5 % of the machine's CPU time (0.1
-    for its one thread on 2 CPUs, 1 from 20 CPUs; the console says so); 1 for a GPU or a
-    server."""
+    chosen so that the transformers backend on CPU (the embedded LLM) takes at most 5 % of the
+    machine's CPU time (0.1 for its one thread on 2 CPUs, 1 from 20 CPUs; the console says so);
+    1 for a GPU, vLLM and a server (for vLLM on CPU, or a server on the training machine, set it
+    yourself)."""
     max_in_flight: Count = 2
     """Requests (batches) in flight at once."""
     max_backlog: Count = 10_000

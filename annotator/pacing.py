@@ -80,12 +80,14 @@ class DutyCycle:
         (`cpu_threads` None), else AUTO_CPU_SHARE of the `cpus` (default: those this process
         may run on) over the threads it computes on: 0.1 for one thread on 2 CPUs, 1 from 20.
         Below 1, `notice` is the console line that says so."""
-        cpus = cpus or len(os.sched_getaffinity(0))
+        if cpu_threads is not None and cpus is None:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+            cpus = cpus or os.cpu_count() or 1
         share = setting
         if share is None:
             share = 1.0 if cpu_threads is None else min(1.0, AUTO_CPU_SHARE * cpus / cpu_threads)
         if share >= 1:
-            return cls(1.0, cpu_threads=cpu_threads)
+            return cls(1.0)
         why = (
             f"annotator.busy_share={share:g}"
             if setting is not None
@@ -94,13 +96,15 @@ class DutyCycle:
         )
         return cls(
             share,
-            f"the LLM rests between batches, busy at most {share:.0%} of the time ({why})",
+            f"the LLM rests between batches, busy at most {share * 100:.3g}% of the time ({why})",
             cpu_threads,
         )
 
     def measured(self, sent: float, done: float, cpu_seconds: float | None = None) -> None:
         """A batch sent at `sent` was answered at `done`; `cpu_seconds`: the backend's running
         total (`LLMBackend.cpu_seconds`), read then, for a backend on this machine's CPUs."""
+        if self.share >= 1:
+            return  # never rests
         first = self._last_done is None
         start = sent if first else max(sent, self._last_done)
         self._last_done = done

@@ -104,7 +104,7 @@ def run_checks(config, *, start_ray: bool = False, probe_timeout_s: float = 300.
         checks.append(("motif reward", lambda: check_motif_reward(config)))
     for name, check in checks:
         if name == "llm backend" and announce is not None and (line := _probe_notice(config)):
-            announce(f"{line}; up to {probe_timeout_s:g} s")
+            announce(line)
         try:
             yield Result(name, True, check())
         except Failed as exc:
@@ -124,7 +124,8 @@ def _probe_notice(config) -> str | None:
         return None
     if backend == "openai":
         return f"[rogueray] doctor: asking {config.annotator.base_url} one question"
-    return f"[rogueray] doctor: loading the {backend} LLM backend to ask it one question"
+    model = f"{config.annotator.model} (annotator.backend={backend})"
+    return f"[rogueray] doctor: loading {model} to ask it one question"
 
 
 def _pins() -> dict[str, str]:

@@ -55,14 +55,15 @@ class LLMBackend(ABC):
     def __init__(self) -> None:
         self.stats = BackendStats()
         self._notices: list[tuple[str, str]] = []
-        self._cpu_s = 0.0  # see cpu_seconds
+        self._cpu_s: float | None = None  # see cpu_seconds; None until `charged` has run
         self._cpu_lock = threading.Lock()  # `charged` runs in several worker threads at once
 
     @property
     def cpu_seconds(self) -> float | None:
         """CPU seconds of this machine spent computing answers so far (all threads; the work
-        run through `charged`), or None when the model computes elsewhere (`cpu_threads` None):
-        what the annotator's rests are measured against."""
+        run through `charged`), or None when the model computes elsewhere (`cpu_threads` None)
+        or nothing has been charged: what the annotator's rests are measured against (without
+        it, the batches' wall-clock time)."""
         return self._cpu_s if self.cpu_threads is not None else None
 
     def charged(self, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -74,7 +75,7 @@ class LLMBackend(ABC):
         finally:
             spent = (time.thread_time() - begin) * (self.cpu_threads or 1)
             with self._cpu_lock:
-                self._cpu_s += spent
+                self._cpu_s = (self._cpu_s or 0.0) + spent
 
     def notice(self, key: str, message: str) -> None:
         """Something the user must know (no logprobs from the server, a changed served model):

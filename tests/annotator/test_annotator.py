@@ -146,7 +146,7 @@ def test_restart_asks_nothing_already_asked(tmp_path):
     assert len(second.asked) == 1 and "newt" in second.asked[0]
     # a newcomer's resumed run said "first 4 labels stored" beside 102 in the store
     assert any(
-        line.startswith("annotator: first 1 new labels stored") for line in again.poll_notices()
+        line.startswith("annotator: first 1 new label stored") for line in again.poll_notices()
     )
     assert any(
         line.startswith("annotator: first 2 labels stored") for line in annotator.poll_notices()

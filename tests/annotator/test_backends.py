@@ -200,10 +200,8 @@ def test_transformers_generate_returns_text(tf_backend):
 
 @pytest.mark.llm
 def test_transformers_on_cpu_counts_the_cpu_time_of_its_answers(tf_backend):
-    import torch
-
-    assert tf_backend.cpu_threads == torch.get_num_threads() >= 1
-    before = tf_backend.cpu_seconds
+    assert tf_backend.cpu_threads >= 1  # torch's threads when it was built (tests share it)
+    before = tf_backend.cpu_seconds or 0.0  # None until its first answer
     asyncio.run(tf_backend.choice_probs([_chat(FIRE)] * 4, ["yes", "no"]))
     assert tf_backend.cpu_seconds > before >= 0.0  # what annotator.busy_share's rests weigh
 

@@ -4,6 +4,7 @@ batches start small and follow the measured speed, the judge rests between batch
 rate-limited per kind."""
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -100,6 +101,10 @@ def test_duty_cycle_on_this_machines_cpus_counts_cpu_time_not_waiting():
     assert duty.wait_s(now=9.0) == pytest.approx(3.0)
     duty.measured(sent=12.0, done=13.0, cpu_seconds=3.5)  # computed all along: 9 s of rest
     assert duty.wait_s(now=13.0) == pytest.approx(9.0)
+    never = DutyCycle.chosen(1.0, cpu_threads=1, cpus=2)  # 1: never rests, whatever it counts
+    never.measured(sent=0.0, done=1.0, cpu_seconds=0.0)
+    never.measured(sent=0.5, done=2.0, cpu_seconds=5.0)  # more CPU than wall (rendering, skew)
+    assert never.wait_s(now=2.0) == 0.0
     two = DutyCycle(share=0.5, cpu_threads=2)  # 2 CPU-s over 2 threads: 1 s of both busy
     two.measured(sent=0.0, done=1.0, cpu_seconds=0.0)
     two.measured(sent=1.0, done=2.0, cpu_seconds=2.0)
@@ -127,16 +132,17 @@ def test_the_chosen_busy_share_follows_where_the_llm_computes():
     assert chosen.share == 0.5 and "annotator.busy_share=0.5" in chosen.notice
 
 
-def test_the_resting_judge_says_so_once_its_backend_is_up(tmp_path):
+def test_the_resting_judge_says_so_once_its_backend_is_up(tmp_path, monkeypatch):
     class _OnCPU(ScriptedBackendDouble):
         cpu_threads = 1  # as the embedded LLM on one thread
 
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # 2 CPUs
     annotator = Annotator(lambda: _OnCPU(_judge), _store(tmp_path), _settings())
     annotator.submit({"gold": 1})
     asyncio.run(run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 1, timeout=10))
     lines = [line for line in annotator.poll_notices() if "rests between batches" in line]
-    expected = DutyCycle.chosen(None, cpu_threads=1).notice
-    assert lines == ([f"annotator: {expected}"] if expected else [])
+    assert len(lines) == 1 and "busy at most 10% of the time" in lines[0], lines
+    assert "1 of this machine's 2 CPUs" in lines[0]
 
 
 def test_a_busy_share_below_one_rests_the_backend_between_batches(tmp_path):
