@@ -156,6 +156,33 @@ def test_a_busy_share_below_one_rests_the_backend_between_batches(tmp_path):
         assert next_start - end >= 3 * (end - start)
 
 
+class _ComputingOnCPU(_Recording):
+    """A double on this machine's CPUs whose every batch is counted as 0.3 CPU-s of its one
+    thread, whatever its wall-clock time (0.05 s)."""
+
+    cpu_threads = 1
+
+    def __init__(self, judge, delay_s):
+        super().__init__(judge, delay_s)
+        self.cpu_seconds: float | None = None
+
+    async def choice_probs(self, chats, choices):
+        out = await super().choice_probs(chats, choices)
+        self.cpu_seconds = (self.cpu_seconds or 0.0) + 0.3
+        return out
+
+
+def test_the_labelling_loop_rests_for_cpu_time_when_the_backend_counts_it(tmp_path):
+    backend = _ComputingOnCPU(_judge, delay_s=0.05)
+    settings = _settings(busy_share=0.25, batch_size=4, max_in_flight=1)
+    annotator = _label_all(tmp_path, backend, settings, captions=12)
+    assert annotator.stats()[LABELS_TOTAL] == 12 and len(backend.spans) == 3
+    (start, _), (next_start, _) = backend.spans[1:]  # the first batch is not counted
+    # 0.3 CPU-s at a quarter: the next batch 1.2 s after this one began; counting the 0.05 s of
+    # wall-clock time instead would have let it go after 0.2 s
+    assert next_start - start >= 1.0
+
+
 def test_notices_are_rate_limited_per_kind():
     notices = Notices(interval_s=60.0)
     assert notices.add("down", "a", now=0.0)
