@@ -62,6 +62,12 @@ WHEELS = "wheels"  # verified wheels kept in the cache
 Progress = Callable[[str], object]
 
 
+def default_model_converted() -> bool:
+    """Whether the default cache holds the converted default model whole: the test
+    `ensure_default_model` makes before converting it."""
+    return is_complete(default_cache_dir() / DEFAULT_MODEL_DIRNAME)
+
+
 def ensure_default_model(cache_dir: Path | str | None = None, progress: Progress = print) -> Path:
     """The folder of the converted default model (SmolLM2-135M-Instruct), creating it if needed.
 

@@ -88,10 +88,7 @@ def _embedded_to_convert(model: str) -> bool:
     test `model_store.ensure_default_model` makes before converting."""
     from annotator import model_store
 
-    if model != model_store.DEFAULT_MODEL_NAME:
-        return False
-    target = model_store.default_cache_dir() / model_store.DEFAULT_MODEL_DIRNAME
-    return not model_store.is_complete(target)
+    return model == model_store.DEFAULT_MODEL_NAME and not model_store.default_model_converted()
 
 
 def _inference(config: RunConfig) -> str:

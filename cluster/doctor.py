@@ -355,7 +355,7 @@ def check_model_cache(config) -> str:
     )
     state = (
         f"the embedded model is converted in {target}"
-        if model_store.is_complete(target)
+        if model_store.default_model_converted()
         else f"the embedded model is not converted yet ({target}); the first run that uses it "
         "downloads and converts it (about a minute)"
     )
