@@ -11,6 +11,7 @@ import ray
 from raw_env_rates import measure_raw
 from timing import log, machine_busy_s, median, window_rates
 
+from cluster.placement import NO_TASK_EVENTS
 from cluster.ray_runner import _WorkerActor
 
 
@@ -60,8 +61,9 @@ class _SamplerActor(_WorkerActor):
 
 def start_actors(policy_kind: str, shape: tuple[int, int], args) -> tuple[list, float]:
     """`args.workers` actors of `shape` = (envs per worker, unrolls per sample), ready to sample;
-    returns them and their start-up seconds."""
-    actor_cls = ray.remote(num_cpus=1)(_SamplerActor)
+    returns them and their start-up seconds. Created without task events, as the run's worker
+    actors are (cluster/placement.py): with them, Ray reports every `sample` call to its GCS."""
+    actor_cls = ray.remote(num_cpus=1, **NO_TASK_EVENTS)(_SamplerActor)
     t0 = time.monotonic()
     actors = [
         actor_cls.remote(args.env, policy_kind, shape, args.unroll, args.hidden, args.seed, i)
