@@ -70,7 +70,8 @@ class AnnotatorConfig:
     computing on the training loop's CPUs costs the loop in proportion to its busy time,
     whatever its niceness (docs/performance.md), so resting trades labels/s for steps/s. None:
     chosen so that the transformers backend on CPU (the embedded LLM) takes at most 5 % of the
-    machine's CPU time (0.1 for its one thread on 2 CPUs, 1 from 20 CPUs; the console says so);
+    CPU time it may use (0.1 for its one thread on 2 CPUs, 1 from 20 CPUs; a container's CPU
+    quota counts, not the host's cores; the console says so);
     1 for a GPU, vLLM and a server (for vLLM on CPU, or a server on the training machine, set it
     yourself)."""
     max_in_flight: Count = 2

@@ -6,7 +6,8 @@ tests drive them with plain numbers."""
 from __future__ import annotations
 
 import asyncio
-import os
+
+import joblib
 
 INVALID_WARN_RATE = 0.5  # above this share of unreadable answers the user is told
 INVALID_WARN_AFTER = 20  # answers, before the share means anything
@@ -78,11 +79,11 @@ class DutyCycle:
     ) -> DutyCycle:
         """`annotator.busy_share` as set or, for None, 1 for a backend that computes elsewhere
         (`cpu_threads` None), else AUTO_CPU_SHARE of the `cpus` (default: those this process
-        may run on) over the threads it computes on: 0.1 for one thread on 2 CPUs, 1 from 20.
-        Below 1, `notice` is the console line that says so."""
+        may use, `joblib.cpu_count()`: its CPU affinity and a container's CPU quota) over the
+        threads it computes on: 0.1 for one thread on 2 CPUs, 1 from 20. Below 1, `notice` is
+        the console line that says so."""
         if cpu_threads is not None and cpus is None:
-            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-            cpus = cpus or os.cpu_count() or 1
+            cpus = joblib.cpu_count()
         share = setting
         if share is None:
             share = 1.0 if cpu_threads is None else min(1.0, AUTO_CPU_SHARE * cpus / cpu_threads)

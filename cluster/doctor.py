@@ -213,7 +213,9 @@ def check_ray(config, *, start: bool) -> str:
     where = f"joins {config.ray_address}" if config.ray_address else "starts a local Ray"
     if config.mode != "ray":
         where = "does not use Ray (mode=serial)"
-    cores = os.cpu_count() or 1
+    import joblib
+
+    cores = joblib.cpu_count()  # affinity and a container's CPU quota, not the host's cores
     if config.mode == "ray" and config.ray_address is None and cpus_needed(config) > cores:
         needs += (
             f", more than this machine's {cores} cores: the local Ray counts "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 
+import joblib
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
@@ -40,6 +41,7 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
                 f"this run needs ({cpu_breakdown(config)})"
             )
         # Logical CPUs: on a laptop the learner and workers share cores; Ray must not wait for more.
+        # joblib.cpu_count: the CPUs this process may use (its affinity, a container's CPU quota).
         # Ray runs its worker processes at nice 15 by default, so on a busy laptop any ordinary
         # process starves the rollout workers, the learner and the annotator: run them at the
         # driver's own priority instead.
@@ -48,7 +50,7 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
         _init(
             "a local Ray",
             address="local",
-            num_cpus=config.ray_num_cpus or max(os.cpu_count() or 1, needed),
+            num_cpus=config.ray_num_cpus or max(joblib.cpu_count(), needed),
             _system_config={"worker_niceness": 0},
             **common,
         )
