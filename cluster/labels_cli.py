@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
                 f"pair labels {s.pair_labels:,d} | invalid answers {s.invalid_answers:,d} | "
                 f"distinct captions seen {s.captions_seen:,d}"
             )
+            if s.top_captions:
+                print(f"  {'seen':>9}  {'label':>7}  caption (most seen first; label 1: helpful)")
             for caption, seen, label in s.top_captions:
                 shown = "pending" if label is None else f"{label:.2f}"
                 print(f"  {seen:>9,d}  {shown:>7}  {caption or '(no message)'}")

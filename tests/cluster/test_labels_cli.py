@@ -17,8 +17,9 @@ def test_summary_and_exports(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "caption labels 2 (positive 50.0%)" in out
     lines = [ln for ln in out.splitlines() if ln.startswith("  ") and "caption labels" not in ln]
-    assert "It's a wall." in lines[0] and "40" in lines[0] and "0.00" in lines[0]
-    assert "You kill the newt!" in lines[1] and "1.00" in lines[1]
+    assert lines[0].split()[:3] == ["seen", "label", "caption"]  # the columns are named
+    assert "It's a wall." in lines[1] and "40" in lines[1] and "0.00" in lines[1]
+    assert "You kill the newt!" in lines[2] and "1.00" in lines[2]
     assert main(["labels", str(tmp_path), "--export", str(tmp_path / "out.csv")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
     assert {r["caption"]: float(r["value"]) for r in rows} == {
