@@ -36,6 +36,8 @@ Measurements (top-level keys; "details" holds per-window rates and diagnostics)
                                  (actor start-up is not; train_loop_steps_per_s_steady is the
                                  rate from the first fragment to the last)
 
+  --diagnostics (the default) adds details.fragment_return_*: Ray's CPU per `sample` call for
+  actors returning a fragment again and again, against returning nothing.
   --profile adds details.sampler_*.profile: per env step, the time in env.step, env.reset,
   policy.forward and the rest of RolloutWorker.sample, against a bare loop over the same envs.
   On a GPU machine: --learner-device cuda --learner-batch 4096 --skip raw,sampler,...
@@ -171,6 +173,7 @@ def run_raw(args, out: dict, details: dict) -> None:
 
 
 def run_sampler(args, out: dict, details: dict) -> None:
+    from fragment_return import fragment_return_cost
     from sampler_rates import sampler_pairs
 
     log(
@@ -196,6 +199,11 @@ def run_sampler(args, out: dict, details: dict) -> None:
             log(f"sampler, trivial policy, shape {shape[0]}x{shape[1]}, 1 pair with raw stepping")
             details[name] = sampler_pairs(shape, 1, args, False)
             shapes.append(details[name]["summary"])
+        for shape in dict.fromkeys([args.shape, (args.shape[0], 4)]):
+            log("Ray's cost per call: actors returning a fragment of shape {}x{}".format(*shape))
+            details["fragment_return_{}x{}".format(*shape)] = fragment_return_cost(
+                args.env, shape, args
+            )
     best = max(shapes, key=lambda row: row["vs_raw_same_envs_ratio"])
     out["sampler_shapes"] = shapes
     out["target_sampler_vs_raw"] = TARGET_SAMPLER_VS_RAW
