@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cluster.console import counted
@@ -199,6 +199,8 @@ def check_env(env_id: str) -> str:
 
 
 def check_ray(config, *, start: bool) -> str:
+    import joblib  # here, not at the top: 0.2 s that every other command would pay
+
     from cluster.placement import cpus_needed, gpus_needed
 
     try:
@@ -213,8 +215,6 @@ def check_ray(config, *, start: bool) -> str:
     where = f"joins {config.ray_address}" if config.ray_address else "starts a local Ray"
     if config.mode != "ray":
         where = "does not use Ray (mode=serial)"
-    import joblib
-
     cores = joblib.cpu_count()  # affinity and a container's CPU quota, not the host's cores
     if config.mode == "ray" and config.ray_address is None and cpus_needed(config) > cores:
         needs += (
@@ -227,8 +227,6 @@ def check_ray(config, *, start: bool) -> str:
 
     small = config
     if config.ray_address is None:  # a small local Ray: this is a check, not the run
-        from dataclasses import replace
-
         small = replace(config, ray_num_cpus=max(1, cpus_needed(config)))
     started = start_ray(small, quiet=True)
     try:
