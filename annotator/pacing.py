@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 
-import joblib
-
 INVALID_WARN_RATE = 0.5  # above this share of unreadable answers the user is told
 INVALID_WARN_AFTER = 20  # answers, before the share means anything
 
@@ -79,11 +77,13 @@ class DutyCycle:
     ) -> DutyCycle:
         """`annotator.busy_share` as set or, for None, 1 for a backend that computes elsewhere
         (`cpu_threads` None), else AUTO_CPU_SHARE of the `cpus` (default: those this process
-        may use, `joblib.cpu_count()`: its CPU affinity and a container's CPU quota) over the
+        may use, `loky.cpu_count()`: its CPU affinity and a container's CPU quota) over the
         threads it computes on: 0.1 for one thread on 2 CPUs, 1 from 20. Below 1, `notice` is
         the console line that says so."""
         if cpu_threads is not None and cpus is None:
-            cpus = joblib.cpu_count()
+            import loky
+
+            cpus = loky.cpu_count()
         share = setting
         if share is None:
             share = 1.0 if cpu_threads is None else min(1.0, AUTO_CPU_SHARE * cpus / cpu_threads)

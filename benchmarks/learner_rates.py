@@ -173,11 +173,13 @@ def train_overrides(args, run_dir: str) -> list[str]:
 def ray_num_cpus(args) -> int:
     """Logical CPUs for the one local Ray of this benchmark: cpu_count, or what the training run
     needs if that is more (cluster.placement.start_ray sizes its own Ray the same way)."""
+    import loky
+
     from cluster.config import load_config
     from cluster.placement import cpus_needed
 
     needed = cpus_needed(load_config(None, train_overrides(args, UNUSED_RUN_DIR)))
-    return max(os.cpu_count() or 1, needed)
+    return max(loky.cpu_count(), needed)
 
 
 def measure_train(args) -> dict:

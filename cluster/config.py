@@ -171,8 +171,9 @@ class RunConfig:
     ray_address: str | None = None
     """None starts a local Ray for this run; "auto" or host:port joins an existing cluster."""
     ray_num_cpus: Count | None = None
-    """Logical CPUs of the local Ray this command starts; default the machine's cores, or what
-    the run needs if that is more. Set it higher to leave room for `rogueray scale`."""
+    """Logical CPUs of the local Ray this command starts; default the CPUs this process may use
+    (its affinity and a container's CPU quota, not the host's cores), or what the run needs if
+    that is more. Set it higher to leave room for `rogueray scale`."""
     env: EnvConfig = field(default_factory=EnvConfig)
     """The environment (section env.*)."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

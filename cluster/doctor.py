@@ -199,7 +199,7 @@ def check_env(env_id: str) -> str:
 
 
 def check_ray(config, *, start: bool) -> str:
-    import joblib  # here, not at the top: 0.2 s that every other command would pay
+    import loky  # here, not at the top: time that every other command would pay
 
     from cluster.placement import cpus_needed, gpus_needed
 
@@ -215,7 +215,7 @@ def check_ray(config, *, start: bool) -> str:
     where = f"joins {config.ray_address}" if config.ray_address else "starts a local Ray"
     if config.mode != "ray":
         where = "does not use Ray (mode=serial)"
-    cores = joblib.cpu_count()  # affinity and a container's CPU quota, not the host's cores
+    cores = loky.cpu_count()  # affinity and a container's CPU quota, not the host's cores
     if config.mode == "ray" and config.ray_address is None and cpus_needed(config) > cores:
         needs += (
             f", more than this machine's {cores} cores: the local Ray counts "

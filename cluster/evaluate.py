@@ -114,12 +114,12 @@ def prepare(
     """What evaluate and replay share before playing: the episode count checked (EvaluationError),
     torch on a few threads, the checkpoint's policy and reward model on CPU, and its config with
     the episode cap (`max_episode_steps`, or the run's own) applied."""
-    import joblib
+    import loky
     import torch
 
     if episodes < 1:
         raise EvaluationError(f"--episodes must be >= 1, got {episodes}")
-    torch.set_num_threads(min(4, joblib.cpu_count()))
+    torch.set_num_threads(min(4, loky.cpu_count()))
     loaded = load_for_evaluation(target, env_id)
     policy, reward_model = build_policy_and_reward(loaded)
     config = loaded.config

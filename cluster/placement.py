@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 
-import joblib
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
@@ -34,6 +33,8 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
     level = logging.ERROR if quiet else logging.INFO
     common = dict(include_dashboard=False, log_to_driver=not quiet, logging_level=level)
     if config.ray_address is None:
+        import loky  # here: every actor process imports this module, and only drivers start Ray
+
         needed = cpus_needed(config)
         if config.ray_num_cpus is not None and config.ray_num_cpus < needed:
             raise ConfigError(
@@ -41,7 +42,7 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
                 f"this run needs ({cpu_breakdown(config)})"
             )
         # Logical CPUs: on a laptop the learner and workers share cores; Ray must not wait for more.
-        # joblib.cpu_count: the CPUs this process may use (its affinity, a container's CPU quota).
+        # loky.cpu_count: the CPUs this process may use (its affinity, a container's CPU quota).
         # Ray runs its worker processes at nice 15 by default, so on a busy laptop any ordinary
         # process starves the rollout workers, the learner and the annotator: run them at the
         # driver's own priority instead.
@@ -50,7 +51,7 @@ def start_ray(config: RunConfig, quiet: bool = True) -> bool:
         _init(
             "a local Ray",
             address="local",
-            num_cpus=config.ray_num_cpus or max(joblib.cpu_count(), needed),
+            num_cpus=config.ray_num_cpus or max(loky.cpu_count(), needed),
             _system_config={"worker_niceness": 0},
             **common,
         )

@@ -53,12 +53,17 @@ log = logging.getLogger(__name__)
 
 
 def cpu_env_defaults(kv_cache_gib: float = 1.0) -> dict[str, str]:
-    """The environment the vLLM CPU build needs, for the variables not already set."""
+    """The environment the vLLM CPU build needs, for the variables not already set: its OpenMP
+    threads bound to the CPUs this process may run on, no more of them than a container's CPU
+    quota allows (`loky.cpu_count()`; one thread per CPU of a 64-core host in a 2-CPU pod would
+    be throttled)."""
+    import loky
+
     out = {"VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
     if not _cuda_available():
         out["VLLM_CPU_KVCACHE_SPACE"] = f"{kv_cache_gib:g}"
         try:
-            cpus = sorted(os.sched_getaffinity(0))
+            cpus = sorted(os.sched_getaffinity(0))[: loky.cpu_count()]
         except AttributeError:  # not Linux
             cpus = []
         if cpus and cpus == list(range(cpus[0], cpus[-1] + 1)):

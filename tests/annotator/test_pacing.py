@@ -6,7 +6,7 @@ rate-limited per kind."""
 import asyncio
 import time
 
-import joblib
+import loky
 import pytest
 
 from annotator.annotator import FIRST_BATCH, Annotator
@@ -134,11 +134,11 @@ def test_the_chosen_busy_share_follows_where_the_llm_computes():
 
 def test_the_cpus_counted_are_those_the_process_may_use_not_the_hosts(monkeypatch):
     # A pod limited to 2 CPUs on a 64-core host sees 64 in os.cpu_count() and its affinity;
-    # joblib.cpu_count() reads the container's CPU quota as well.
-    monkeypatch.setattr(joblib, "cpu_count", lambda: 2)
+    # loky.cpu_count() reads the container's CPU quota as well.
+    monkeypatch.setattr(loky, "cpu_count", lambda: 2)
     in_pod = DutyCycle.chosen(None, cpu_threads=1)
     assert in_pod.share == pytest.approx(0.1) and "2 CPUs" in in_pod.notice
-    monkeypatch.setattr(joblib, "cpu_count", lambda: 64)
+    monkeypatch.setattr(loky, "cpu_count", lambda: 64)
     assert DutyCycle.chosen(None, cpu_threads=1).share == 1.0
 
 
@@ -146,7 +146,7 @@ def test_the_resting_judge_says_so_once_its_backend_is_up(tmp_path, monkeypatch)
     class _OnCPU(ScriptedBackendDouble):
         cpu_threads = 1  # as the embedded LLM on one thread
 
-    monkeypatch.setattr(joblib, "cpu_count", lambda: 2)  # 2 CPUs, whatever runs the test
+    monkeypatch.setattr(loky, "cpu_count", lambda: 2)  # 2 CPUs, whatever runs the test
     annotator = Annotator(lambda: _OnCPU(_judge), _store(tmp_path), _settings())
     annotator.submit({"gold": 1})
     asyncio.run(run_until(annotator, lambda: annotator.stats()[LABELS_TOTAL] == 1, timeout=10))
