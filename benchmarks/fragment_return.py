@@ -49,8 +49,10 @@ class _ReturningActor:
 
 
 def fragment_return_cost(env_id: str, shape: tuple[int, int], args, calls: int = 400) -> dict:
-    """Per call, ms: wall time, CPU of the actors, of this driver and of the whole machine, for
-    `args.workers` actors returning a fragment of `shape` and for the same returning None."""
+    """Per call, ms: CPU of the actors, of this driver and of the whole machine, and wall time
+    (the window's over its calls: with several actors answering at once, not one call's
+    latency), for `args.workers` actors returning a fragment of `shape` and for the same
+    returning None."""
     out = {}
     for what, empty in (("fragment", False), ("nothing", True)):
         cls = ray.remote(num_cpus=1, **NO_TASK_EVENTS)(_ReturningActor)
@@ -77,17 +79,16 @@ def fragment_return_cost(env_id: str, shape: tuple[int, int], args, calls: int =
 
 
 def _calls(actors: list, calls: int) -> None:
-    """`calls` sample calls, one in flight per actor; the driver reads the small stats object
-    and drops the fragment, as benchmarks/sampler_rates.py's window does."""
-    pending = {}
-    for index, actor in enumerate(actors):
-        pending[actor.sample.remote()[1]] = index
-    done = 0
-    while done < calls:
+    """`calls` sample calls (at least one per actor), one in flight per actor; the driver reads
+    the small stats object and drops the fragment, as benchmarks/sampler_rates.py's window
+    does."""
+    pending = {actor.sample.remote()[1]: index for index, actor in enumerate(actors)}
+    submitted = len(actors)
+    while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
             index = pending.pop(ref)
             ray.get(ref)
-            done += 1
-            pending[actors[index].sample.remote()[1]] = index
-    ray.get(list(pending))
+            if submitted < calls:
+                pending[actors[index].sample.remote()[1]] = index
+                submitted += 1
