@@ -63,22 +63,24 @@ class LabelExchange:
         under way, and return the metrics (reward model's and annotator's) of the handovers
         that finished, oldest first."""
         self._hand_over(wait_s=0.0)
-        metrics, waiting = [], []
-        for handover in self._handovers:
-            if _ready([handover.learner_metrics], 0.0):
-                metrics.append({**ray.get(handover.learner_metrics), **handover.stats})
-            else:
-                waiting.append(handover)
-        self._handovers = waiting
+        metrics = self._finished()
         if len(self._polls) + len(self._handovers) < MAX_IN_FLIGHT:
-            self._polls.append(
-                _Poll(
-                    self.annotator.poll_labels.remote(),
-                    self.annotator.stats.remote(),
-                    self.annotator.poll_notices.remote(),
-                )
-            )
+            self._polls.append(self._poll())
         return metrics
+
+    def last(self, timeout_s: float = 30.0) -> list[dict[str, float]]:
+        """The run's end: wait (up to `timeout_s` in all) for the polls under way, poll once
+        more for the labels stored since they were sent, wait for the learner to take them all,
+        and return the metrics of every handover, oldest first: the last ones count every label
+        the annotator had stored."""
+        deadline = time.monotonic() + timeout_s
+        self._hand_over(wait_s=timeout_s)
+        self._polls.append(self._poll())
+        self._hand_over(wait_s=max(0.0, deadline - time.monotonic()))
+        taking = [handover.learner_metrics for handover in self._handovers]
+        if taking:
+            _ready(taking, max(0.0, deadline - time.monotonic()))
+        return self._finished()
 
     def take_notices(self) -> list[str]:
         """The annotator's console lines (and this exchange's) since the last call."""
@@ -95,6 +97,24 @@ class LabelExchange:
         taking = [handover.learner_metrics for handover in self._handovers]
         if taking:
             _ready(taking, max(0.0, deadline - time.monotonic()))
+
+    def _poll(self) -> _Poll:
+        return _Poll(
+            self.annotator.poll_labels.remote(),
+            self.annotator.stats.remote(),
+            self.annotator.poll_notices.remote(),
+        )
+
+    def _finished(self) -> list[dict[str, float]]:
+        """The metrics of the handovers the learner has finished, oldest first; forgets them."""
+        metrics, waiting = [], []
+        for handover in self._handovers:
+            if _ready([handover.learner_metrics], 0.0):
+                metrics.append({**ray.get(handover.learner_metrics), **handover.stats})
+            else:
+                waiting.append(handover)
+        self._handovers = waiting
+        return metrics
 
     def _hand_over(self, wait_s: float) -> None:
         waiting = []

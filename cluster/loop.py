@@ -150,9 +150,10 @@ class TrainingLoop:
             if self.counters["updates"] % self.config.rollout.weights_sync_interval == 0:
                 self.runner.sync_weights()
 
-    def exchange_labels(self) -> None:
-        """Labels annotator -> learner; log their metrics and say the annotator's notices."""
-        for values in self.runner.exchange_labels():
+    def exchange_labels(self, last: bool = False) -> None:
+        """Labels annotator -> learner; log their metrics and say the annotator's notices.
+        `last`: every label stored so far, waited for (the run's end)."""
+        for values in self.runner.exchange_labels(last):
             self.logger.scalars(values, self.counters["env_steps"])
             self.annotator_stats = values
         for line in self.runner.poll_notices():
@@ -208,7 +209,7 @@ class TrainingLoop:
         self.logger.message(finishing_message(self.runner))
         while updates := self.runner.finished_updates(wait=True):
             self.absorb(updates)
-        self.exchange_labels()
+        self.exchange_labels(last=True)
         self.log_caption_table()
         self.checkpoint(final=True)
 

@@ -125,12 +125,12 @@ class RayRunner:
     def annotator_backlog(self) -> list:
         return ray.get(self.annotator.backlog.remote()) if self.annotator else []
 
-    def exchange_labels(self) -> list[dict[str, float]]:
+    def exchange_labels(self, last: bool = False) -> list[dict[str, float]]:
         """Labels annotator -> learner by reference (label_exchange.py); returns the metrics
-        of finished exchanges."""
+        of finished exchanges (`last`: of all, once every label stored so far is handed over)."""
         if self._labels is None:
             return []
-        metrics = self._labels.exchange()
+        metrics = self._labels.last() if last else self._labels.exchange()
         self._notices.extend(self._labels.take_notices())
         return metrics
 

@@ -85,10 +85,11 @@ class Runner(Protocol):
         """Metrics of updates finished since the last call, oldest first. `wait`: block until at
         least one finishes when any is in flight; [] when none is."""
 
-    def exchange_labels(self) -> list[dict[str, float]]:
+    def exchange_labels(self, last: bool = False) -> list[dict[str, float]]:
         """Hand the annotator's new labels to the learner's reward model. Returns the metrics
         (reward model's and annotator's) of every exchange that finished; never blocks on the
-        LLM (Ray mode returns an exchange's metrics at a later call)."""
+        LLM (Ray mode returns an exchange's metrics at a later call). `last` (the run's end):
+        waits until every label stored so far is with the learner and returns every metric."""
 
     def poll_notices(self) -> list[str]:
         """Console lines from the annotator since the last call (each without a prefix)."""

@@ -95,8 +95,9 @@ class SerialRunner:
         done, self._metrics = self._metrics, []
         return done
 
-    def exchange_labels(self) -> list[dict[str, float]]:
-        """Move new labels from the annotator to the learner's reward model; return metrics."""
+    def exchange_labels(self, last: bool = False) -> list[dict[str, float]]:
+        """Move new labels from the annotator to the learner's reward model; return metrics.
+        Synchronous, so every exchange is complete (`last` changes nothing)."""
         if self.annotator is None:
             return []
         metrics = self.learner.add_labels(self.annotator.poll_labels())

@@ -152,3 +152,37 @@ def test_the_caption_table_is_collected_later_while_the_learner_is_busy(local_ra
             break
         ray.get(learner.received.remote())  # let time pass without a sleep loop
     assert table == [("You see a door", 3, 1.0, 0.25), ("It's dark", 2, None, 0.5)]
+
+
+@ray.remote
+class StoringAnnotatorDouble:
+    """Hands out, at each poll, the labels stored since the last one; its stats count all."""
+
+    def __init__(self):
+        self.stored, self.handed = [], 0
+
+    def store(self, n):
+        self.stored.extend(f"label {len(self.stored) + i}" for i in range(n))
+
+    def poll_labels(self):
+        new, self.handed = self.stored[self.handed :], len(self.stored)
+        return new
+
+    def stats(self):
+        return {"annotator/labels_total": float(len(self.stored))}
+
+    def poll_notices(self):
+        return []
+
+
+def test_the_last_exchange_takes_every_label_stored_and_returns_its_metrics(local_ray):
+    annotator, learner = StoringAnnotatorDouble.remote(), LearnerDouble.remote()
+    exchange = LabelExchange(annotator, learner)
+    ray.get(annotator.store.remote(3))
+    exchange.exchange()  # a poll under way, as at any turn of the loop
+    ray.get(annotator.store.remote(4))  # stored after that poll was sent, before the run ends
+    metrics = exchange.last()
+    # Nothing is left for a later exchange: the run's end reads these counts.
+    assert len(ray.get(learner.received.remote())) == 7
+    assert metrics[-1]["annotator/labels_total"] == 7.0
+    assert metrics[-1]["reward_model/dataset_size"] == 7.0
