@@ -215,9 +215,9 @@ def labels_verdict(config: RunConfig, stats: dict[str, float] | None) -> str | N
     labels, invalid = stats.get(LABELS_TOTAL, 0.0), stats.get(INVALID_RATE, 0.0)
     if labels == 0:
         then = "point annotator.backend / annotator.base_url at a faster LLM"
-        if stats.get(BACKEND_STATE) == STARTING:
+        if stats.get(BACKEND_STATE) == STARTING and ann.backend != "openai":
             why = f"{where} was still loading when the run ended (a first run also converts the embedded model)"
-        elif not stats.get(BACKEND_UP, 0.0):
+        elif not stats.get(BACKEND_UP, 0.0):  # a server not answered yet: not "loading"
             why = f"{where} never answered (see the annotator lines above)"
             then = "start it (`rogueray doctor` checks it) or point annotator.base_url elsewhere"
         elif invalid > 0.5:

@@ -165,6 +165,12 @@ def test_no_labels_or_unreadable_answers_end_the_run_with_why_and_what_to_do(tmp
     assert "never reported" in labels_verdict(config, None)
     loading = {**never_up, BACKEND_STATE: STARTING}
     assert "still loading when the run ended" in labels_verdict(config, loading)
+    # A server that has not answered yet is not loading anything we know of.
+    server = _config(
+        tmp_path, "annotator.backend=openai", "annotator.base_url=http://127.0.0.1:9/v1"
+    )
+    message = labels_verdict(server, loading)
+    assert "http://127.0.0.1:9/v1 never answered" in message and "loading" not in message
     assert (
         labels_verdict(_config(tmp_path, "reward_model.name=none", "reward.intrinsic_coef=0"), None)
         is None
