@@ -9,6 +9,8 @@ from pathlib import Path
 from annotator.label_store import LabelStoreError, open_readonly
 from cluster.console import counted
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database file
+
 
 def add_parser(sub) -> None:
     labels = sub.add_parser("labels", help="inspect or export the LLM labels of a run")
@@ -25,6 +27,13 @@ def store_path(target: str) -> Path:
         raise FileNotFoundError(
             f"no label store at {str(path)!r}: give a run directory of a run with a reward model "
             "(it holds labels.sqlite) or the path of a label store"
+        )
+    with path.open("rb") as f:
+        head = f.read(len(SQLITE_HEADER))
+    if head and head != SQLITE_HEADER:  # a mistyped path, not a damaged store: leave it be
+        raise ValueError(
+            f"{str(path)!r} is not a label store (not an SQLite file): give a run directory (it "
+            "holds labels.sqlite) or the path of a label store"
         )
     return path
 

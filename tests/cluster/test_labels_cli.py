@@ -39,3 +39,13 @@ def test_missing_store_and_bad_export_name(tmp_path, capsys):
     LabelStore(tmp_path / "labels.sqlite", model_id="m", prompt_version="p").close()
     assert main(["labels", str(tmp_path), "--export", str(tmp_path / "x.txt")]) == 2
     assert "must end in .csv or .jsonl" in capsys.readouterr().err
+
+
+def test_a_file_that_is_no_database_is_named_and_left_alone(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# not a label store\n")
+    assert main(["labels", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a label store (not an SQLite file)" in err and "give a run directory" in err
+    assert "mv " not in err  # no advice to move the user's own file aside
+    assert readme.read_text() == "# not a label store\n"
