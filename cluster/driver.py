@@ -4,6 +4,7 @@ serial and Ray mode; the runner (cluster/runner.py) decides where the work happe
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -73,18 +74,18 @@ def train(config: RunConfig, *, quiet: bool = False, fresh: bool = False) -> Tra
 
 def _start(config: RunConfig, flag: StopFlag, *, quiet: bool, fresh: bool) -> TrainResult:
     run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    watcher = ScaleWatcher(run_dir)  # before reading: a request made during start-up counts
-    config = _with_scale_request(config, quiet)
-    # Label store, checkpoints, model cache: an unusable file is exit 2 here, not an actor's
-    # death inside Ray.
-    check_run_files(config, checkpoints=not fresh)
-    checkpoint = resume_point(config, fresh=fresh, quiet=quiet)  # reads only
-    if checkpoint is not None and _already_done(config, checkpoint):
-        return _finished_result(config, checkpoint)
-    spec = env_spec(config)  # before Ray: a bad env fails fast with a ConfigError
-    for line in preflight(config):  # an LLM backend that cannot work fails here, not in Ray
-        _notify(line, quiet)
+    with _removed_if_refused(run_dir):
+        watcher = ScaleWatcher(run_dir)  # before reading: a request made during start-up counts
+        config = _with_scale_request(config, quiet)
+        # Label store, checkpoints, model cache: an unusable file is exit 2 here, not an actor's
+        # death inside Ray.
+        check_run_files(config, checkpoints=not fresh)
+        checkpoint = resume_point(config, fresh=fresh, quiet=quiet)  # reads only
+        if checkpoint is not None and _already_done(config, checkpoint):
+            return _finished_result(config, checkpoint)
+        spec = env_spec(config)  # before Ray: a bad env fails fast with a ConfigError
+        for line in preflight(config):  # an LLM backend that cannot work fails here, not in Ray
+            _notify(line, quiet)
     # Everything above only reads: a refused start leaves the run's saved config as it was.
     (run_dir / "config.yaml").write_text(dump_yaml(config))
     np.random.seed(config.seed)
@@ -123,6 +124,21 @@ def _start(config: RunConfig, flag: StopFlag, *, quiet: bool, fresh: bool) -> Tr
             import ray
 
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _removed_if_refused(run_dir: Path):
+    """Makes `run_dir`; a start refused in the block (it raised) removes it again if it was
+    made here and is still empty, so that a wrong backend or env leaves no empty run behind."""
+    made = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):  # not empty: something was written, keep it
+                run_dir.rmdir()
+        raise
 
 
 def _counters(checkpoint: dict | None) -> dict:

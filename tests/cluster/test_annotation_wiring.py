@@ -18,6 +18,7 @@ from annotator.metrics import (
     STARTING,
 )
 from cluster.annotation import backend_options, labels_verdict, preflight
+from cluster.cli import main as cli_main
 from cluster.config import ConfigError, dump_yaml, load_config
 
 SECRET = "sk-test-not-a-real-key"
@@ -75,6 +76,17 @@ def test_in_process_backends_get_only_what_they_take(tmp_path):
 def test_vllm_without_vllm_stops_before_ray_with_the_install_hint(tmp_path):
     with pytest.raises(ConfigError, match=r"vLLM is not installed: pip install vllm==0\.32\.0"):
         preflight(_config(tmp_path, "annotator.backend=vllm"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+def test_a_refused_start_leaves_no_empty_run_directory(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "new"
+    assert cli_main(["train", f"run_dir={run_dir}", "annotator.backend=vllm"]) == 2
+    assert "vLLM is not installed" in capsys.readouterr().err
+    assert not run_dir.exists()
+    run_dir.mkdir(parents=True)  # one the user made: it stays
+    assert cli_main(["train", f"run_dir={run_dir}", "annotator.backend=vllm"]) == 2
+    assert run_dir.is_dir()
 
 
 class _Server:
