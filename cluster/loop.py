@@ -80,6 +80,9 @@ class TrainingLoop:
         self.window = m.EpisodeWindow(m.WINDOW_SIZE)
         self.window.load_state_dict(counters.get("recent_episodes"))  # saved among the counters
         counters["recent_episodes"] = self.window.state_dict()  # live: every checkpoint has it
+        # r_int on the console (the mean of the learner's last per-update intrinsic returns)
+        # continues across a resume as the episode window does.
+        self.logger.intrinsic_returns.extend(counters.get("recent_intrinsic_returns", ()))
         self.saver = Checkpointer(config, say=say if quiet else self.logger.message)
         self.evaluator = PeriodicEvaluator(config, self.logger, self.start_step)
         self.fragments_per_batch = config.learner.batch_size // config.samples_per_fragment
@@ -200,6 +203,7 @@ class TrainingLoop:
         # Updates in flight are in the learner state saved: count them first.
         while updates := self.runner.finished_updates(wait=True):
             self.absorb(updates)
+        self.counters["recent_intrinsic_returns"] = list(self.logger.intrinsic_returns)
         self.saver.save(
             self.saver.state(self.counters, self.runner), self.counters["env_steps"], final
         )

@@ -234,3 +234,26 @@ def test_a_resume_refused_before_ray_leaves_the_runs_config_as_it_was(tmp_path, 
     code = main(["resume", str(run), "annotator.backend=vllm", "total_env_steps=512", "--quiet"])
     assert code == 2 and "vLLM is not installed" in capsys.readouterr().err
     assert (run / "config.yaml").read_text() == saved
+
+
+def test_resume_continues_the_intrinsic_return_on_the_status_line(tmp_path):
+    """r_int on the status line is the mean of the learner's last per-update intrinsic returns;
+    a resume that forgot them showed `r_int n/a`, then only the new updates', while the console
+    said the episode window continues. Real NetHack, serial mode, the rules judge."""
+    from cluster.checkpoint import load_latest
+    from cluster.driver import train
+
+    def run(total):
+        overrides = [
+            f"run_dir={tmp_path}/run", "mode=serial", f"total_env_steps={total}", "seed=3",
+            "env.num_envs_per_worker=4", "rollout.num_workers=1", "rollout.unroll_length=16",
+            "learner.batch_size=64", "model.hidden_size=32", "reward_model.name=hashing",
+            "reward.intrinsic_coef=0.4", "annotator.backend=rules", "env.max_episode_steps=50",
+        ]  # fmt: skip
+        train(load_config(None, overrides), quiet=True)
+        return load_latest(tmp_path / "run")["counters"]["recent_intrinsic_returns"]
+
+    first = run(1_024)  # one mean per update that finished an episode: 16 updates here
+    assert 0 < len(first) <= 16
+    second = run(2_048)
+    assert second[: len(first)] == first and len(second) > len(first)
