@@ -280,9 +280,9 @@ def check_llm(config, timeout_s: float) -> str:
     prompt = classification_prompt("You find a staircase down.", goal=ann.goal, style=ann.style)
 
     async def probe():
+        first = time.perf_counter()  # a local model loads as it is made and on its first call
         backend = make_backend(ann.backend, **backend_options(config))
         try:
-            first = time.perf_counter()  # a local model loads on its first call
             (probs,) = await backend.choice_probs([prompt.messages], prompt.choices)
             if probs is None:
                 return None, time.perf_counter() - first, None

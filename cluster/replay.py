@@ -306,5 +306,7 @@ def format_report(out: Path, records: list[EpisodeRecord]) -> str:
             f"{r.return_extrinsic:g}: {files}"
         )
     if records and "mp4" not in records[0].paths:
-        lines.append("  (no MP4: `pip install imageio-ffmpeg` for one beside each GIF)")
+        lines.append(
+            "  (no MP4: `pip install -e '.[video]'` (imageio-ffmpeg) for one beside each GIF)"
+        )
     return f"[rogueray] replay written to {out}\n" + "\n".join(lines)
