@@ -359,25 +359,31 @@ def _train_or_resume(args: argparse.Namespace) -> int:
         return 2
     if result.already_done:  # said by train(), with the command that continues the run
         return 0
-    ret = "n/a" if result.mean_return is None else f"{result.mean_return:.2f}"
-    labels = ""
-    if result.labels is not None:
-        labels = f", {counted(result.labels, 'label')}"
-        if result.labels_in_reward_model is not None:
-            labels += f" ({result.labels_in_reward_model:,d} in the reward model's dataset)"
     try:
-        print(
-            f"[rogueray] done: {result.env_steps:,d} env steps, {result.updates:,d} updates, "
-            f"{result.episodes:,d} episodes{labels}, mean return (last {result.return_window}) "
-            f"{ret}; run dir {result.run_dir}",
-            flush=True,
-        )
+        print(done_line(result), flush=True)
         if result.total_env_steps and result.env_steps < result.total_env_steps:  # a signal
             print(f"[rogueray] stopped at {result.env_steps / result.total_env_steps:.0%} of "
                   f"{result.total_env_steps:,d}; to go on: rogueray resume {result.run_dir}")  # fmt: skip
     except (OSError, ValueError):  # the console is gone; the checkpoint is written
         _quiet_stdout()
     return 0
+
+
+def done_line(result) -> str:
+    """The last line of `rogueray train`: what the run did, from its TrainResult."""
+    ret = "n/a" if result.mean_return is None else f"{result.mean_return:.2f}"
+    labels = ""
+    if result.labels is not None:
+        labels = f", {counted(result.labels, 'label')}"
+        if result.labels_in_reward_model is not None:
+            labels += f" ({result.labels_in_reward_model:,d} in the reward model's dataset)"
+        if result.captions_pending:
+            labels += f", {counted(result.captions_pending, 'caption')} to label on a resume"
+    return (
+        f"[rogueray] done: {result.env_steps:,d} env steps, {result.updates:,d} updates, "
+        f"{result.episodes:,d} episodes{labels}, mean return (last {result.return_window}) "
+        f"{ret}; run dir {result.run_dir}"
+    )
 
 
 def _quiet_stdout() -> None:

@@ -48,6 +48,7 @@ class TrainResult:
     already_done: bool = False  # the run had reached total_env_steps; nothing was started
     labels: int | None = None  # stored labels at the last exchange (None: no annotator)
     labels_in_reward_model: int | None = None  # the reward model's dataset size then
+    captions_pending: int | None = None  # seen, not labelled yet: the checkpoint keeps them
     total_env_steps: int | None = None  # the run's target: more than env_steps when stopped early
 
 
@@ -284,16 +285,16 @@ def _loop(
 
 
 def _label_counts(loop: TrainingLoop) -> dict[str, int]:
-    """The labels the annotator had stored at the run's last exchange and how many of them the
-    reward model had taken (labels stored later are handed over first on resume); {} without an
-    annotator."""
-    from annotator.metrics import LABELS_TOTAL
+    """The labels the annotator had stored at the run's last exchange, how many of them the
+    reward model had taken (labels stored later are handed over first on resume) and the
+    captions still waiting for a label (the checkpoint keeps them); {} without an annotator."""
+    from annotator.metrics import LABELS_TOTAL, PENDING
     from reward_models.base import DATASET_SIZE
 
     stats = loop.annotator_stats or {}
     if LABELS_TOTAL not in stats:
         return {}
-    counts = {"labels": int(stats[LABELS_TOTAL])}
+    counts = {"labels": int(stats[LABELS_TOTAL]), "captions_pending": int(stats.get(PENDING, 0))}
     if DATASET_SIZE in loop.logger.latest:
         counts["labels_in_reward_model"] = int(loop.logger.latest[DATASET_SIZE])
     return counts

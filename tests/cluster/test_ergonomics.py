@@ -2,13 +2,14 @@
 command that continues it; a refused scale request is withdrawn by the driver; `rogueray scale
 RUN --cancel` withdraws a standing one."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from cluster.checkpoint import list_checkpoints
-from cluster.cli import main
-from cluster.driver import _apply_scale_request
+from cluster.cli import done_line, main
+from cluster.driver import TrainResult, _apply_scale_request
 from cluster.scaling import ScaleWatcher, request_workers, requested_workers
 
 CARTPOLE = str(Path(__file__).resolve().parents[2] / "configs" / "cartpole.yaml")
@@ -155,3 +156,15 @@ def test_the_done_line_counts_the_labels_and_what_the_reward_model_took(tmp_path
     with open_readonly(tmp_path / "labels.sqlite") as store:
         stored = sum(group[2] for group in store.groups())
     assert 0 < labels <= stored and taken <= labels, (labels, taken, stored)
+
+
+def test_the_done_line_says_how_many_captions_wait_for_a_label():
+    result = TrainResult(
+        env_steps=60_416, updates=59, episodes=144, mean_return=3.14, return_window=100,
+        resumed_from=None, run_dir="runs/first", labels=84, labels_in_reward_model=84,
+        captions_pending=859,
+    )  # fmt: skip
+    line = done_line(result)
+    assert "84 labels (84 in the reward model's dataset), 859 captions to label on a resume" in line
+    assert "to label" not in done_line(replace(result, captions_pending=0))  # nothing waits
+    assert "labels" not in done_line(replace(result, labels=None))  # no annotator
