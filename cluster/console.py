@@ -147,6 +147,10 @@ class Console:
         fields = self.fields(
             step, rate, now - self._started, window, episodes, intrinsic, annotator
         )
+        if force:  # the final line: a rate since the last line would time the finish; the mean
+            fields[1] = (
+                f"{(step - self.start_step) / max(now - self._started, 1e-9):,.0f} steps/s overall"
+            )
         self.last_line = f"{PREFIX} " + " | ".join(fields)
         if not self.quiet:
             if self.tty:
