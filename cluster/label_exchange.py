@@ -117,10 +117,12 @@ class LabelExchange:
         return metrics
 
     def _hand_over(self, wait_s: float) -> None:
+        """Hand the answered polls to the learner, waiting up to `wait_s` for all of them."""
+        deadline = time.monotonic() + wait_s
         waiting = []
         for poll in self._polls:
             refs = [poll.labels, poll.stats, poll.notices]
-            if not _ready(refs, wait_s):
+            if not _ready(refs, max(0.0, deadline - time.monotonic())):
                 waiting.append(poll)
                 continue
             try:
