@@ -194,8 +194,11 @@ class MetricsLogger:
 
         from cluster.safe_output import GuardedWriter
 
+        # A resume from step S drops what an earlier session wrote after S (it ran on past its
+        # last checkpoint), keeping its points at S: the final ones of a run that ended there.
+        purge = start_step + 1 if start_step else None
         self.writer = GuardedWriter(  # a full disk pauses TensorBoard, never training
-            lambda: SummaryWriter(log_dir, purge_step=start_step or None), self.message
+            lambda: SummaryWriter(log_dir, purge_step=purge), self.message
         )
         self.writer.add_text("config", "```\n" + config_text + "\n```", global_step=start_step)
         self._write_layout_and_hparams(config_text)

@@ -80,6 +80,18 @@ def test_per_episode_points_and_window_means_go_under_separate_tags(tmp_path):
     assert events.Scalars(m.WINDOW_EPISODES)[-1].value == min(100, len(returns))
 
 
+def test_a_resume_keeps_the_points_at_its_step_and_drops_those_after_it(tmp_path):
+    config = dump_yaml(load_config(CARTPOLE, [f"run_dir={tmp_path}"]))
+    first = m.MetricsLogger(str(tmp_path / "tb"), 1000, 60.0, config, quiet=True)
+    for step in (100, 200, 300):  # 300: written after the last checkpoint (200), then a crash
+        first.scalars({"x": float(step)}, step)
+    first.close()
+    resumed = m.MetricsLogger(str(tmp_path / "tb"), 1000, 60.0, config, start_step=200, quiet=True)
+    resumed.scalars({"x": 250.0}, 250)
+    resumed.close()
+    assert [e.step for e in _events(tmp_path / "tb").Scalars("x")] == [100, 200, 250]
+
+
 def test_hparams_and_custom_scalars_are_written(tmp_path):
     config = load_config(CARTPOLE, [f"run_dir={tmp_path}", "learner.learning_rate=3e-4"])
     logger = m.MetricsLogger(str(tmp_path / "tb"), 1000, 60.0, dump_yaml(config), quiet=True)
