@@ -30,6 +30,7 @@ from cluster.scaling import (
     DriverPid,
     ScaleError,
     ScaleWatcher,
+    request_workers,
     requested_workers,
     withdraw_request,
 )
@@ -236,7 +237,11 @@ def _with_scale_request(config: RunConfig, quiet: bool) -> RunConfig:
     return replace(config, rollout=replace(config.rollout, num_workers=wanted))
 
 
-def _apply_scale_request(watcher: ScaleWatcher, runner: Runner, quiet: bool) -> None:
+def _apply_scale_request(
+    watcher: ScaleWatcher, runner: Runner, quiet: bool, configured: int
+) -> None:
+    """Resize to a new `rogueray scale` request. `configured`: the workers the run started with
+    (its config.yaml's), what a resume starts with when no request stands."""
     try:
         wanted = watcher.poll()
     except ScaleError as exc:
@@ -244,9 +249,12 @@ def _apply_scale_request(watcher: ScaleWatcher, runner: Runner, quiet: bool) -> 
         return
     if wanted is not None and wanted != runner.workers_alive + runner.workers_waiting:
         done = runner.resize(wanted)
-        if runner.workers_alive + runner.workers_waiting != wanted:
-            # Refused (not enough CPUs): withdrawn, so that no later start takes it up silently.
-            withdraw_request(watcher.path.parent, only=wanted)
+        current = runner.workers_alive + runner.workers_waiting
+        if current != wanted:
+            # Refused (not enough CPUs): withdrawn, so that no later start takes it up silently;
+            # an earlier request granted (the size the run has now) stands again for a resume.
+            if withdraw_request(watcher.path.parent, only=wanted) and current != configured:
+                request_workers(watcher.path.parent, current)
             watcher.poll()  # the withdrawal is not a new request
             done += "; the request was withdrawn (`rogueray scale` again to retry)"
         if not quiet:
@@ -261,9 +269,9 @@ def _loop(
     resumed: bool,
     quiet: bool,
 ) -> TrainResult:
-    loop = TrainingLoop(
-        config, runner, counters, lambda: _apply_scale_request(watcher, runner, quiet), quiet
-    )
+    configured = config.rollout.num_workers
+    rescale = lambda: _apply_scale_request(watcher, runner, quiet, configured)  # noqa: E731
+    loop = TrainingLoop(config, runner, counters, rescale, quiet)
     loop.run()
     loop.close()
     if not quiet:

@@ -97,18 +97,25 @@ def test_refused_scale_request_is_withdrawn(tmp_path, capsys):
     watcher = ScaleWatcher(run_dir)
     runner = _CpuBoundRunner(workers=1, cpus=2)
     request_workers(run_dir, 3)
-    _apply_scale_request(watcher, runner, quiet=False)
+    _apply_scale_request(watcher, runner, quiet=False, configured=1)
     out = capsys.readouterr().out
     assert "stay at 1" in out and "the request was withdrawn" in out
     assert requested_workers(run_dir) is None  # a later start keeps the config's workers
     assert not (run_dir / "scale.json").exists()
-    _apply_scale_request(watcher, runner, quiet=False)  # the withdrawal is no new request
+    _apply_scale_request(watcher, runner, quiet=False, configured=1)  # the withdrawal: no request
     assert capsys.readouterr().out == ""
 
     request_workers(run_dir, 2)  # granted: stays, so a restart keeps the size asked for
-    _apply_scale_request(watcher, runner, quiet=False)
+    _apply_scale_request(watcher, runner, quiet=False, configured=1)
     assert "rollout workers: 1 -> 2" in capsys.readouterr().out
     assert runner.workers == 2 and requested_workers(run_dir) == 2
+
+    request_workers(run_dir, 5)  # refused after a granted one: that one stands again
+    _apply_scale_request(watcher, runner, quiet=False, configured=1)
+    assert "the request was withdrawn" in capsys.readouterr().out
+    assert runner.workers == 2 and requested_workers(run_dir) == 2  # a resume starts with 2
+    _apply_scale_request(watcher, runner, quiet=False, configured=1)  # no new request either
+    assert capsys.readouterr().out == ""
 
 
 def test_scale_cancel_withdraws_a_standing_request(tmp_path, capsys):
