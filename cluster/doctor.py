@@ -363,16 +363,16 @@ def check_model_cache(config) -> str:
 
 
 def check_motif_reward(config) -> str:
-    """reward_model.name=motif: the fitted file (reward_model.path) loads."""
-    from reward_models.motif import MotifFileError, load_fitted
+    """reward_model.name=motif: reward_model.path loads and tells captions apart."""
+    from reward_models.motif import MotifFileError, barely_fitted, load_fitted
 
-    rm = config.reward_model
     try:
-        fitted = load_fitted(rm.path or "")
+        fitted = load_fitted((rm := config.reward_model).path or "")
     except MotifFileError as exc:
         raise Failed(str(exc)) from None
-    pairs = fitted.info.get("train_pairs", "?")
-    eps = fitted.quantiles[round(rm.quantile, 2)]
+    if (why := barely_fitted(fitted)) is not None:  # it loads, but rewards noise
+        raise Failed(f"{rm.path}: {why}; annotate pairs a judge decides and fit it again")
+    pairs, eps = fitted.info.get("train_pairs", "?"), fitted.quantiles[round(rm.quantile, 2)]
     return f"{rm.path}: fitted on {counted(pairs, 'pair')}; threshold (quantile {rm.quantile:.2f}) {eps:.3f}"
 
 

@@ -45,6 +45,22 @@ def check_run_files(config: RunConfig, *, checkpoints: bool = True) -> None:
             raise ConfigError(str(exc)) from None
 
 
+def run_file_notices(config: RunConfig) -> list[str]:
+    """Console lines about files that load but will not do what the user expects: a fitted
+    Motif reward that barely tells captions apart (after check_run_files, which loaded it)."""
+    if config.reward_model.name != "motif":
+        return []
+    from reward_models.motif import barely_fitted, load_fitted
+
+    why = barely_fitted(load_fitted(config.reward_model.path))
+    if why is None:
+        return []
+    return [
+        f"reward_model.path {config.reward_model.path}: {why}. Annotate pairs with a judge that "
+        "decides them (`rogueray annotate`, an LLM backend) and fit it again"
+    ]
+
+
 def _check_checkpoints(run_dir: Path) -> None:
     from cluster.checkpoint import checkpoint_dir, list_checkpoints
 

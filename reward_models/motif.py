@@ -27,6 +27,12 @@ as Motif's train_norm_quantiles.csv (its eps_threshold_quantile must be one of t
 NET_OPTIONS = ("embed_dim", "channels", "text_dim", "head_sizes")
 
 
+MIN_TELLING_STD = 0.01
+"""A raw reward whose standard deviation over the training captions is below this barely tells
+them apart: under Bradley-Terry, a reward difference of 0.01 moves a preference by 0.25 points
+(sigmoid(0.01) = 0.5025). Normalised by that std, its float noise would still become rewards."""
+
+
 class MotifFileError(ValueError):
     """A fitted Motif reward file that is missing, unreadable or not one; the message names the
     path and what to do."""
@@ -122,6 +128,19 @@ def load_fitted(path: str | Path) -> FittedReward:
             f"{str(path)!r} is a damaged fitted Motif reward ({first}); {hint}"
         ) from None
     return fitted
+
+
+def barely_fitted(fitted: FittedReward) -> str | None:
+    """Why `fitted` rewards little more than noise (its raw reward's std below MIN_TELLING_STD,
+    typically when the judge called most pairs ties), or None."""
+    if fitted.std >= MIN_TELLING_STD:
+        return None
+    pairs, ties = fitted.info.get("train_pairs"), fitted.info.get("train_ties")
+    judged = f"; the judge called {ties} of its {pairs} training pairs ties" if pairs else ""
+    return (
+        f"its raw reward hardly differs between captions (std {fitted.std:.2g}, under "
+        f"{MIN_TELLING_STD:g}{judged}), so its normalised reward is mostly noise"
+    )
 
 
 def file_sha256(path: str | Path) -> str:

@@ -97,3 +97,30 @@ def test_a_checkpoint_of_another_fitted_file_is_refused(fitted_file, tmp_path):
     save_fitted(path, FittedReward(OPTIONS, net.state_dict(), MEAN, STD, quantiles, {}))
     with pytest.raises(ValueError, match="sha256"):
         make_reward_model("motif", path=str(path)).load_state_dict(state)
+
+
+def test_a_reward_that_barely_tells_captions_apart_is_named(tmp_path, fitted_file):
+    from cluster.config import load_config
+    from cluster.run_files import run_file_notices
+    from reward_models.motif import MIN_TELLING_STD, barely_fitted
+
+    path, _, quantiles = fitted_file
+    fitted = load_fitted(path)
+    assert barely_fitted(fitted) is None  # std 0.5: its rewards mean something
+    info = {"train_pairs": 80, "train_ties": 77}  # as a judge that calls most pairs ties
+    flat = FittedReward(OPTIONS, fitted.net, MEAN, 0.0003, quantiles, info)
+    why = barely_fitted(flat)
+    assert "std 0.0003" in why and "77 of its 80 training pairs ties" in why
+    assert (
+        barely_fitted(FittedReward(OPTIONS, fitted.net, MEAN, MIN_TELLING_STD, quantiles, {}))
+        is None
+    )
+    save_fitted(tmp_path / "flat.pt", flat)
+    overrides = [
+        "reward_model.name=motif",
+        f"reward_model.path={tmp_path / 'flat.pt'}",
+        "reward.intrinsic_coef=0.4",
+    ]
+    (line,) = run_file_notices(load_config(None, [f"run_dir={tmp_path}/run", *overrides]))
+    assert "flat.pt" in line and "mostly noise" in line and "fit it again" in line
+    assert run_file_notices(load_config(None, [f"run_dir={tmp_path}/run"])) == []
