@@ -87,16 +87,16 @@ def _scale(args) -> int:
     except ScaleError as exc:
         print(f"rogueray: error: {exc}", file=sys.stderr)
         return 2
-    driver = running_driver(args.run_dir)
+    driver, workers = running_driver(args.run_dir), counted(args.num_workers, "rollout worker")
     if driver is None:
         print(
-            f"[rogueray] no job is running in {args.run_dir}; it will start with "
-            f"{args.num_workers} rollout workers when trained or resumed"
+            f"[rogueray] no job is running in {args.run_dir}; it will start with {workers} when "
+            "trained or resumed"
         )
     else:
         print(
-            f"[rogueray] asked the job in {args.run_dir} ({driver}) for {args.num_workers} "
-            "rollout workers; it resizes within a fragment (system/workers_alive in TensorBoard)"
+            f"[rogueray] asked the job in {args.run_dir} ({driver}) for {workers}; it resizes "
+            "within a fragment (system/workers_alive in TensorBoard)"
         )
     return 0
 
@@ -116,9 +116,9 @@ def _cancel_scale(args) -> int:
         print(f"[rogueray] {args.run_dir} has no standing scale request")
     else:
         print(
-            f"[rogueray] withdrew the request for {wanted} rollout workers in {args.run_dir}; "
-            "the next start uses rollout.num_workers from its config (a running job keeps its "
-            "current workers)"
+            f"[rogueray] withdrew the request for {counted(wanted, 'rollout worker')} in "
+            f"{args.run_dir}; the next start uses rollout.num_workers from its config (a running "
+            "job keeps its current workers)"
         )
     return 0
 

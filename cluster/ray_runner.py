@@ -12,6 +12,7 @@ from actors.messages import EpisodeStats, PolicyWeights
 from cluster.annotation import AnnotatorActor, wants_annotator
 from cluster.components import ConfiguredLearner, EnvSpec, make_worker
 from cluster.config import RunConfig
+from cluster.console import counted
 from cluster.inference import InferenceMissing, RemotePolicy
 from cluster.inference_pool import InferencePool
 from cluster.label_exchange import LABELS_GROUP, CaptionTableRequest, LabelExchange
@@ -185,7 +186,7 @@ class RayRunner:
             if short and not self._joined:
                 return (
                     f"rollout workers stay at {current}: {num_workers} needs "
-                    f"{num_workers - current:g} more CPUs and the cluster has {free:g} free"
+                    f"{counted(num_workers - current, 'more CPU')} and the cluster has {free:g} free"
                 )
             if short:
                 self._ask_autoscaler(num_workers)
