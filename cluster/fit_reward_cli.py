@@ -120,7 +120,8 @@ def _plan_line(plan) -> str:
     return (f"[rogueray] fit-reward: {plan.train_pairs:,d} train / {plan.val_pairs:,d} validation "
             f"pairs ({plan.train_ties:,d} / {plan.val_ties:,d} of them ties), "
             f"{counted(plan.epochs, 'epoch')} of {counted(plan.steps_per_epoch, 'step')}"
-            f"{because} = {counted(plan.steps, 'Adam step')} of {plan.batch_size:,d} pairs, width "
+            f"{because} = {counted(plan.steps, 'Adam step')} of "
+            f"{min(plan.batch_size, plan.train_pairs):,d} pairs, width "
             f"{plan.width} ({plan.parameters:,d} parameters), lr {plan.lr:g}, on {device}; "
             f"writes {plan.out}")  # fmt: skip
 
