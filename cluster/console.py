@@ -148,9 +148,9 @@ class Console:
             step, rate, now - self._started, window, episodes, intrinsic, annotator
         )
         if force:  # the final line: a rate since the last line would time the finish; the mean
-            fields[1] = (
-                f"{(step - self.start_step) / max(now - self._started, 1e-9):,.0f} steps/s overall"
-            )
+            elapsed = max(now - self._started, 1e-9)  # and no ETA (a stopped run has none)
+            fields[1] = f"{(step - self.start_step) / elapsed:,.0f} steps/s overall"
+            fields[2] = f"elapsed {format_duration(elapsed)}"
         self.last_line = f"{PREFIX} " + " | ".join(fields)
         if not self.quiet:
             if self.tty:

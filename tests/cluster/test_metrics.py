@@ -163,7 +163,8 @@ def test_console_without_annotator_or_episodes_and_its_terminal_bar():
     assert console.update(600, m.EpisodeWindow(), episodes=12, force=True) is None  # no repeat
     assert "overall" not in line  # a status line: the rate since the last one
     console.update(700, m.EpisodeWindow(), episodes=13, force=True)  # the final line
-    assert out.getvalue().splitlines()[-1].split(" | ")[1].endswith("steps/s overall")
+    final = out.getvalue().splitlines()[-1].split(" | ")
+    assert final[1].endswith("steps/s overall") and "ETA" not in final[2]
 
     frozen = io.StringIO()  # ellm / motif: an intrinsic return, and no annotator to report
     Console(total=1_000, start_step=0, interval_s=0.0, stream=frozen, tty=False).update(
