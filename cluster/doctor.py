@@ -372,8 +372,8 @@ def check_motif_reward(config) -> str:
         raise Failed(str(exc)) from None
     if (why := barely_fitted(fitted)) is not None:  # it loads, but rewards noise
         raise Failed(f"{rm.path}: {why}; annotate pairs a judge decides and fit it again")
-    pairs, eps = fitted.info.get("train_pairs", "?"), fitted.quantiles[round(rm.quantile, 2)]
-    return f"{rm.path}: fitted on {counted(pairs, 'pair')}; threshold (quantile {rm.quantile:.2f}) {eps:.3f}"
+    pairs, eps = fitted.info.get("train_pairs", 0), fitted.quantiles[round(rm.quantile, 2)]
+    return f"{rm.path}: fitted on {counted(int(pairs), 'pair')}; threshold (quantile {rm.quantile:.2f}) {eps:.3f}"
 
 
 def check_tensorboard() -> str:

@@ -78,6 +78,7 @@ def _start(config: RunConfig, flag: StopFlag, *, quiet: bool, fresh: bool) -> Tr
     run_dir = Path(config.run_dir)
     with _removed_if_refused(run_dir):
         watcher = ScaleWatcher(run_dir)  # before reading: a request made during start-up counts
+        configured = config.rollout.num_workers  # what this command starts with, no request
         config = _with_scale_request(config, quiet)
         # Label store, checkpoints, model cache: an unusable file is exit 2 here, not an actor's
         # death inside Ray.
@@ -117,7 +118,7 @@ def _start(config: RunConfig, flag: StopFlag, *, quiet: bool, fresh: bool) -> Tr
         with DriverPid(run_dir):
             resumed = checkpoint is not None
             try:
-                return _loop(config, runner, counters, watcher, resumed=resumed, quiet=quiet)
+                return _loop(config, runner, counters, watcher, resumed, quiet, configured)
             except Exception as exc:
                 if not isinstance(exc, ckpt.CheckpointError | ConfigError):
                     last_chance_checkpoint(config, counters, runner, exc)
@@ -132,16 +133,16 @@ def _start(config: RunConfig, flag: StopFlag, *, quiet: bool, fresh: bool) -> Tr
 
 @contextlib.contextmanager
 def _removed_if_refused(run_dir: Path):
-    """Makes `run_dir`; a start refused in the block (it raised) removes it again if it was
-    made here and is still empty, so that a wrong backend or env leaves no empty run behind."""
-    made = not run_dir.exists()
+    """Makes `run_dir` (and its parents); a start refused in the block (it raised) removes the
+    folders made here that are still empty, so that a wrong backend or env leaves none behind."""
+    made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         yield
     except BaseException:
-        if made:
-            with contextlib.suppress(OSError):  # not empty: something was written, keep it
-                run_dir.rmdir()
+        with contextlib.suppress(OSError):  # not empty: something was written, keep it
+            for folder in made:  # the run directory first, then the parents made for it
+                folder.rmdir()
         raise
 
 
@@ -242,8 +243,8 @@ def _with_scale_request(config: RunConfig, quiet: bool) -> RunConfig:
 def _apply_scale_request(
     watcher: ScaleWatcher, runner: Runner, quiet: bool, configured: int
 ) -> None:
-    """Resize to a new `rogueray scale` request. `configured`: the workers the run started with
-    (its config.yaml's), what a resume starts with when no request stands."""
+    """Resize to a new `rogueray scale` request. `configured`: the workers the command's config
+    gave before any request, what the same command starts with when no request stands."""
     try:
         wanted = watcher.poll()
     except ScaleError as exc:
@@ -270,8 +271,8 @@ def _loop(
     watcher: ScaleWatcher,
     resumed: bool,
     quiet: bool,
+    configured: int,
 ) -> TrainResult:
-    configured = config.rollout.num_workers
     rescale = lambda: _apply_scale_request(watcher, runner, quiet, configured)  # noqa: E731
     loop = TrainingLoop(config, runner, counters, rescale, quiet)
     loop.run()

@@ -72,7 +72,7 @@ class LabelExchange:
         """The run's end: wait (up to `timeout_s` in all) for the polls under way, poll once
         more for the labels stored since they were sent, wait for the learner to take them all,
         and return the metrics of every handover, oldest first: the last ones count every label
-        the annotator had stored."""
+        the annotator had stored (unless it did not answer within `timeout_s`)."""
         deadline = time.monotonic() + timeout_s
         self._hand_over(wait_s=timeout_s)
         self._polls.append(self._poll())
@@ -80,6 +80,9 @@ class LabelExchange:
         taking = [handover.learner_metrics for handover in self._handovers]
         if taking:
             _ready(taking, max(0.0, deadline - time.monotonic()))
+        # Polls still unanswered are given up (a checkpoint's flush would wait for them again):
+        # their labels are in the store, and a resumed run hands them over first.
+        self._polls = []
         return self._finished()
 
     def take_notices(self) -> list[str]:

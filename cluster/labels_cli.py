@@ -21,21 +21,31 @@ def add_parser(sub) -> None:
 
 def store_path(target: str) -> Path:
     path = Path(target)
-    if path.is_dir():
+    given_file = not path.is_dir()
+    if not given_file:
         path = path / "labels.sqlite"
     if not path.is_file():
         raise FileNotFoundError(
             f"no label store at {str(path)!r}: give a run directory of a run with a reward model "
             "(it holds labels.sqlite) or the path of a label store"
         )
-    with path.open("rb") as f:
-        head = f.read(len(SQLITE_HEADER))
-    if head and head != SQLITE_HEADER:  # a mistyped path, not a damaged store: leave it be
+    if given_file and not _sqlite_or_unreadable(path):  # a mistyped path: leave the file be
         raise ValueError(
             f"{str(path)!r} is not a label store (not an SQLite file): give a run directory (it "
             "holds labels.sqlite) or the path of a label store"
         )
     return path
+
+
+def _sqlite_or_unreadable(path: Path) -> bool:
+    """False for a readable file that is not SQLite (empty: a store not written yet); a file that
+    cannot be read is left to the store's own error."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError:
+        return True
+    return not head or head == SQLITE_HEADER
 
 
 def run(args: argparse.Namespace) -> int:

@@ -148,6 +148,8 @@ class TrainingLoop:
         for update in updates:
             self.counters["updates"] += 1
             self.logger.scalars(update, self.counters["env_steps"])
+            # live among the counters, as the episode window: the last-chance checkpoint has it
+            self.counters["recent_intrinsic_returns"] = list(self.logger.intrinsic_returns)
             if line := self.reward_watch.update(update, dataset_size(self.logger.latest)):
                 notify(line, self.quiet)
             if self.counters["updates"] % self.config.rollout.weights_sync_interval == 0:
@@ -203,7 +205,6 @@ class TrainingLoop:
         # Updates in flight are in the learner state saved: count them first.
         while updates := self.runner.finished_updates(wait=True):
             self.absorb(updates)
-        self.counters["recent_intrinsic_returns"] = list(self.logger.intrinsic_returns)
         self.saver.save(
             self.saver.state(self.counters, self.runner), self.counters["env_steps"], final
         )

@@ -136,7 +136,9 @@ def barely_fitted(fitted: FittedReward) -> str | None:
     if fitted.std >= MIN_TELLING_STD:
         return None
     pairs, ties = fitted.info.get("train_pairs"), fitted.info.get("train_ties")
-    judged = f"; the judge called {ties} of its {pairs} training pairs ties" if pairs else ""
+    judged = (
+        f"; the judge called {ties} of its {pairs} training pairs ties" if ties and pairs else ""
+    )
     return (
         f"its raw reward hardly differs between captions (std {fitted.std:.2g}, under "
         f"{MIN_TELLING_STD:g}{judged}), so its normalised reward is mostly noise"

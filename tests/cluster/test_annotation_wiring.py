@@ -83,7 +83,7 @@ def test_a_refused_start_leaves_no_empty_run_directory(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "new"
     assert cli_main(["train", f"run_dir={run_dir}", "annotator.backend=vllm"]) == 2
     assert "vLLM is not installed" in capsys.readouterr().err
-    assert not run_dir.exists()
+    assert not run_dir.exists() and not run_dir.parent.exists()  # runs/ was made for it too
     run_dir.mkdir(parents=True)  # one the user made: it stays
     assert cli_main(["train", f"run_dir={run_dir}", "annotator.backend=vllm"]) == 2
     assert run_dir.is_dir()

@@ -117,6 +117,14 @@ def test_refused_scale_request_is_withdrawn(tmp_path, capsys):
     _apply_scale_request(watcher, runner, quiet=False, configured=1)  # no new request either
     assert capsys.readouterr().out == ""
 
+    # The command's config says 2, a standing request made it 3 at start: a refused 8 leaves 3
+    # standing, so that the same `rogueray train` started again also starts with 3.
+    (run_dir / "scale.json").unlink()
+    runner, watcher = _CpuBoundRunner(workers=3, cpus=4), ScaleWatcher(run_dir)
+    request_workers(run_dir, 8)
+    _apply_scale_request(watcher, runner, quiet=False, configured=2)
+    assert runner.workers == 3 and requested_workers(run_dir) == 3
+
 
 def test_scale_cancel_withdraws_a_standing_request(tmp_path, capsys):
     run_dir = _run_dir(tmp_path)

@@ -49,3 +49,10 @@ def test_a_file_that_is_no_database_is_named_and_left_alone(tmp_path, capsys):
     assert "is not a label store (not an SQLite file)" in err and "give a run directory" in err
     assert "mv " not in err  # no advice to move the user's own file aside
     assert readme.read_text() == "# not a label store\n"
+
+
+def test_a_damaged_store_in_a_run_directory_is_named_as_one(tmp_path, capsys):
+    (tmp_path / "labels.sqlite").write_bytes(bytes(range(256)) * 16)  # not SQLite any more
+    assert main(["labels", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a readable rogueray label store" in err and "Move it aside" in err
