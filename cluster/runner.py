@@ -89,7 +89,8 @@ class Runner(Protocol):
         """Hand the annotator's new labels to the learner's reward model. Returns the metrics
         (reward model's and annotator's) of every exchange that finished; never blocks on the
         LLM (Ray mode returns an exchange's metrics at a later call). `last` (the run's end):
-        waits until every label stored so far is with the learner and returns every metric."""
+        waits (up to 30 s) until every label stored so far is with the learner and returns
+        every metric."""
 
     def poll_notices(self) -> list[str]:
         """Console lines from the annotator since the last call (each without a prefix)."""
