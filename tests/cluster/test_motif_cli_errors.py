@@ -129,6 +129,18 @@ def test_a_fit_that_ranks_nothing_says_so(capsys, small_dataset, tmp_path):
     assert "validation loss 0.6931 on 4 pairs incl. 4 ties (at best 0.6931" in out
     assert "[rogueray] warning: no validation accuracy: the judge called all 4" in out
     assert "--both-orders" in out
+    # A run with that reward is told so before it starts, and doctor fails it: normalised by
+    # its tiny std, its float noise would show as intrinsic reward.
+    from cluster.doctor import Failed, check_motif_reward
+    from cluster.fit_reward import REWARD_FILE
+    from cluster.run_files import run_file_notices
+
+    config = load_config(ROOT / "configs/oni/score-motif.yaml",
+                         [f"run_dir={tmp_path}/run", f"reward_model.path={data}/reward/{REWARD_FILE}"])  # fmt: skip
+    (notice,) = run_file_notices(config)
+    assert "16 of its 16 training pairs ties" in notice and "mostly noise" in notice
+    with pytest.raises(Failed, match="mostly noise"):
+        check_motif_reward(config)
 
 
 def test_annotate_with_nothing_left_to_ask_says_so_before_loading_the_llm(
