@@ -65,6 +65,7 @@ class Annotator:
         self._rng = np.random.default_rng(seed)
         self._pairs = self.kind.name == "pair"
         self._keyed_by_backend = keyed_by_backend
+        self._server_wait = False  # a server asked whether it answers (metrics.WAITING)
         self._outbox: list[CaptionLabel | PairLabel] = []
         self._queue = Backlog(config.max_backlog, self.kind.key)
         self._pool: OrderedDict[str, None] = OrderedDict()  # distinct captions for pairs
@@ -125,8 +126,8 @@ class Annotator:
 
     def stats(self) -> dict[str, float]:
         with self._lock:
-            asked = self.counts["answers"]
-            total = len(self._queue.known)
+            asked, total = self.counts["answers"], len(self._queue.known)
+            up = None if self.backend is None else self._backend_up  # None: not made yet
             delay, heap = self._first_label_delay, self._heap.floor()
             elapsed = max(time.monotonic() - self._started, 1e-9)
             return {
@@ -138,17 +139,14 @@ class Annotator:
                 am.DROPPED: float(self._queue.dropped),
                 am.FAILED_REQUESTS: float(self.counts["failed"]),
                 am.BACKEND_UP: float(self._backend_up),
-                am.BACKEND_STATE: self._state(),
+                am.BACKEND_STATE: am.backend_state(
+                    up, self.counts["start_failures"], self._server_wait
+                ),
                 am.BATCH_SIZE: float(self._sizer.size),
                 **self._latency.stats(),
                 **({} if delay is None else {am.FIRST_LABEL_DELAY: delay}),
                 **({} if heap is None else {am.HEAP_FLOOR_MB: heap}),
             }
-
-    def _state(self) -> float:
-        if self.backend is None:  # loading a model, or waiting for a server to answer
-            return am.NOT_ANSWERING if self.counts["start_failures"] else am.STARTING
-        return am.ANSWERING if self._backend_up else am.NOT_ANSWERING
 
     def poll_notices(self) -> list[str]:
         """What the user must know since the last poll, one console line each (a backend that
@@ -247,6 +245,7 @@ class Annotator:
                 backend = await asyncio.to_thread(self._backend_factory)
                 ready = getattr(backend, "wait_ready", None)  # servers: answering, and which model
                 if ready is not None:
+                    self._server_wait = True
                     await ready(timeout=READY_WAIT_S)
                 self._backend_up = True
                 return backend

@@ -36,7 +36,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from annotator.annotator import Annotator  # noqa: E402
-from annotator.metrics import BACKEND_STATE, INVALID_RATE, PENDING, STARTING  # noqa: E402
+from annotator.metrics import (  # noqa: E402
+    BACKEND_STATE,
+    INVALID_RATE,
+    PENDING,
+    STARTING,
+    WAITING,
+)
 from tests.servers import CAPTIONS, SERVER_FACTORIES, SERVER_KINDS, missing  # noqa: E402
 
 ENDPOINTS = ("chat", "completions")
@@ -53,7 +59,7 @@ async def _label_all(annotator: Annotator, captions: list[str]) -> float:
     """Seconds from submitting `captions` until none is pending (the annotator already runs)."""
     t0 = time.monotonic()
     annotator.submit({c: 1 for c in captions})
-    while annotator.stats()[PENDING] > 0 or annotator.stats()[BACKEND_STATE] == STARTING:
+    while annotator.stats()[PENDING] > 0 or annotator.stats()[BACKEND_STATE] in (STARTING, WAITING):
         if time.monotonic() - t0 > DEADLINE_S:
             raise TimeoutError(f"captions still pending after {DEADLINE_S:g} s")
         await asyncio.sleep(0.02)

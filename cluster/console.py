@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from annotator.metrics import ANSWERING, BACKEND_STATE, NOT_ANSWERING, STARTING
+from annotator.metrics import ANSWERING, BACKEND_STATE, NOT_ANSWERING, STARTING, WAITING
 
 if TYPE_CHECKING:
     from cluster.config import RunConfig
@@ -222,7 +222,12 @@ class Console:
             self._bar = None
 
 
-_LLM_STATES = {STARTING: "LLM loading", ANSWERING: "LLM up", NOT_ANSWERING: "LLM not answering"}
+_LLM_STATES = {
+    STARTING: "LLM loading",
+    WAITING: "LLM server not answered yet",
+    ANSWERING: "LLM up",
+    NOT_ANSWERING: "LLM not answering",
+}
 
 
 def annotator_field(stats: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from annotator.metrics import (
     NOT_ANSWERING,
     PENDING,
     STARTING,
+    WAITING,
 )
 from annotator.prompts import classification_prompt
 from tests.annotator.running import gold_judge as _judge
@@ -198,6 +199,33 @@ def test_a_backend_that_does_not_start_is_not_answering_not_loading(tmp_path):
     assert seen[0] == STARTING and NOT_ANSWERING in seen
     assert annotator.stats()[BACKEND_STATE] == ANSWERING
     assert any("failed to start (no server" in line for line in annotator.poll_notices())
+
+
+def test_a_server_not_answered_yet_is_waited_for_not_loading(tmp_path):
+    class _ServerDouble(ScriptedBackendDouble):
+        answers = asyncio.Event()  # made inside the test's loop below
+
+        async def wait_ready(self, timeout):  # as OpenAIBackend: until GET /v1/models answers
+            await self.answers.wait()
+
+    annotator = Annotator(lambda: _ServerDouble(_judge), _store(tmp_path), _settings())
+    annotator.submit({"gold": 1})
+
+    async def go():
+        _ServerDouble.answers, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(annotator.run(stop))
+        while annotator.stats()[BACKEND_STATE] == STARTING:  # the factory runs in a thread
+            await asyncio.sleep(0.005)
+        state = annotator.stats()[BACKEND_STATE]
+        _ServerDouble.answers.set()
+        while annotator.stats()[LABELS_TOTAL] < 1:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+        return state
+
+    assert asyncio.run(asyncio.wait_for(go(), 20)) == WAITING
+    assert annotator.stats()[BACKEND_STATE] == ANSWERING
 
 
 def test_outage_and_unreadable_answers_reach_the_user_as_one_line_each(tmp_path):

@@ -31,6 +31,7 @@ from annotator.metrics import (
     LABELS_TOTAL,
     PENDING,
     STARTING,
+    WAITING,
 )
 from tests.servers import CAPTIONS, SERVER_FACTORIES, SERVER_KINDS, RealServer, missing
 
@@ -102,7 +103,7 @@ async def wait_until(
 def resolved(annotator: Annotator) -> bool:
     """The backend is up and every submitted caption is labelled or given up after its retries."""
     stats = annotator.stats()
-    return stats[BACKEND_STATE] != STARTING and stats[PENDING] == 0
+    return stats[BACKEND_STATE] not in (STARTING, WAITING) and stats[PENDING] == 0
 
 
 def rows_written_twice(annotator: Annotator) -> int:

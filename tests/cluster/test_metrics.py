@@ -13,7 +13,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from actors.messages import EpisodeStats
-from annotator.metrics import BACKEND_STATE, NOT_ANSWERING, STARTING
+from annotator.metrics import BACKEND_STATE, NOT_ANSWERING, STARTING, WAITING
 from cluster import metrics as m
 from cluster.cli import main
 from cluster.config import dump_yaml, load_config
@@ -145,11 +145,15 @@ def test_console_line_shows_progress_task_figures_and_the_annotator():
         "labels 312 (pending 40, LLM up, invalid 5.0%)",
     ):
         assert part in line, part
-    for state, shown in ((STARTING, "LLM loading"), (NOT_ANSWERING, "LLM not answering")):
-        stats[BACKEND_STATE] = state  # the annotator's own state wins over backend_up
-        console.update(
-            3_000 + 1_000 * int(state + 2), window, episodes=7, intrinsic=0.25, annotator=stats
+    for k, (state, shown) in enumerate(
+        (
+            (STARTING, "LLM loading"),
+            (NOT_ANSWERING, "LLM not answering"),
+            (WAITING, "LLM server not answered yet"),
         )
+    ):
+        stats[BACKEND_STATE] = state  # the annotator's own state wins over backend_up
+        console.update(3_000 + 1_000 * k, window, episodes=7, intrinsic=0.25, annotator=stats)
         assert f"(pending 40, {shown}, invalid" in out.getvalue().splitlines()[-1]
 
 
