@@ -5,6 +5,7 @@ starts."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import signal
 import sys
@@ -21,7 +22,7 @@ from cluster import (
     replay_cli,
 )
 from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
-from cluster.console import counted
+from cluster.console import counted, done_line
 from cluster.kernel_caches import bound_in_this_process
 from cluster.ray_job import job_run_dir
 from cluster.scaling import ScaleError, request_workers, running_driver, withdraw_request
@@ -34,8 +35,20 @@ FRESH_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, suggesting the command meant for a mistyped one (`rogueray trian`)."""
+
+    def error(self, message: str):
+        _, invalid, rest = message.partition("invalid choice: ")
+        if invalid:  # "invalid choice: 'trian' (choose from 'train', 'resume', ...)"
+            word, *choices = rest.split("'")[1::2]
+            if close := difflib.get_close_matches(word, choices, n=1):
+                message += f"; did you mean {close[0]!r}?"
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rogueray", description=__doc__)
+    parser = _Parser(prog="rogueray", description=__doc__)
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="train (resumes when run_dir already holds a checkpoint)")
@@ -367,23 +380,6 @@ def _train_or_resume(args: argparse.Namespace) -> int:
     except (OSError, ValueError):  # the console is gone; the checkpoint is written
         _quiet_stdout()
     return 0
-
-
-def done_line(result) -> str:
-    """The last line of `rogueray train`: what the run did, from its TrainResult."""
-    ret = "n/a" if result.mean_return is None else f"{result.mean_return:.2f}"
-    labels = ""
-    if result.labels is not None:
-        labels = f", {counted(result.labels, 'label')}"
-        if result.labels_in_reward_model is not None:
-            labels += f" ({result.labels_in_reward_model:,d} in the reward model's dataset)"
-        if result.captions_pending:
-            labels += f", {counted(result.captions_pending, 'caption')} to label on a resume"
-    return (
-        f"[rogueray] done: {result.env_steps:,d} env steps, {result.updates:,d} updates, "
-        f"{result.episodes:,d} episodes{labels}, mean return (last {result.return_window}) "
-        f"{ret}; run dir {result.run_dir}"
-    )
 
 
 def _quiet_stdout() -> None:

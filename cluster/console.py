@@ -245,3 +245,20 @@ def annotator_field(stats: dict[str, Any]) -> str:
     labels = stats.get("annotator/labels_total")
     head = "labels n/a" if labels is None else f"labels {labels:,.0f}"
     return f"{head} ({', '.join(parts)})" if parts else head
+
+
+def done_line(result) -> str:
+    """The last line of `rogueray train`: what the run did, from its TrainResult."""
+    ret = "n/a" if result.mean_return is None else f"{result.mean_return:.2f}"
+    labels = ""
+    if result.labels is not None:
+        labels = f", {counted(result.labels, 'label')}"
+        if result.labels_in_reward_model is not None:
+            labels += f" ({result.labels_in_reward_model:,d} in the reward model's dataset)"
+        if result.captions_pending:
+            labels += f", {counted(result.captions_pending, 'caption')} to label on a resume"
+    return (
+        f"[rogueray] done: {result.env_steps:,d} env steps, {result.updates:,d} updates, "
+        f"{result.episodes:,d} episodes{labels}, mean return (last {result.return_window}) "
+        f"{ret}; run dir {result.run_dir}"
+    )

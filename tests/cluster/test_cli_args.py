@@ -30,3 +30,16 @@ def test_an_output_file_in_a_missing_folder_or_naming_a_folder_is_refused(tmp_pa
     with pytest.raises(argparse.ArgumentError, match="is a folder"):
         _parser().parse_args(["--json", str(tmp_path)])
     assert _parser().parse_args(["--json", str(tmp_path / "r.json")]).json == tmp_path / "r.json"
+
+
+def test_a_mistyped_command_or_choice_gets_a_suggestion(capsys):
+    from cluster.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["trian"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'trian'" in (err := capsys.readouterr().err)
+    assert err.rstrip().endswith("did you mean 'train'?")
+    with pytest.raises(SystemExit):
+        main(["zzz"])  # nothing close: argparse's own message, no guess
+    assert "did you mean" not in capsys.readouterr().err

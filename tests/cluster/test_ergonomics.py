@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from cluster.checkpoint import list_checkpoints
-from cluster.cli import done_line, main
+from cluster.cli import main
+from cluster.console import done_line
 from cluster.driver import TrainResult, _apply_scale_request
 from cluster.scaling import ScaleWatcher, request_workers, requested_workers
 
