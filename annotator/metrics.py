@@ -19,6 +19,10 @@ LABEL_LATENCY_P50 = "annotator/label_latency_p50_s"
 """Median seconds from a caption's first sighting to its stored label, over recent labels."""
 LABEL_LATENCY_P95 = "annotator/label_latency_p95_s"
 HEAP_FLOOR_MB = "annotator/heap_floor_mb"
+"""Ray mode: the lowest of glibc's live-heap readings (MB) taken in the annotator's process as
+each of its last READINGS (annotator/heap_floor.py) answered batches came back. The model's
+activations come and go within a batch, so this floor shows growth without their swing; absent
+in serial mode (the process is the driver's) and off glibc."""
 
 
 def backend_state(up: bool | None, start_failures: int, server_wait: bool) -> float:
@@ -30,9 +34,3 @@ def backend_state(up: bool | None, start_failures: int, server_wait: bool) -> fl
     if start_failures:
         return NOT_ANSWERING
     return WAITING if server_wait else STARTING
-
-
-"""Ray mode: the lowest of glibc's live-heap readings (MB) taken in the annotator's process as
-each of its last READINGS (annotator/heap_floor.py) answered batches came back. The model's
-activations come and go within a batch, so this floor shows growth without their swing; absent
-in serial mode (the process is the driver's) and off glibc."""
