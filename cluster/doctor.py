@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cluster.console import counted
+from cluster.run_files import barely_fitted_notice
 
 PINNED = ("torch", "ray", "nle", "gymnasium")
 ENV_STEPS = 10
@@ -69,10 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"rogueray: error: {exc}", file=sys.stderr)
         return 2
     failed = 0
-    say = lambda line: print(line, flush=True)  # noqa: E731
-    checks = run_checks(
-        config, start_ray=args.ray, probe_timeout_s=args.probe_timeout, announce=say
-    )
+    checks = run_checks(config, start_ray=args.ray, probe_timeout_s=args.probe_timeout,
+                        announce=lambda line: print(line, flush=True))  # fmt: skip
     for result in checks:
         print(result.line(), flush=True)
         failed += not result.ok
@@ -364,14 +363,14 @@ def check_model_cache(config) -> str:
 
 def check_motif_reward(config) -> str:
     """reward_model.name=motif: reward_model.path loads and tells captions apart."""
-    from reward_models.motif import MotifFileError, barely_fitted, load_fitted
+    from reward_models.motif import MotifFileError, load_fitted
 
     try:
         fitted = load_fitted((rm := config.reward_model).path or "")
     except MotifFileError as exc:
         raise Failed(str(exc)) from None
-    if (why := barely_fitted(fitted)) is not None:  # it loads, but rewards noise
-        raise Failed(f"{rm.path}: {why}; annotate pairs a judge decides and fit it again")
+    if (notice := barely_fitted_notice(rm.path, fitted)) is not None:  # loads, rewards noise
+        raise Failed(notice)
     pairs, eps = fitted.info.get("train_pairs", 0), fitted.quantiles[round(rm.quantile, 2)]
     return f"{rm.path}: fitted on {counted(int(pairs), 'pair')}; threshold (quantile {rm.quantile:.2f}) {eps:.3f}"
 

@@ -24,7 +24,7 @@ from cluster.console import counted, startup_banner
 from cluster.loop import TrainingLoop
 from cluster.loop import notify as _notify
 from cluster.ray_job import joined_address
-from cluster.run_files import check_run_files, run_file_notices
+from cluster.run_files import check_run_files
 from cluster.runner import Runner
 from cluster.scaling import (
     DriverPid,
@@ -82,8 +82,7 @@ def _start(config: RunConfig, flag: StopFlag, *, quiet: bool, fresh: bool) -> Tr
         config = _with_scale_request(config, quiet)
         # Label store, checkpoints, model cache: an unusable file is exit 2 here, not an actor's
         # death inside Ray.
-        check_run_files(config, checkpoints=not fresh)
-        for line in run_file_notices(config):
+        for line in check_run_files(config, checkpoints=not fresh):
             _notify(line, quiet)
         checkpoint = resume_point(config, fresh=fresh, quiet=quiet)  # reads only
         if checkpoint is not None and _already_done(config, checkpoint):

@@ -12,23 +12,28 @@ from pathlib import Path
 from cluster.config import ConfigError, RunConfig
 
 
-def check_run_files(config: RunConfig, *, checkpoints: bool = True) -> None:
-    """Raise ConfigError when a file this run will open is unreadable or corrupt. Reads only,
-    except that model-cache work folders of dead conversions are removed. `checkpoints=False`
-    (a --fresh start, which sets them aside unread) skips the checkpoints."""
+def check_run_files(config: RunConfig, *, checkpoints: bool = True) -> list[str]:
+    """Raise ConfigError when a file this run will open is unreadable or corrupt; return console
+    lines about files that load but will not do what the user expects (a fitted Motif reward
+    that barely tells captions apart). Reads only, except that model-cache work folders of dead
+    conversions are removed. `checkpoints=False` (a --fresh start, which sets them aside unread)
+    skips the checkpoints."""
     if checkpoints:
         _check_checkpoints(Path(config.run_dir))
     from cluster.annotation import label_store_path, wants_annotator
 
+    notices = []
     if config.reward_model.name == "motif":
         from reward_models.motif import MotifFileError, load_fitted
 
         try:
-            load_fitted(config.reward_model.path)
+            fitted = load_fitted(config.reward_model.path)
         except MotifFileError as exc:
             raise ConfigError(f"config key 'reward_model.path': {exc}") from None
+        if (notice := barely_fitted_notice(config.reward_model.path, fitted)) is not None:
+            notices.append(notice)
     if not wants_annotator(config):
-        return
+        return notices
     from annotator.label_store import LabelStoreError, verify_store
 
     try:
@@ -43,22 +48,21 @@ def check_run_files(config: RunConfig, *, checkpoints: bool = True) -> None:
             verify_cache(ann.model)
         except ModelStoreError as exc:
             raise ConfigError(str(exc)) from None
+    return notices
 
 
-def run_file_notices(config: RunConfig) -> list[str]:
-    """Console lines about files that load but will not do what the user expects: a fitted
-    Motif reward that barely tells captions apart (after check_run_files, which loaded it)."""
-    if config.reward_model.name != "motif":
-        return []
-    from reward_models.motif import barely_fitted, load_fitted
+def barely_fitted_notice(path: str, fitted) -> str | None:
+    """The line for a fitted Motif reward (`fitted`, read from `path`) that barely tells captions
+    apart (reward_models.motif.barely_fitted), or None."""
+    from reward_models.motif import barely_fitted
 
-    why = barely_fitted(load_fitted(config.reward_model.path))
+    why = barely_fitted(fitted)
     if why is None:
-        return []
-    return [
-        f"reward_model.path {config.reward_model.path}: {why}. Annotate pairs with a judge that "
-        "decides them (`rogueray annotate`, an LLM backend) and fit it again"
-    ]
+        return None
+    return (
+        f"reward_model.path {path}: {why}. Annotate pairs with a judge that decides them "
+        "(`rogueray annotate`, an LLM backend) and fit it again"
+    )
 
 
 def _check_checkpoints(run_dir: Path) -> None:

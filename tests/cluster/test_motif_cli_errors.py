@@ -133,11 +133,11 @@ def test_a_fit_that_ranks_nothing_says_so(capsys, small_dataset, tmp_path):
     # its tiny std, its float noise would show as intrinsic reward.
     from cluster.doctor import Failed, check_motif_reward
     from cluster.fit_reward import REWARD_FILE
-    from cluster.run_files import run_file_notices
+    from cluster.run_files import check_run_files
 
     config = load_config(ROOT / "configs/oni/score-motif.yaml",
                          [f"run_dir={tmp_path}/run", f"reward_model.path={data}/reward/{REWARD_FILE}"])  # fmt: skip
-    (notice,) = run_file_notices(config)
+    (notice,) = check_run_files(config)
     assert "16 of its 16 training pairs ties" in notice and "mostly noise" in notice
     with pytest.raises(Failed, match="mostly noise"):
         check_motif_reward(config)

@@ -101,7 +101,7 @@ def test_a_checkpoint_of_another_fitted_file_is_refused(fitted_file, tmp_path):
 
 def test_a_reward_that_barely_tells_captions_apart_is_named(tmp_path, fitted_file):
     from cluster.config import load_config
-    from cluster.run_files import run_file_notices
+    from cluster.run_files import check_run_files
     from reward_models.motif import MIN_TELLING_STD, barely_fitted
 
     path, _, quantiles = fitted_file
@@ -121,6 +121,6 @@ def test_a_reward_that_barely_tells_captions_apart_is_named(tmp_path, fitted_fil
         f"reward_model.path={tmp_path / 'flat.pt'}",
         "reward.intrinsic_coef=0.4",
     ]
-    (line,) = run_file_notices(load_config(None, [f"run_dir={tmp_path}/run", *overrides]))
+    (line,) = check_run_files(load_config(None, [f"run_dir={tmp_path}/run", *overrides]))
     assert "flat.pt" in line and "mostly noise" in line and "fit it again" in line
-    assert run_file_notices(load_config(None, [f"run_dir={tmp_path}/run"])) == []
+    assert check_run_files(load_config(None, [f"run_dir={tmp_path}/run"])) == []
