@@ -196,7 +196,11 @@ def build_policy(
 
 class UniformPolicy(nn.Module):
     """Uniformly random actions with the ActorCritic interface: the "trivial policy" of the
-    throughput benchmarks, and a random-agent baseline."""
+    throughput benchmarks, and a random-agent baseline.
+
+    `forward` returns zero logits [T, B, A] and zero values [T, B], the same tensors for every
+    call of the same [T, B] (read-only by convention, as every caller copies what it keeps):
+    a trivial policy costs the sampler it is measured in next to nothing."""
 
     state_size = 0
     precision = "float32"
@@ -204,6 +208,7 @@ class UniformPolicy(nn.Module):
     def __init__(self, num_actions: int):
         super().__init__()
         self.num_actions = num_actions
+        self._zeros: dict[torch.Size, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def initial_state(self, batch_size: int) -> torch.Tensor:
         return torch.zeros(batch_size, 0)
@@ -212,5 +217,8 @@ class UniformPolicy(nn.Module):
         return contextlib.nullcontext()
 
     def forward(self, obs, state: torch.Tensor, starts: torch.Tensor):
-        steps, batch = starts.shape
-        return torch.zeros(steps, batch, self.num_actions), torch.zeros(steps, batch), state
+        shape = starts.shape
+        if shape not in self._zeros:
+            self._zeros[shape] = torch.zeros(*shape, self.num_actions), torch.zeros(shape)
+        logits, values = self._zeros[shape]
+        return logits, values, state
