@@ -38,13 +38,15 @@ def validate_env_id(env_id: str) -> None:
 
 def is_nethack(env_id: str) -> bool:
     """True when `env_id` builds an NLE environment (NLE's own tasks or ours)."""
-    validate_env_id(env_id)
-    entry_point = gym.spec(_registry_name(env_id)).entry_point
-    creator = entry_point if callable(entry_point) else load_env_creator(entry_point)
-    return isinstance(creator, type) and issubclass(creator, NLE)
+    return _builds(env_id, NLE)
 
 
-def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None = None) -> gym.Env:
+def make_env(
+    env_id: str,
+    seed: int | None = None,
+    max_episode_steps: int | None = None,
+    copy_observations: bool = True,
+) -> gym.Env:
     """Build `env_id`; its first `reset()` uses `seed` when called without one.
 
     NetHack ids give observations {glyphs [21, 79] int16, blstats [27] int64, message [256]
@@ -52,10 +54,14 @@ def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None
     steps (NLE's own counter, default 5000) and a capped episode ends truncated, not
     terminated. Other ids give {"vector": float32 [d]} (a Box flattened, a Discrete one-hot)
     and `max_episode_steps` becomes a TimeLimit. The action space must be Discrete.
+
+    NetHack observations are copies unless `copy_observations` is False: then they are NLE's
+    own arrays, valid until this env's next step or reset (a rollout worker, which copies each
+    step's observations into its buffers, saves a copy per step).
     """
     validate_env_id(env_id)
     if is_nethack(env_id):
-        env = _make_nethack(env_id, max_episode_steps)
+        env = _make_nethack(env_id, max_episode_steps, copy_observations)
     else:
         env = gym.make(env_id, max_episode_steps=max_episode_steps)
         env = _vector_observations(env, env_id)
@@ -105,14 +111,15 @@ class SeedFirstReset(gym.Wrapper):
 
 class NetHackInfo(gym.Wrapper):
     """Gives NLE's own tasks what `OniTask` does natively: seeded NetHack RNGs, copied
-    observations, info caption/depth (and success where the task has one), step caps reported
+    observations (unless `copy_observations` is False), info caption/depth (and success where the task has one), step caps reported
     as truncated, and death or the task's goal ranked above the step cap (NLE's own order makes
     a goal reached on the capped step a time-limit cut; `end_status_goal_first` is installed on
     the env instance). NetHackChallenge forbids seeding, so its games stay random. Unlike
     `OniTask`, the last observation of a capped or won episode is NLE's post-quit screen."""
 
-    def __init__(self, env: gym.Env):
+    def __init__(self, env: gym.Env, copy_observations: bool = True):
         super().__init__(env)
+        self._copy = copy_observations
         nle_env = env.unwrapped
         nle_env._get_end_status = types.MethodType(end_status_goal_first, nle_env)
         self._rng = np.random.default_rng()
@@ -129,7 +136,7 @@ class NetHackInfo(gym.Wrapper):
         self._depth = 0
         obs, info = self.env.reset(seed=seed, options=options)
         info.update(self._info(obs))
-        return _copied(obs), info
+        return self._observations(obs), info
 
     def step(self, action: int):
         obs, reward, terminated, truncated, info = self.env.step(action)
@@ -141,7 +148,10 @@ class NetHackInfo(gym.Wrapper):
         terminated, truncated = ended and not aborted, ended and aborted
         if (terminated or truncated) and self._success_status is not None:
             info["success"] = info.get("end_status") == self._success_status
-        return _copied(obs), reward, terminated, truncated, info
+        return self._observations(obs), reward, terminated, truncated, info
+
+    def _observations(self, obs: dict) -> dict:
+        return _copied(obs) if self._copy else obs
 
     def _info(self, obs: dict) -> dict:
         depth = int(obs["blstats"][nethack.NLE_BL_DEPTH])  # zeroed once the game is over
@@ -149,16 +159,19 @@ class NetHackInfo(gym.Wrapper):
         return step_info(obs["message"], self._depth)
 
 
-def _make_nethack(env_id: str, max_episode_steps: int | None) -> gym.Env:
+def _make_nethack(env_id: str, max_episode_steps: int | None, copy_observations: bool) -> gym.Env:
     spec = gym.spec(_registry_name(env_id))
     if max_episode_steps is not None:
         # gym.make(max_episode_steps=...) would add a TimeLimit; NLE takes it as a kwarg instead.
         kwargs = {**spec.kwargs, "max_episode_steps": max_episode_steps}
         spec = dataclasses.replace(spec, kwargs=kwargs)
+    if _builds(env_id, nle_tasks.OniTask):
+        return gym.make(
+            spec, observation_keys=OBSERVATION_KEYS, fix_moon_phase=True,
+            copy_observations=copy_observations,
+        )  # fmt: skip
     env = gym.make(spec, observation_keys=OBSERVATION_KEYS, fix_moon_phase=True)
-    if isinstance(env.unwrapped, nle_tasks.OniTask):
-        return env
-    return NetHackInfo(env)
+    return NetHackInfo(env, copy_observations)
 
 
 def _vector_observations(env: gym.Env, env_id: str) -> gym.Env:
@@ -190,6 +203,14 @@ def _vector_observations(env: gym.Env, env_id: str) -> gym.Env:
 
 def _copied(obs: dict) -> dict:
     return {key: value.copy() for key, value in obs.items()}
+
+
+def _builds(env_id: str, cls: type) -> bool:
+    """True when the registered constructor of `env_id` is `cls` or a subclass."""
+    validate_env_id(env_id)
+    entry_point = gym.spec(_registry_name(env_id)).entry_point
+    creator = entry_point if callable(entry_point) else load_env_creator(entry_point)
+    return isinstance(creator, type) and issubclass(creator, cls)
 
 
 def _registry_name(env_id: str) -> str:

@@ -7,7 +7,7 @@ This module imports only numpy: every package may import it (it is the bottom of
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -187,19 +187,21 @@ class PairLabel:
         _check_probability(f"PairLabel({self.first!r}, {self.second!r})", self.preference)
 
 
-def side_by_side(fragments: list[Fragment]) -> Fragment:
+def side_by_side(fragments: list[Fragment], obs: dict[str, np.ndarray] | None = None) -> Fragment:
     """Fragments of equal length as one fragment whose envs are all of theirs: [T, B1 + B2 + ...].
 
     Consecutive unrolls of the same environments fit together this way: each column keeps its
     own initial recurrent state and bootstrap observation, which is all V-trace needs. Caption
-    ids are renumbered into the merged caption tuple; the policy version is the oldest.
+    ids are renumbered into the merged caption tuple; the policy version is the oldest. `obs`:
+    the merged observations {key: [T + 1, B1 + B2 + ...]} when the caller holds them already
+    (a rollout worker writes its unrolls side by side into one buffer), else they are joined.
     """
     first = fragments[0]
     lengths = {f.actions.shape[0] for f in fragments}
     if len(lengths) != 1:
         raise ValueError(f"fragments have different unroll lengths {sorted(lengths)}")
     if len(fragments) == 1:
-        return first
+        return first if obs is None else replace(first, obs=obs)
     index: dict[str, int] = {}
     caption_ids = []
     for fragment in fragments:
@@ -210,7 +212,7 @@ def side_by_side(fragments: list[Fragment]) -> Fragment:
         return np.concatenate([getattr(f, name) for f in fragments], axis=1)
 
     return Fragment(
-        obs={k: np.concatenate([f.obs[k] for f in fragments], axis=1) for k in first.obs},
+        obs=obs or {k: np.concatenate([f.obs[k] for f in fragments], axis=1) for k in first.obs},
         actions=cat("actions"),
         logp=cat("logp"),
         values=cat("values"),

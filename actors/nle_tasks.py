@@ -131,7 +131,9 @@ class OniTask(NLE):
     reports the cap as terminated). Death and success rank above the cap: a goal reached on the
     capped step is a success (`end_status_goal_first`). info: `caption` and `depth` every step;
     `success` on the last step of tasks with a goal. Observations are copies (NLE reuses its
-    arrays).
+    arrays); with `copy_observations=False` they are NLE's own arrays, overwritten by this env's
+    next step or reset (a rollout worker copies them into its buffers itself), except for the
+    last observation of an episode NLE ends by quitting, which quitting would overwrite.
     """
 
     class StepStatus(enum.IntEnum):
@@ -142,7 +144,8 @@ class OniTask(NLE):
 
     has_goal = False  # whether episodes can end in success (then info carries "success")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, copy_observations: bool = True, **kwargs):
+        self.copy_observations = copy_observations
         kwargs.setdefault("observation_keys", OBSERVATION_KEYS)
         kwargs.setdefault("fix_moon_phase", True)
         kwargs.setdefault("actions", EXTENDED_ACTIONS)
@@ -179,10 +182,11 @@ class OniTask(NLE):
         end_status = self._get_end_status(observation, done)
         reward = float(self._reward_fn(last_observation, action, observation, end_status))
         # Copy before quitting: quitting overwrites NLE's buffers with the post-game screen.
-        result = self._get_observation(observation)
+        quitting = bool(end_status) and not done
+        result = self._get_observation(observation, copy=quitting or self.copy_observations)
         info = self._get_information(end_status)
         info.update(self._info(observation))
-        if end_status and not done:
+        if quitting:
             self._quit_game(observation, done)
             done = True
         truncated = end_status == self.StepStatus.ABORTED
@@ -193,9 +197,10 @@ class OniTask(NLE):
     def _get_end_status(self, observation, done):
         return end_status_goal_first(self, observation, done)
 
-    def _get_observation(self, observation):
+    def _get_observation(self, observation, copy: bool | None = None):
+        copy = self.copy_observations if copy is None else copy
         return {
-            key: observation[i].copy()
+            key: observation[i].copy() if copy else observation[i]
             for key, i in zip(self._original_observation_keys, self._original_indices, strict=True)
         }
 

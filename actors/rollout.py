@@ -58,7 +58,13 @@ class RolloutWorker:
         self.caption_sink = caption_sink  # e.g. the annotator: {caption: sightings} per fragment
         self._seed, self._incarnation, self._restarts = seed, incarnation, 0
         self.envs = [
-            make_env(env_id, seed=self.episode_seed(i, 0), max_episode_steps=max_episode_steps)
+            # Observations as the envs' own arrays: each step's are copied into the buffers.
+            make_env(
+                env_id,
+                seed=self.episode_seed(i, 0),
+                max_episode_steps=max_episode_steps,
+                copy_observations=False,
+            )
             for i in range(num_envs)
         ]
         first = self._start_streams()
@@ -125,32 +131,46 @@ class RolloutWorker:
         The stats are returned beside the fragment so that the driver can read them without
         fetching the observation arrays.
         """
-        fragment = side_by_side([self._unroll() for _ in range(self.unrolls_per_sample)])
-        return fragment, fragment.episodes
-
-    def _unroll(self) -> Fragment:
-        steps, num_envs = self.unroll_length, self.num_envs
-        # Fresh buffers every unroll, handed to the fragment as they are (no copy at the end);
-        # row 0 is where the last unroll left the envs.
+        steps, num_envs, unrolls = self.unroll_length, self.num_envs, self.unrolls_per_sample
+        # Fresh buffers every sample, handed to the fragment as they are (no copy at the end):
+        # unroll u writes columns u*B .. (u+1)*B - 1.
         buffers = {
-            key: np.empty((steps + 1, num_envs, *shape), dtype)
+            key: np.empty((steps + 1, unrolls * num_envs, *shape), dtype)
             for key, (shape, dtype) in self._obs_spec.items()
         }
+        columns = [slice(u * num_envs, (u + 1) * num_envs) for u in range(unrolls)]
+        unrolled = [self._unroll({k: b[:, c] for k, b in buffers.items()}) for c in columns]
+        fragment = side_by_side(unrolled, obs=buffers)
+        return fragment, fragment.episodes
+
+    def _unroll(self, buffers: dict[str, np.ndarray]) -> Fragment:
+        """One unroll into `buffers` {key: [T + 1, B, ...]} (views; row 0 is where the last
+        unroll left the envs), returned as a fragment holding them."""
+        steps, num_envs = self.unroll_length, self.num_envs
         for key, buf in buffers.items():
             buf[0] = self._next_obs[key]
+        # Each step's observations go into row t + 1 in one call per key: the envs' arrays
+        # joined along their first axis, [B * d0, d1, ...] (a view of the row; every
+        # observation has at least one axis).
+        rows_out = [
+            {
+                key: np.reshape(buf[t + 1], (-1, *buf.shape[3:]), copy=False)
+                for key, buf in buffers.items()
+            }
+            for t in range(steps)
+        ]
         # The policy's [1, B, ...] input of each step: tensors sharing the buffers' memory.
         obs_rows = [
             {key: torch.from_numpy(buf[t : t + 1]) for key, buf in buffers.items()}
             for t in range(steps)
         ]
-        logits = np.zeros((steps, num_envs, self._num_actions), np.float32)
         final_values = np.zeros((steps, num_envs), np.float32)
         initial_state = self._state.numpy().copy()
         no_starts = torch.zeros(1, num_envs, dtype=torch.bool)
-        noise = gumbel_noise(self._rng, logits.shape)
-        # Rows of the unroll, one entry per step: the policy's [1, B] values (a new tensor
-        # every call), then [B] tuples and lists.
-        values, actions, terminated, truncated = [], [], [], []
+        noise = gumbel_noise(self._rng, (steps, num_envs, self._num_actions))
+        # Rows of the unroll, one entry per step: the policy's [1, B, A] logits and [1, B]
+        # values (new tensors every call), then [B] tuples and lists.
+        logits, values, actions, terminated, truncated = [], [], [], [], []
 
         # Between two steps of the envs, whose NetHack code fills the core's caches, every
         # distinct call finds its own code and data evicted and costs several times what it
@@ -160,12 +180,12 @@ class RolloutWorker:
         with torch.no_grad(), self.policy.autocast("cpu"):  # weights cast once per unroll
             for t in range(steps):
                 step_logits, value, self._state = self.policy(obs_rows[t], self._state, no_starts)
-                logits[t] = step_logits.numpy()[0]
-                step_actions = draw_actions(logits[t], noise[t]).tolist()
+                step_actions = draw_actions(step_logits.numpy()[0], noise[t]).tolist()
                 results = [
                     env.step(action) for env, action in zip(self.envs, step_actions, strict=True)
                 ]
                 obs, reward, term, trunc, info = zip(*results, strict=True)
+                logits.append(step_logits)
                 values.append(value)
                 actions.append(step_actions)
                 terminated.append(term)
@@ -174,10 +194,11 @@ class RolloutWorker:
                 if any(term) or any(trunc):
                     obs = list(obs)
                     final_values[t] = self._start_episodes(obs, term, trunc)
-                for key, buf in buffers.items():
-                    buf[t + 1] = [o[key] for o in obs]
+                for key, out in rows_out[t].items():
+                    np.concatenate([o[key] for o in obs], out=out)
         self._next_obs = {key: buf[steps] for key, buf in buffers.items()}  # never written
 
+        logits = torch.cat(logits).numpy()
         terminated = np.array(terminated, bool)
         # An episode that ended by its own rules is not cut, whatever the time limit says.
         truncated = np.array(truncated, bool) & ~terminated
@@ -214,7 +235,8 @@ class RolloutWorker:
         ended = [
             i for i, (te, tr) in enumerate(zip(terminated, truncated, strict=True)) if te or tr
         ]
-        cut = [(i, obs[i]) for i in ended if truncated[i] and not terminated[i]]
+        # The envs' observations are their own arrays, which a reset overwrites: keep copies.
+        cut = [(i, _copied(obs[i])) for i in ended if truncated[i] and not terminated[i]]
         for i in ended:
             self._resets[i] += 1
             obs[i] = self.envs[i].reset(seed=self.episode_seed(i, self._resets[i]))[0]
@@ -246,6 +268,10 @@ class RolloutWorker:
         out = np.zeros(self.num_envs, np.float32)
         out[index] = value[0].numpy()
         return out
+
+
+def _copied(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {key: value.copy() for key, value in obs.items()}
 
 
 def _stacked(observations: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

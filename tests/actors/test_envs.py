@@ -162,3 +162,33 @@ def _wrappers(env):
     while isinstance(env, gym.Wrapper):
         yield env
         env = env.env
+
+
+@pytest.mark.nle
+@pytest.mark.parametrize("env_id", ["NetHackScoreExtendedActions-v1", "NetHackScore-v0"])
+def test_uncopied_observations_are_the_copied_ones_until_the_next_step(env_id):
+    """copy_observations=False gives the same observations, rewards and ends as the default,
+    as NLE's own arrays: the env's next step overwrites what it returned before (counted)."""
+    copied = make_env(env_id, seed=3, max_episode_steps=30)
+    shared = make_env(env_id, seed=3, max_episode_steps=30, copy_observations=False)
+    actions = np.random.default_rng(0).integers(0, copied.action_space.n, 200).tolist()
+    first, _ = copied.reset()
+    previous, _ = shared.reset()
+    for key in first:
+        np.testing.assert_array_equal(previous[key], first[key])
+    overwritten = ends = 0
+    for action in actions:
+        want, reward, terminated, truncated, info = copied.step(action)
+        kept = {key: value.copy() for key, value in previous.items()}
+        got, *rest = shared.step(action)
+        assert rest == [reward, terminated, truncated, info]
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+        overwritten += any(not np.array_equal(previous[k], kept[k]) for k in kept)
+        if terminated or truncated:
+            ends += 1
+            first, _ = copied.reset()
+            previous, _ = shared.reset()
+        else:
+            previous = got
+    assert ends >= 2 and overwritten > 100

@@ -165,3 +165,49 @@ def test_normalized_captions_are_the_normal_forms_of_the_raw_ones():
             if done[t, env]:
                 seen = {}
     assert set(text["normal"].flat) != set(text["raw"].flat)  # normalising changed some
+
+
+@pytest.mark.nle
+@pytest.mark.parametrize("env_id", ["NetHackScoreExtendedActions-v1", "NetHackScore-v0"])
+def test_nethack_fragments_replay_on_copying_envs(env_id):
+    """The worker writes NLE's own arrays into its buffers (the envs do not copy them): every
+    observation of a fragment, reset ones included, and the value of every episode cut by the
+    step cap equal those of envs that copy, replayed with the fragment's actions and seeds."""
+    from actors.envs import make_env, num_actions, observation_spec
+
+    cap = 10
+    torch.manual_seed(0)
+    spec, n = observation_spec(env_id), num_actions(env_id)
+    policy = build_policy("nethack", spec, n, 16, recurrent=False)
+    worker = _worker(
+        env_id, num_envs=2, unroll=8, policy=policy, seed=4, max_episode_steps=cap,
+        unrolls_per_sample=2,
+    )  # fmt: skip
+    fragments = [worker.sample()[0] for _ in range(2)]
+    envs = [make_env(env_id, max_episode_steps=cap) for _ in range(2)]
+    obs = [env.reset(seed=worker.episode_seed(i, 0))[0] for i, env in enumerate(envs)]
+    episodes, cut = [0, 0], 0
+    for fragment in fragments:
+        for unroll in range(2):
+            for t in range(8):
+                for i, env in enumerate(envs):
+                    column = 2 * unroll + i
+                    for key in obs[i]:
+                        np.testing.assert_array_equal(fragment.obs[key][t, column], obs[i][key])
+                    obs[i], _, terminated, truncated, _ = env.step(int(fragment.actions[t, column]))
+                    if truncated and not terminated:
+                        cut += 1
+                        with torch.no_grad():
+                            rows = {k: torch.from_numpy(v[None, None]) for k, v in obs[i].items()}
+                            start = torch.zeros(1, 1, dtype=torch.bool)
+                            _, value, _ = policy(rows, policy.initial_state(1), start)
+                        assert fragment.final_values[t, column] == pytest.approx(
+                            float(value), rel=1e-4
+                        )
+                    if terminated or truncated:
+                        episodes[i] += 1
+                        obs[i] = env.reset(seed=worker.episode_seed(i, episodes[i]))[0]
+            for i in range(2):
+                for key in obs[i]:
+                    np.testing.assert_array_equal(fragment.obs[key][8, 2 * unroll + i], obs[i][key])
+    assert cut >= 4
