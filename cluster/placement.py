@@ -4,6 +4,7 @@ check before any actor is created that names what is short."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -79,11 +80,13 @@ def shared_inference(config: RunConfig) -> bool:
     """Whether the run has the shared inference actor (cluster/inference.py).
 
     Shared means one inference actor per node with rollout workers (cluster/inference_pool.py).
-    `rollout.inference` "auto" means shared in Ray mode on a local Ray with a CPU for it: there
-    it measured 1.4-2.0x the env steps/s of per-worker inference on the 2-core CI machine
-    (benchmarks/inference_placement.py, docs/performance.md). Per-worker inference in serial mode
-    and on a joined cluster, where the per-node actors reserve no CPU (the node's workers may
-    hold them all) and no multi-node measurement has shown them faster: "shared" asks for them.
+    `rollout.inference` "auto" means shared for the NetHack encoder in Ray mode on a local Ray
+    with a CPU for it: there it measured 1.4-2.0x the env steps/s of per-worker inference on the
+    2-core CI machine (benchmarks/inference_placement.py, docs/performance.md). Per-worker
+    inference for the MLP encoder, whose forward pass costs less than the round trip to another
+    process (CartPole: 16,347 env steps/s per worker against 3,888 shared), in serial mode, and
+    on a joined cluster, where the per-node actors reserve no CPU (the node's workers may hold
+    them all) and no multi-node measurement has shown them faster: "shared" asks for them.
     """
     choice = config.rollout.inference
     if choice != "auto":
@@ -92,7 +95,22 @@ def shared_inference(config: RunConfig) -> bool:
 
     if config.mode != "ray" or joined_address(config.ray_address) is not None:
         return False
+    if _encoder(config.model.kind, config.env.id) != "nethack":
+        return False
     return config.ray_num_cpus is None or config.ray_num_cpus >= _cpus(config, shared=True)
+
+
+@functools.cache
+def _encoder(kind: str, env_id: str) -> str | None:
+    """The policy's encoder for `env_id` (None for an id that does not build: the run's env check
+    names it, cluster/components.py's env_spec)."""
+    from actors.envs import observation_spec
+    from learner.models import policy_kind
+
+    try:
+        return policy_kind(kind, observation_spec(env_id))
+    except ValueError:
+        return None
 
 
 def cpus_needed(config: RunConfig) -> int:

@@ -91,6 +91,9 @@ def test_weights_and_their_version_reach_the_answers(tmp_path):
     ("overrides", "shared"),
     [
         ([], True),  # a local Ray sized for the run: room for the actor
+        (["model.kind=mlp"], False),  # NetHack through the MLP encoder: cheaper in the worker
+        (["env.id=CartPole-v1"], False),  # "auto" is the MLP there
+        (["env.id=CartPole-v1", "rollout.inference=shared"], True),
         (["mode=serial"], False),
         (["ray_address=ray://head:10001"], False),  # joined: observations would cross nodes
         (["ray_num_cpus=3"], False),  # 2 workers + learner leave no CPU for it
@@ -105,7 +108,10 @@ def test_auto_inference_is_shared_on_a_local_ray_with_room(
     from cluster.placement import cpus_needed, shared_inference
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    config = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r", *overrides])
+    nethack = ["env.id=NetHackScore-v0", "model.kind=auto"]  # CartPole's config, otherwise
+    config = load_config(
+        ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r", *nethack, *overrides]
+    )
     assert config.rollout.num_workers == 2 and config.reward_model.name == "none"  # no annotator
     assert shared_inference(config) is shared
     assert cpus_needed(config) == 3 + int(shared)
@@ -123,7 +129,8 @@ def test_the_start_up_banner_says_where_inference_runs(tmp_path, monkeypatch):
     from cluster.console import startup_banner
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    ray_mode = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r"])
+    shared = [f"run_dir={tmp_path}/r", "rollout.inference=shared"]
+    ray_mode = load_config(ROOT / "configs/cartpole.yaml", shared)
     serial = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r", "mode=serial"])
     assert "policy inference in one shared actor per node on cpu" in "\n".join(
         startup_banner(ray_mode, None)
