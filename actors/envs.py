@@ -57,7 +57,8 @@ def make_env(
 
     NetHack observations are copies unless `copy_observations` is False: then they are NLE's
     own arrays, valid until this env's next step or reset (a rollout worker, which copies each
-    step's observations into its buffers, saves a copy per step).
+    step's observations into its buffers, saves a copy per step). Other ids ignore it: their
+    observations are new arrays every step.
     """
     validate_env_id(env_id)
     if is_nethack(env_id):
@@ -111,11 +112,12 @@ class SeedFirstReset(gym.Wrapper):
 
 class NetHackInfo(gym.Wrapper):
     """Gives NLE's own tasks what `OniTask` does natively: seeded NetHack RNGs, copied
-    observations (unless `copy_observations` is False), info caption/depth (and success where the task has one), step caps reported
-    as truncated, and death or the task's goal ranked above the step cap (NLE's own order makes
-    a goal reached on the capped step a time-limit cut; `end_status_goal_first` is installed on
-    the env instance). NetHackChallenge forbids seeding, so its games stay random. Unlike
-    `OniTask`, the last observation of a capped or won episode is NLE's post-quit screen."""
+    observations (NLE's own arrays with `copy_observations` False), info caption/depth (and
+    success where the task has one), step caps reported as truncated, and death or the task's
+    goal ranked above the step cap (NLE's own order makes a goal reached on the capped step a
+    time-limit cut; `end_status_goal_first` is installed on the env instance). NetHackChallenge
+    forbids seeding, so its games stay random. Unlike `OniTask`, the last observation of a
+    capped or won episode is NLE's post-quit screen."""
 
     def __init__(self, env: gym.Env, copy_observations: bool = True):
         super().__init__(env)
@@ -165,13 +167,12 @@ def _make_nethack(env_id: str, max_episode_steps: int | None, copy_observations:
         # gym.make(max_episode_steps=...) would add a TimeLimit; NLE takes it as a kwarg instead.
         kwargs = {**spec.kwargs, "max_episode_steps": max_episode_steps}
         spec = dataclasses.replace(spec, kwargs=kwargs)
+    kwargs = {"observation_keys": OBSERVATION_KEYS, "fix_moon_phase": True}
     if _builds(env_id, nle_tasks.OniTask):
-        return gym.make(
-            spec, observation_keys=OBSERVATION_KEYS, fix_moon_phase=True,
-            copy_observations=copy_observations,
-        )  # fmt: skip
-    env = gym.make(spec, observation_keys=OBSERVATION_KEYS, fix_moon_phase=True)
-    return NetHackInfo(env, copy_observations)
+        # Only when asked for: a task subclass's own __init__ need not know the keyword.
+        extra = {} if copy_observations else {"copy_observations": False}
+        return gym.make(spec, **kwargs, **extra)
+    return NetHackInfo(gym.make(spec, **kwargs), copy_observations)
 
 
 def _vector_observations(env: gym.Env, env_id: str) -> gym.Env:

@@ -211,8 +211,11 @@ def side_by_side(fragments: list[Fragment], obs: dict[str, np.ndarray] | None = 
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(f, name) for f in fragments], axis=1)
 
+    if obs is None:
+        obs = {k: np.concatenate([f.obs[k] for f in fragments], axis=1) for k in first.obs}
+
     return Fragment(
-        obs=obs or {k: np.concatenate([f.obs[k] for f in fragments], axis=1) for k in first.obs},
+        obs=obs,
         actions=cat("actions"),
         logp=cat("logp"),
         values=cat("values"),

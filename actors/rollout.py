@@ -150,13 +150,10 @@ class RolloutWorker:
         for key, buf in buffers.items():
             buf[0] = self._next_obs[key]
         # Each step's observations go into row t + 1 in one call per key: the envs' arrays
-        # joined along their first axis, [B * d0, d1, ...] (a view of the row; every
-        # observation has at least one axis).
+        # joined along their first axis, [B * d0, d1, ...] (a view: the row's B columns are
+        # contiguous; every observation has at least one axis).
         rows_out = [
-            {
-                key: np.reshape(buf[t + 1], (-1, *buf.shape[3:]), copy=False)
-                for key, buf in buffers.items()
-            }
+            {key: buf[t + 1].reshape(-1, *buf.shape[3:]) for key, buf in buffers.items()}
             for t in range(steps)
         ]
         # The policy's [1, B, ...] input of each step: tensors sharing the buffers' memory.
@@ -169,7 +166,8 @@ class RolloutWorker:
         no_starts = torch.zeros(1, num_envs, dtype=torch.bool)
         noise = gumbel_noise(self._rng, (steps, num_envs, self._num_actions))
         # Rows of the unroll, one entry per step: the policy's [1, B, A] logits and [1, B]
-        # values (new tensors every call), then [B] tuples and lists.
+        # values (joined by torch.cat, never written: a policy may return the same tensors
+        # every call), then [B] tuples and lists.
         logits, values, actions, terminated, truncated = [], [], [], [], []
 
         # Between two steps of the envs, whose NetHack code fills the core's caches, every
@@ -196,7 +194,8 @@ class RolloutWorker:
                     final_values[t] = self._start_episodes(obs, term, trunc)
                 for key, out in rows_out[t].items():
                     np.concatenate([o[key] for o in obs], out=out)
-        self._next_obs = {key: buf[steps] for key, buf in buffers.items()}  # never written
+        # A copy: a view would keep the whole sample's buffers alive after it is handed over.
+        self._next_obs = {key: buf[steps].copy() for key, buf in buffers.items()}
 
         logits = torch.cat(logits).numpy()
         terminated = np.array(terminated, bool)
@@ -235,7 +234,8 @@ class RolloutWorker:
         ended = [
             i for i, (te, tr) in enumerate(zip(terminated, truncated, strict=True)) if te or tr
         ]
-        # The envs' observations are their own arrays, which a reset overwrites: keep copies.
+        # The envs return their own arrays, which a reset overwrites (NLE's own tasks end on
+        # their post-quit screen in them; OniTask copies a last observation anyway): keep copies.
         cut = [(i, _copied(obs[i])) for i in ended if truncated[i] and not terminated[i]]
         for i in ended:
             self._resets[i] += 1

@@ -1,5 +1,7 @@
 """Raw environment stepping: `make_env` and uniformly random actions in plain processes, the
-baseline the sampler pipeline is compared with."""
+baseline the sampler pipeline is compared with. The envs are made as rollout workers make them
+(`copy_observations=False`: NetHack's observations are NLE's own arrays, not copies), so that
+the sampler is not credited with a copy the baseline makes and it skips."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ def _raw_env_process(env_id, num_envs, seed, warmup_s, seconds, windows, barrier
     resetting finished episodes; report window rates and the CPU time used."""
     from actors.envs import make_env
 
-    envs = [make_env(env_id, seed=seed + 1000 * i) for i in range(num_envs)]
+    envs = [
+        make_env(env_id, seed=seed + 1000 * i, copy_observations=False) for i in range(num_envs)
+    ]
     for env in envs:
         env.reset()
     rng = np.random.default_rng(seed)

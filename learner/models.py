@@ -206,8 +206,8 @@ class UniformPolicy(nn.Module):
     throughput benchmarks, and a random-agent baseline.
 
     `forward` returns zero logits [T, B, A] and zero values [T, B], the same tensors for every
-    call of the same [T, B] (read-only by convention, as every caller copies what it keeps):
-    a trivial policy costs the sampler it is measured in next to nothing."""
+    call of the same [T, B]: one zero expanded (writing into them raises), so that a trivial
+    policy costs the sampler it is measured in next to nothing."""
 
     state_size = 0
     precision = "float32"
@@ -226,6 +226,7 @@ class UniformPolicy(nn.Module):
     def forward(self, obs, state: torch.Tensor, starts: torch.Tensor):
         shape = starts.shape
         if shape not in self._zeros:
-            self._zeros[shape] = torch.zeros(*shape, self.num_actions), torch.zeros(shape)
+            zero = torch.zeros(())
+            self._zeros[shape] = zero.expand(*shape, self.num_actions), zero.expand(shape)
         logits, values = self._zeros[shape]
         return logits, values, state
