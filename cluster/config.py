@@ -64,7 +64,7 @@ class RolloutConfig:
     rollout node: a joined cluster's node gets its actor when its first worker asks, reserving
     no CPU, so leave one free there), or "auto": shared for the NetHack encoder on a local Ray
     with a CPU for it (1.4-2.0x faster on a 2-core laptop, benchmarks/inference_placement.py),
-    worker for the MLP encoder (CartPole: 4.2x faster in the workers), in serial mode and on a
+    worker for the MLP encoder (CartPole: 8.3x faster in the workers), in serial mode and on a
     joined cluster."""
     inference_device: str = "cpu"
     """Torch device of the shared inference actors: "cpu", or "cuda"/"cuda:N" (on the learner's

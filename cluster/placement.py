@@ -4,7 +4,6 @@ check before any actor is created that names what is short."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 
@@ -84,7 +83,7 @@ def shared_inference(config: RunConfig) -> bool:
     with a CPU for it: there it measured 1.4-2.0x the env steps/s of per-worker inference on the
     2-core CI machine (benchmarks/inference_placement.py, docs/performance.md). Per-worker
     inference for the MLP encoder, whose forward pass costs less than the round trip to another
-    process (CartPole: 16,347 env steps/s per worker against 3,888 shared), in serial mode, and
+    process (CartPole: 40,050 env steps/s against 4,808 shared), in serial mode, and
     on a joined cluster, where the per-node actors reserve no CPU (the node's workers may hold
     them all) and no multi-node measurement has shown them faster: "shared" asks for them.
     """
@@ -95,22 +94,20 @@ def shared_inference(config: RunConfig) -> bool:
 
     if config.mode != "ray" or joined_address(config.ray_address) is not None:
         return False
-    if _encoder(config.model.kind, config.env.id) != "nethack":
+    if not _nethack_encoder(config):
         return False
     return config.ray_num_cpus is None or config.ray_num_cpus >= _cpus(config, shared=True)
 
 
-@functools.cache
-def _encoder(kind: str, env_id: str) -> str | None:
-    """The policy's encoder for `env_id` (None for an id that does not build: the run's env check
-    names it, cluster/components.py's env_spec)."""
-    from actors.envs import observation_spec
-    from learner.models import policy_kind
+def _nethack_encoder(config: RunConfig) -> bool:
+    """Whether the policy has the NetHack encoder: `model.kind` nethack, or auto on a NetHack id
+    (whose observations have glyphs, as learner/models.py's policy_kind asks). Builds no env;
+    the id was checked when the config was loaded."""
+    from actors.envs import is_nethack
 
-    try:
-        return policy_kind(kind, observation_spec(env_id))
-    except ValueError:
-        return None
+    if config.model.kind != "auto":
+        return config.model.kind == "nethack"
+    return is_nethack(config.env.id)
 
 
 def cpus_needed(config: RunConfig) -> int:

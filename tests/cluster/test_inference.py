@@ -91,8 +91,8 @@ def test_weights_and_their_version_reach_the_answers(tmp_path):
     ("overrides", "shared"),
     [
         ([], True),  # a local Ray sized for the run: room for the actor
-        (["model.kind=mlp"], False),  # NetHack through the MLP encoder: cheaper in the worker
-        (["env.id=CartPole-v1"], False),  # "auto" is the MLP there
+        (["env.id=CartPole-v1"], False),  # "auto" is the MLP there: cheaper in the workers
+        (["env.id=CartPole-v1", "model.kind=mlp"], False),
         (["env.id=CartPole-v1", "rollout.inference=shared"], True),
         (["mode=serial"], False),
         (["ray_address=ray://head:10001"], False),  # joined: observations would cross nodes
@@ -136,6 +136,10 @@ def test_the_start_up_banner_says_where_inference_runs(tmp_path, monkeypatch):
         startup_banner(ray_mode, None)
     )
     assert "policy inference in each worker" in "\n".join(startup_banner(serial, None))
+    auto = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r"])
+    assert auto.mode == "ray" and "policy inference in each worker" in "\n".join(
+        startup_banner(auto, None)
+    )
 
 
 def test_the_banner_names_a_frozen_intrinsic_reward(tmp_path):
