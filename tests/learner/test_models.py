@@ -1,11 +1,12 @@
 """The NetHack encoder's glyph crop against a slow reference: a k x k window of the map centred
-on the hero (blstats x, y), MAX_GLYPH outside the map, positions off the map clamped onto it."""
+on the hero (blstats x, y), MAX_GLYPH outside the map, positions off the map clamped onto it;
+and the trivial UniformPolicy's outputs."""
 
 import numpy as np
 import pytest
 import torch
 
-from learner.models import BLSTATS_X, BLSTATS_Y, MAX_GLYPH, NetHackEncoder
+from learner.models import BLSTATS_X, BLSTATS_Y, MAX_GLYPH, NetHackEncoder, UniformPolicy
 
 
 def _reference_crop(glyphs: np.ndarray, x: int, y: int, k: int) -> np.ndarray:
@@ -50,3 +51,17 @@ def test_the_encoder_reads_int16_maps_as_nle_gives_them():
         out = encoder(obs)
         assert out.shape == (4, 16)
         torch.testing.assert_close(out, encoder(as_int64), rtol=0, atol=0)
+
+
+def test_uniform_policy_gives_zeros_that_cannot_be_written():
+    """The trivial policy returns the same zeros for a repeated [T, B]; writing into them
+    raises rather than changing every later call's output."""
+    policy = UniformPolicy(5)
+    state, starts = policy.initial_state(3), torch.zeros(2, 3, dtype=torch.bool)
+    logits, values, same_state = policy({}, state, starts)
+    assert logits.shape == (2, 3, 5) and values.shape == (2, 3) and same_state is state
+    assert not logits.any() and not values.any()
+    assert policy({}, state, starts)[0] is logits
+    with pytest.raises(RuntimeError):
+        logits.add_(1.0)
+    assert policy({}, state, torch.zeros(1, 4, dtype=torch.bool))[0].shape == (1, 4, 5)
