@@ -153,7 +153,7 @@ class NetHackInfo(gym.Wrapper):
         return self._observations(obs), reward, terminated, truncated, info
 
     def _observations(self, obs: dict) -> dict:
-        return _copied(obs) if self._copy else obs
+        return copied(obs) if self._copy else obs
 
     def _info(self, obs: dict) -> dict:
         depth = int(obs["blstats"][nethack.NLE_BL_DEPTH])  # zeroed once the game is over
@@ -202,7 +202,8 @@ def _vector_observations(env: gym.Env, env_id: str) -> gym.Env:
     return gym.wrappers.TransformObservation(env, lambda obs: {"vector": to_vector(obs)}, space)
 
 
-def _copied(obs: dict) -> dict:
+def copied(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An observation {key: array} whose arrays are copies (of an env's own, which it reuses)."""
     return {key: value.copy() for key, value in obs.items()}
 
 

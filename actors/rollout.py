@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from actors.captions import normalize_caption
-from actors.envs import make_env
+from actors.envs import copied, make_env
 from actors.episodes import EpisodeTally
 from actors.messages import EpisodeStats, Fragment, PolicyWeights, Sightings, side_by_side
 from actors.sampling import draw_actions, gumbel_noise, log_probs
@@ -236,7 +236,7 @@ class RolloutWorker:
         ]
         # The envs return their own arrays, which a reset overwrites (NLE's own tasks end on
         # their post-quit screen in them; OniTask copies a last observation anyway): keep copies.
-        cut = [(i, _copied(obs[i])) for i in ended if truncated[i] and not terminated[i]]
+        cut = [(i, copied(obs[i])) for i in ended if truncated[i] and not terminated[i]]
         for i in ended:
             self._resets[i] += 1
             obs[i] = self.envs[i].reset(seed=self.episode_seed(i, self._resets[i]))[0]
@@ -268,10 +268,6 @@ class RolloutWorker:
         out = np.zeros(self.num_envs, np.float32)
         out[index] = value[0].numpy()
         return out
-
-
-def _copied(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {key: value.copy() for key, value in obs.items()}
 
 
 def _stacked(observations: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
