@@ -1,6 +1,7 @@
 """Progress of the long commands (judge, collect, annotate, fit-reward, evaluate, replay) on
-stderr: a tqdm bar on a terminal; elsewhere (a log file, a pipe, CI, `nohup`) a plain line every
-`interval_s` and one at the end, as training's console does (cluster/console.py):
+stderr: a tqdm bar on a terminal; elsewhere (a log file, a pipe, CI, `nohup`) a plain line 5 s
+after the start, then every `interval_s` (30 s), and one at the end, as training's console does
+(cluster/console.py):
 
     [rogueray] judge: 120/600 questions (20%), 2.10/s, elapsed 0:00:57, ETA 0:03:48
 
@@ -22,6 +23,9 @@ from cluster.console import PREFIX, format_duration
 NO_PROGRESS_HELP = "no progress: no bar on a terminal, no progress lines in a log or a pipe"
 INTERVAL_S = 30.0
 """Seconds between plain progress lines."""
+FIRST_LINE_S = 5.0
+"""Seconds to the first plain line (sooner when `interval_s` is shorter): a command working
+longer than that says so early, one that ends before it prints only its last line."""
 NOTE_REFRESH_S = 0.5
 """At most this often a note alone redraws the bar (notes may come every env step)."""
 
@@ -139,8 +143,10 @@ class Progress:
         self.close(final_line=exc_type is None or self.n > self._before)
 
     def _every(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
+        wait = min(FIRST_LINE_S, interval_s)
+        while not self._stop.wait(wait):
             self._write(self.line())
+            wait = interval_s
 
     def _write(self, text: str) -> None:
         try:

@@ -241,7 +241,7 @@ def replay(
 ) -> tuple[Path, list[EpisodeRecord]]:
     """Record `episodes` episodes of the checkpoint's policy; returns the output folder and the
     records (with the paths written for each episode). `progress`: a bar on a terminal, else a
-    line every 30 s on stderr (cluster/progress.py); False: neither."""
+    line after 5 s and every 30 s on stderr (cluster/progress.py); False: neither."""
     from cluster.evaluate import EvaluationError, prepare
     from cluster.progress import Progress
 

@@ -47,6 +47,19 @@ def test_off_a_terminal_a_plain_line_every_interval_and_one_at_the_end():
     assert re.fullmatch(FINAL.format(desc="judge", total="10,000", unit="questions"), last)
 
 
+def test_the_first_plain_line_comes_before_the_first_interval(monkeypatch):
+    """A command that works for longer than FIRST_LINE_S says so then, not after 30 s."""
+    monkeypatch.setattr(cluster.progress, "FIRST_LINE_S", 0.05)
+    stream = io.StringIO()
+    bar = Progress(4, desc="evaluate", unit="episode", stream=stream, interval_s=600)
+    deadline = time.monotonic() + 20
+    while "ETA" not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    bar.close(final_line=False)
+    pattern = PERIODIC.format(desc="evaluate", total="4", unit="episodes")
+    assert re.fullmatch(pattern, stream.getvalue().strip())
+
+
 def test_rate_and_eta_leave_out_the_work_a_resumed_command_found_done():
     now = [0.0]
     stream = io.StringIO()
