@@ -206,7 +206,10 @@ def _rendered(env, obs: dict):
             return env.render()
         except DependencyNotInstalled as exc:
             env._replay_no_render = True
-            print(f"[rogueray] replay: drawing observations as text; {exc}")
+            print(
+                f"[rogueray] replay: drawing observations as text: {exc} (rogueray's "
+                "`pip install -e '.[video]'` includes gymnasium[classic-control])"
+            )
     vector = np.asarray(obs.get("vector", []), np.float32)
     return "observation " + " ".join(f"{x:+.3f}" for x in vector[:12])
 
@@ -216,7 +219,8 @@ def write_transcript(path: Path, record: EpisodeRecord) -> None:
         handle.write("\t".join(TRANSCRIPT_FIELDS) + "\n")
         for s in record.steps:
             caption = (s.caption or "").replace("\t", " ").replace("\n", " ")
-            label = "" if s.label is None else f"{s.label:.4f}"
+            # As on the GIF: a caption the LLM has not labelled is "pending".
+            label = f"{s.label:.4f}" if s.label is not None else "pending" if caption else ""
             r_int = "" if s.r_int is None else f"{s.r_int:.6f}"
             handle.write(f"{s.step}\t{s.action}\t{caption}\t{label}\t{r_int}\t{s.reward:g}\n")
 

@@ -72,9 +72,11 @@ def test_nethack_replay_ttyrec_gif_and_transcript(tmp_path, capsys):
     assert labels  # the rules backend labelled the training's captions
     for row in rows:
         assert row["r_int"] != ""  # a reward model: every step has its intrinsic reward
-        if row["label"]:
+        if row["caption"] in labels:
             assert float(row["label"]) == pytest.approx(labels[row["caption"]], abs=1e-4)
-    assert any(row["label"] for row in rows)
+        else:  # as on the GIF: unlabelled captions are pending, no caption no label
+            assert row["label"] == ("pending" if row["caption"] else "")
+    assert any(row["caption"] in labels for row in rows)
 
     # NLE's ttyrec, read with NLE's own converter (the reader of nle.dataset): it holds the
     # game's frames and the keys the agent pressed, in the transcript's order.
