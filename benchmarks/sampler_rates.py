@@ -167,10 +167,10 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
             )
             row["sampler"] = sampler_window(actors, args)
             rows.append(row)
+            raw, sampled = row["raw_same_envs"]["steps_per_s"], row["sampler"]["steps_per_s"]
             log(
-                f"  pair {k + 1}/{pairs}: raw {envs} envs/process "
-                f"{row['raw_same_envs']['steps_per_s']:.0f}, sampler "
-                f"{row['sampler']['steps_per_s']:.0f} steps/s"
+                f"  pair {k + 1}/{pairs}: raw {envs} envs/process {raw:.0f}, sampler "
+                f"{sampled:.0f} steps/s: {sampled / raw:.3f} of raw"
             )
         extra = {}
         if args.profile:
