@@ -93,11 +93,14 @@ def _embedded_to_convert(model: str) -> bool:
 
 def _inference(config: RunConfig) -> str:
     """rollout.inference as it resolves for this run, for the banner."""
-    from cluster.placement import shared_inference
+    from cluster.placement import nethack_encoder, shared_inference
 
     if shared_inference(config):
         device = config.rollout.inference_device
-        return f"in one shared actor per node on {device} (batched over that node's workers)"
+        where = f"in one shared actor per node on {device} (batched over that node's workers)"
+        if not nethack_encoder(config):  # asked for: CartPole ran 8.3x faster in the workers
+            where += "; the MLP encoder runs faster in each worker (rollout.inference=auto)"
+        return where
     return "in each worker"
 
 

@@ -94,12 +94,12 @@ def shared_inference(config: RunConfig) -> bool:
 
     if config.mode != "ray" or joined_address(config.ray_address) is not None:
         return False
-    if not _nethack_encoder(config):
+    if not nethack_encoder(config):
         return False
     return config.ray_num_cpus is None or config.ray_num_cpus >= _cpus(config, shared=True)
 
 
-def _nethack_encoder(config: RunConfig) -> bool:
+def nethack_encoder(config: RunConfig) -> bool:
     """Whether the policy has the NetHack encoder: `model.kind` nethack, or auto on a NetHack id
     (whose observations have glyphs, as learner/models.py's policy_kind asks). Builds no env;
     the id was checked when the config was loaded."""

@@ -132,9 +132,9 @@ def test_the_start_up_banner_says_where_inference_runs(tmp_path, monkeypatch):
     shared = [f"run_dir={tmp_path}/r", "rollout.inference=shared"]
     ray_mode = load_config(ROOT / "configs/cartpole.yaml", shared)
     serial = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r", "mode=serial"])
-    assert "policy inference in one shared actor per node on cpu" in "\n".join(
-        startup_banner(ray_mode, None)
-    )
+    banner = "\n".join(startup_banner(ray_mode, None))
+    assert "policy inference in one shared actor per node on cpu" in banner
+    assert "the MLP encoder runs faster in each worker (rollout.inference=auto)" in banner
     assert "policy inference in each worker" in "\n".join(startup_banner(serial, None))
     auto = load_config(ROOT / "configs/cartpole.yaml", [f"run_dir={tmp_path}/r"])
     assert auto.mode == "ray" and "policy inference in each worker" in "\n".join(
