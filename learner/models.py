@@ -157,14 +157,6 @@ class ActorCritic(nn.Module):
         return logits, values, state
 
 
-def policy_kind(kind: str, obs_spec: dict) -> str:
-    """The encoder `kind` ("auto", "nethack" or "mlp") names for observations `obs_spec`: "auto"
-    is "nethack" where they are NetHack's (they have glyphs), else "mlp"."""
-    if kind == "auto":
-        return "nethack" if "glyphs" in obs_spec else "mlp"
-    return kind
-
-
 def build_policy(
     kind: str,
     obs_spec: dict,
@@ -180,7 +172,8 @@ def build_policy(
     (learner/precision.py); the MLP encoder stays float32, as it costs too little to gain.
     Raises ValueError naming a kind that does not suit the observations, or a bad precision.
     """
-    kind = policy_kind(kind, obs_spec)
+    if kind == "auto":
+        kind = "nethack" if "glyphs" in obs_spec else "mlp"
     if kind == "nethack":
         missing = {"glyphs", "blstats", "message"} - set(obs_spec)
         if missing:
