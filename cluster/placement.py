@@ -101,8 +101,8 @@ def shared_inference(config: RunConfig) -> bool:
 
 def nethack_encoder(config: RunConfig) -> bool:
     """Whether the policy has the NetHack encoder: `model.kind` nethack, or auto on a NetHack id
-    (whose observations have glyphs, which learner/models.py's build_policy reads as nethack). Builds no env;
-    the id was checked when the config was loaded."""
+    (whose observations have glyphs, which learner/models.py's build_policy reads as nethack).
+    Builds no env; the id was checked when the config was loaded."""
     from actors.envs import is_nethack
 
     if config.model.kind != "auto":
