@@ -76,10 +76,7 @@ class LabelExchange:
         deadline = time.monotonic() + timeout_s
         self._hand_over(wait_s=timeout_s)
         self._polls.append(self._poll())
-        self._hand_over(wait_s=max(0.0, deadline - time.monotonic()))
-        taking = [handover.learner_metrics for handover in self._handovers]
-        if taking:
-            _ready(taking, max(0.0, deadline - time.monotonic()))
+        self.flush(timeout_s=max(0.0, deadline - time.monotonic()))
         # Polls still unanswered are given up (a checkpoint's flush would wait for them again):
         # their labels are in the store, and a resumed run hands them over first.
         self._polls = []
