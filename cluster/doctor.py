@@ -372,7 +372,8 @@ def check_motif_reward(config) -> str:
     if (notice := barely_fitted_notice(rm.path, fitted)) is not None:  # loads, rewards noise
         raise Failed(notice)
     pairs, eps = fitted.info.get("train_pairs", 0), fitted.quantiles[round(rm.quantile, 2)]
-    return f"{rm.path}: fitted on {counted(int(pairs), 'pair')}; threshold (quantile {rm.quantile:.2f}) {eps:.3f}"
+    threshold = f"threshold (quantile {rm.quantile:.2f}) {eps:.3f}"
+    return f"{rm.path}: fitted on {counted(int(pairs), 'pair')}; {threshold}"
 
 
 def check_tensorboard() -> str:

@@ -222,7 +222,8 @@ def evaluate(
     progress: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Evaluate; returns the summary JSON's content and the paths written. `progress`: a bar on
-    a terminal, else a line after 5 s and every 30 s on stderr (cluster/progress.py); False: neither."""
+    a terminal, else a line after 5 s and every 30 s on stderr (cluster/progress.py); False:
+    neither."""
     from cluster.progress import Progress
 
     loaded, policy, reward_model, config = prepare(target, env_id, episodes, max_episode_steps)

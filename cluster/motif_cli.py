@@ -6,9 +6,9 @@ dataset directory, then training with `reward_model.name=motif`:
     rogueray fit-reward DATASET
 
 Each shows a progress bar on a terminal (a progress line after 5 s, then every 30 s, in a log
-or a pipe, cluster/progress.py), and stops cleanly on Ctrl-C or SIGTERM after the chunk (or Adam step) in
-progress: collect and annotate continue where they stopped when run again; fit-reward keeps
-the model of its last finished epoch. annotate's key=value settings may stand anywhere on the
+or a pipe, cluster/progress.py), and stops cleanly on Ctrl-C or SIGTERM after the chunk (or Adam
+step) in progress: collect and annotate continue where they stopped when run again; fit-reward
+keeps the model of its last finished epoch. annotate's key=value settings may stand anywhere on the
 line; an output folder that cannot be written is refused when the line is read."""
 
 from __future__ import annotations

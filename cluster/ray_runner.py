@@ -184,9 +184,10 @@ class RayRunner:
             free = ray.available_resources().get("CPU", 0.0)
             short = max(0, num_workers - current - int(free))
             if short and not self._joined:
+                more = counted(num_workers - current, "more CPU")
                 return (
-                    f"rollout workers stay at {current}: {num_workers} needs "
-                    f"{counted(num_workers - current, 'more CPU')} and the cluster has {free:g} free"
+                    f"rollout workers stay at {current}: {num_workers} needs {more} and the "
+                    f"cluster has {free:g} free"
                 )
             if short:
                 self._ask_autoscaler(num_workers)
