@@ -9,6 +9,7 @@ from dataclasses import fields
 
 import numpy as np
 import ray
+from sampler_rates import stop_actors
 from timing import machine_busy_s
 
 from cluster.placement import NO_TASK_EVENTS
@@ -70,9 +71,7 @@ def fragment_return_cost(env_id: str, shape: tuple[int, int], args, calls: int =
         }
         out[what] = {k: round(1e3 * v / calls, 3) for k, v in per_call.items()}
         out["fragment_mb"] = round(ray.get(actors[0].fragment_mb.remote()), 2)
-        for actor in actors:
-            ray.kill(actor)
-        time.sleep(0.5)
+        stop_actors(actors)
     out["shape"] = "{}x{}".format(*shape)
     out["calls"] = calls
     return out
