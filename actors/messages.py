@@ -27,8 +27,10 @@ class EpisodeStats:
 class Fragment:
     """`T` steps of `B` environments, time-major.
 
-    obs:            dict of arrays shaped [T+1, B, ...]; row T is the observation after the last
-                    step, used to bootstrap the value of unfinished episodes.
+    obs:            mapping of key -> array shaped [T+1, B, ...]; row T is the observation after
+                    the last step, used to bootstrap the value of unfinished episodes. A dict,
+                    or a worker's shared-memory slot (actors/observation_slots.py), which its
+                    consumer releases when done.
     actions:        [T, B] int64
     logp:           [T, B] float32, log-probability of the action under the behaviour policy
     values:         [T, B] float32, the behaviour policy's value estimate of obs[t]
@@ -46,7 +48,7 @@ class Fragment:
     policy_version: learner update count of the weights that produced the actions
     """
 
-    obs: dict[str, np.ndarray]
+    obs: Mapping[str, np.ndarray]
     actions: np.ndarray
     logp: np.ndarray
     values: np.ndarray
@@ -187,7 +189,9 @@ class PairLabel:
         _check_probability(f"PairLabel({self.first!r}, {self.second!r})", self.preference)
 
 
-def side_by_side(fragments: list[Fragment], obs: dict[str, np.ndarray] | None = None) -> Fragment:
+def side_by_side(
+    fragments: list[Fragment], obs: Mapping[str, np.ndarray] | None = None
+) -> Fragment:
     """Fragments of equal length as one fragment whose envs are all of theirs: [T, B1 + B2 + ...].
 
     Consecutive unrolls of the same environments fit together this way: each column keeps its

@@ -14,6 +14,7 @@ from actors.captions import normalize_caption
 from actors.envs import copied, make_env
 from actors.episodes import EpisodeTally
 from actors.messages import EpisodeStats, Fragment, PolicyWeights, Sightings, side_by_side
+from actors.observation_slots import ObservationSlots
 from actors.sampling import draw_actions, gumbel_noise, log_probs
 
 _ENV_STREAM, _ACTION_STREAM = 0, 1  # spawn-key tags: env resets and action draws never share
@@ -75,6 +76,7 @@ class RolloutWorker:
         self._num_actions = int(self.envs[0].action_space.n)
         self._state = policy.initial_state(num_envs)
         self._episodes = self._new_tally()
+        self.slots: ObservationSlots | None = None  # see share_observations
 
     @property
     def num_envs(self) -> int:
@@ -106,6 +108,16 @@ class RolloutWorker:
         self._state = self.policy.initial_state(self.num_envs)
         self._episodes = self._new_tally()
 
+    def share_observations(self, num_slots: int) -> None:
+        """Write samples' observations into `num_slots` shared-memory slots from now on
+        (actors/observation_slots.py), for a consumer on this machine that releases them; a
+        sample finding every slot busy uses ordinary arrays. Raises OSError where the machine
+        cannot make the shared memory (see ObservationSlots)."""
+        if self.slots is None:
+            rows, cols = self.unroll_length + 1, self.num_envs * self.unrolls_per_sample
+            owner = f"worker {self.worker_id}"
+            self.slots = ObservationSlots(self._obs_spec, rows, cols, num_slots, owner)
+
     def episode_seed(self, env_index: int, episode: int) -> int:
         """The reset seed of episode `episode` (0, 1, ...) of env `env_index` on this worker's
         current streams: a function of (seed, worker id, incarnation, restarts, env, episode)."""
@@ -132,12 +144,14 @@ class RolloutWorker:
         fetching the observation arrays.
         """
         steps, num_envs, unrolls = self.unroll_length, self.num_envs, self.unrolls_per_sample
-        # Fresh buffers every sample, handed to the fragment as they are (no copy at the end):
-        # unroll u writes columns u*B .. (u+1)*B - 1.
-        buffers = {
-            key: np.empty((steps + 1, unrolls * num_envs, *shape), dtype)
-            for key, (shape, dtype) in self._obs_spec.items()
-        }
+        # Fresh buffers every sample (a free shared slot, or new arrays), handed to the fragment
+        # as they are (no copy at the end): unroll u writes columns u*B .. (u+1)*B - 1.
+        buffers = self.slots.acquire() if self.slots is not None else None
+        if buffers is None:
+            buffers = {
+                key: np.empty((steps + 1, unrolls * num_envs, *shape), dtype)
+                for key, (shape, dtype) in self._obs_spec.items()
+            }
         columns = [slice(u * num_envs, (u + 1) * num_envs) for u in range(unrolls)]
         unrolled = [self._unroll({k: b[:, c] for k, b in buffers.items()}) for c in columns]
         fragment = side_by_side(unrolled, obs=buffers)

@@ -1,5 +1,8 @@
 """The sampler pipeline: rollout workers as Ray actors (the product's own actor class), the
-driver keeping samples in flight and dropping the fragment references unfetched."""
+driver keeping samples in flight and taking each fragment as the learner does: it gets the
+fragment and releases its observations' shared-memory slot (actors/observation_slots.py), or,
+with `shared=False` (a learner on another node), the observations come through the object
+store and are mapped from it."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import ray
 from raw_env_rates import measure_raw
 from timing import log, machine_busy_s, median, window_rates
 
+from actors.observation_slots import release_observations
 from cluster.placement import NO_TASK_EVENTS
 from cluster.ray_runner import _WorkerActor
 
@@ -34,6 +38,7 @@ class _SamplerActor(_WorkerActor):
             policy = build_policy("nethack", observation_spec(env_id), n, hidden_size, True)
         num_envs, unrolls = shape
         self.policy = None  # the policy runs here, not in an inference actor
+        self._sharing = None  # as _WorkerActor: decided at the first sample
         self.worker = RolloutWorker(
             env_id=env_id,
             num_envs=num_envs,
@@ -48,9 +53,9 @@ class _SamplerActor(_WorkerActor):
         return os.getpid()
 
     @ray.method(num_returns=2)
-    def sample(self):
+    def sample(self, consumer_node=None):
         begin, cpu_begin = time.monotonic(), time.process_time()
-        fragment, (episodes, num_steps) = super().sample()
+        fragment, (episodes, num_steps) = super().sample(0, consumer_node)
         timing = (begin, time.monotonic(), cpu_begin, time.process_time())
         shape = (self.worker.num_envs, self.worker.unrolls_per_sample)
         return fragment, (len(episodes), num_steps, timing, shape)
@@ -79,10 +84,12 @@ def stop_actors(actors: list) -> None:
     time.sleep(0.5)  # let the actor processes exit before the next measurement
 
 
-def measure_sampler(policy_kind: str, shape: tuple[int, int], args, in_flight: int = 1) -> dict:
+def measure_sampler(
+    policy_kind: str, shape: tuple[int, int], args, in_flight: int = 1, shared: bool = True
+) -> dict:
     """Start actors, time one window of sampling (and profile one actor), stop them."""
     actors, startup_s = start_actors(policy_kind, shape, args)
-    result = sampler_window(actors, args, in_flight)
+    result = sampler_window(actors, args, in_flight, shared)
     result["actor_startup_s"] = round(startup_s, 2)
     if args.profile:
         log(f"  profiling RolloutWorker.sample inside one actor ({policy_kind})")
@@ -91,13 +98,16 @@ def measure_sampler(policy_kind: str, shape: tuple[int, int], args, in_flight: i
     return result
 
 
-def sampler_window(actors: list, args, in_flight: int = 1) -> dict:
-    """Keep `in_flight` samples per actor going; time `args.seconds` after `args.warmup`."""
-    pending: dict = {}  # stats ref -> actor index; fragment refs are dropped at once
+def sampler_window(actors: list, args, in_flight: int = 1, shared: bool = True) -> dict:
+    """Keep `in_flight` samples per actor going; time `args.seconds` after `args.warmup`.
+    `shared`: observations through shared memory (a consumer on the workers' node); actors
+    keep the way their first sample was given."""
+    pending: dict = {}  # stats ref -> (actor index, fragment ref)
+    node = ray.get_runtime_context().get_node_id() if shared else None
 
     def submit(index: int) -> None:
-        _fragment_ref, stats_ref = actors[index].sample.remote()
-        pending[stats_ref] = index
+        fragment_ref, stats_ref = actors[index].sample.remote(node)
+        pending[stats_ref] = index, fragment_ref
 
     for index in range(len(actors)):
         for _ in range(in_flight):
@@ -114,8 +124,9 @@ def sampler_window(actors: list, args, in_flight: int = 1) -> dict:
         ready, _ = ray.wait(list(pending), num_returns=1)
         now = time.monotonic()
         for ref in ready:
-            index = pending.pop(ref)
+            index, fragment_ref = pending.pop(ref)
             num_steps, timing, shape = ray.get(ref)[1:]
+            release_observations(ray.get(fragment_ref).obs)
             returned[index] += 1
             if now < deadline:
                 submit(index)
@@ -142,6 +153,7 @@ def sampler_window(actors: list, args, in_flight: int = 1) -> dict:
         "envs_per_worker": shape[0],
         "unrolls_per_sample": shape[1],
         "samples_in_flight_per_actor": in_flight,
+        "observations": "shared memory" if shared else "object store",
         "fragments_returned": sum(returned),
         **actor_timing(timings, start, start + args.seconds),
     }
@@ -181,6 +193,9 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
             extra["sampler_2_in_flight"] = sampler_window(actors, args, in_flight=2)
     finally:
         stop_actors(actors)
+    if args.diagnostics and one_env:
+        log("  observations through the object store (a learner on another node)")
+        extra["sampler_object_store"] = measure_sampler("trivial", shape, args, shared=False)
 
     def med(fn) -> float:
         return median([fn(row) for row in rows])

@@ -87,6 +87,12 @@ class ConfiguredLearner(Learner):
             make_policy(config, spec), config.learner, config.reward, build_reward_model(config)
         )
 
+    def node_id(self) -> str:
+        """The Ray node this learner runs on: workers on it share observations through memory."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
 
 def make_learner(config: RunConfig, spec: EnvSpec) -> Learner:
     return ConfiguredLearner(config, spec)

@@ -30,6 +30,10 @@ from cluster.runner import CaptionRow
 from cluster.worker_settings import InferenceSettings, WorkerSettings
 
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
+# Shared-memory observation slots per worker on the learner's node (actors/observation_slots.py):
+# memory is touched only for slots in use at once (the lowest free slot is taken first), about
+# (samples in flight + fragments queued for the learner) per worker; beyond, the object store.
+SHARED_SLOTS = 32
 
 
 class RayRunner:
@@ -98,6 +102,8 @@ class RayRunner:
         self._samples: dict = {}  # stats ref -> (worker id, fragment ref)
         self._updates: list = []
         self._weights_ref = None
+        self._learner_node_ref = self.learner.node_id.remote()  # read at the first sample
+        self._learner_node: str | None = None
         self.restarts = 0
 
     @property
@@ -243,7 +249,10 @@ class RayRunner:
 
     def _submit(self, worker_id: int) -> None:
         lives = self._lives.get(worker_id, 0)
-        fragment_ref, stats_ref = self.workers[worker_id].sample.remote(lives)
+        if self._learner_node is None:
+            self._learner_node = ray.get(self._learner_node_ref)
+        worker = self.workers[worker_id]
+        fragment_ref, stats_ref = worker.sample.remote(lives, self._learner_node)
         self._samples[stats_ref] = (worker_id, fragment_ref)
 
     def collect(self) -> tuple[list, list[EpisodeStats], int]:
@@ -334,7 +343,9 @@ class _WorkerActor:
     """A RolloutWorker whose `sample` returns two objects: the fragment stays in the object store
     for the learner, the small stats go to the driver. A wrapper, not `ray.remote(RolloutWorker)`:
     it finds the annotator by name (a handle as a constructor argument is not always restored
-    after a restart) and moves a restarted process onto fresh seed streams per request."""
+    after a restart), moves a restarted process onto fresh seed streams per request, and on the
+    learner's node writes observations into shared memory, so that only the rest of a fragment
+    (a few kB, inlined by Ray) crosses the object store."""
 
     def __init__(
         self,
@@ -351,16 +362,30 @@ class _WorkerActor:
         if inference_prefix is not None:  # its node's actor, found by name before each sample
             self.policy = RemotePolicy(inference_prefix, settings.model.state_size, worker_id)
         self.worker = make_worker(settings, spec, worker_id, sink, self.policy)
+        self._sharing: bool | None = None  # decided at the first sample
 
     def set_weights(self, weights: PolicyWeights) -> None:
         self.worker.set_weights(weights)
 
     @ray.method(num_returns=2)
-    def sample(self, restarts: int = 0):
+    def sample(self, restarts: int = 0, consumer_node: str | None = None):
         """`restarts`: the driver's count of this worker's lost samples; a restarted process
-        (constructed with the original arguments) moves onto fresh seed streams with it."""
+        (constructed with the original arguments) moves onto fresh seed streams with it.
+        `consumer_node`: the Ray node id of the process that reads the fragments (the
+        learner's), which releases their shared-memory slots when on this worker's node."""
+        if consumer_node is not None and self._sharing is None:
+            self._share_observations(consumer_node)
         if self.policy is not None:
             self.policy.find_actor()  # InferenceMissing before any env steps, if none is there
         self.worker.use_restart_streams(restarts)
         fragment, episodes = self.worker.sample()
         return fragment, (episodes, fragment.num_steps)
+
+    def _share_observations(self, consumer_node: str) -> None:
+        self._sharing = consumer_node == ray.get_runtime_context().get_node_id()
+        if self._sharing:
+            try:
+                self.worker.share_observations(SHARED_SLOTS)
+            except OSError as err:  # no memfd (not Linux) or no memory: the object store
+                self._sharing = False
+                print(f"observations go through Ray's object store: no shared memory ({err})")

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from actors.messages import CaptionLabel, Fragment, PairLabel, PolicyWeights
+from actors.observation_slots import observations_available, release_observations
 from learner import metrics as lm
 from learner.batch import Batch, collate
 from learner.episodes import IntrinsicReturns
@@ -67,7 +68,22 @@ class Learner:
         return PolicyWeights(weights, self.version)
 
     def update(self, *fragments: Fragment) -> dict[str, float]:
-        """One APPO update on these fragments; returns scalar metrics."""
+        """One APPO update on these fragments; returns scalar metrics.
+
+        Observations in a rollout worker's shared-memory slot (actors/observation_slots.py)
+        are released once the update is done; a fragment whose worker process is gone before
+        its slot could be read is left out and counted (`learner/fragments_lost`)."""
+        kept = [f for f in fragments if observations_available(f.obs)]
+        try:
+            metrics = self._update(kept) if kept else {}
+        finally:
+            for fragment in kept:
+                release_observations(fragment.obs)
+        if len(kept) < len(fragments):
+            metrics[lm.FRAGMENTS_LOST] = float(len(fragments) - len(kept))
+        return metrics
+
+    def _update(self, fragments: list[Fragment]) -> dict[str, float]:
         start = time.perf_counter()
         batch = collate(fragments)
         reward = training_reward(

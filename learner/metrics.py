@@ -11,6 +11,9 @@ REWARD_INTRINSIC_MEAN = "learner/reward_intrinsic_mean"
 POLICY_LAG = "perf/policy_lag"  # updates between the weights that acted and these
 POLICY_LAG_MAX = "perf/policy_lag_max"
 SAMPLES_PER_S = "perf/learner_samples_per_s"
+# Fragments an update left out: their worker process died before the learner could map the
+# shared memory holding their observations (actors/observation_slots.py). Absent when none.
+FRAGMENTS_LOST = "learner/fragments_lost"
 # The learner process's memory at one point of every update, its end (after the optimiser step),
 # in MB: RSS, and glibc's live malloc heap (absent off glibc). learner/memory_stats.py.
 RSS_MB = "learner/rss_mb"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from actors.messages import EpisodeStats, Fragment
+from actors.observation_slots import SlotObservations
 from cluster.components import env_spec
 from cluster.config import load_config
 from cluster.runner import Runner
@@ -33,8 +34,9 @@ def _config(tmp_path, mode: str, *extra: str):
     )
 
 
-def _exercise(runner, config, fragment_type) -> None:
-    """Every method once, in the driver's order, checking its documented return type."""
+def _exercise(runner, config, fragment_type) -> list:
+    """Every method once, in the driver's order, checking its documented return type. Returns
+    the handles of the fragments trained on."""
     assert isinstance(runner, Runner)
     assert runner.has_annotator is True
     runner.start([])
@@ -66,6 +68,7 @@ def _exercise(runner, config, fragment_type) -> None:
     assert isinstance(runner.annotator_backlog(), list)
     assert runner.resize(2) == "rollout workers: 1 -> 2"
     assert (runner.workers_alive, runner.workers_waiting, runner.restarts) == (2, 0, 0)
+    return handles[:2]
 
 
 def _table_without_waiting(runner):
@@ -105,7 +108,13 @@ def test_ray_runner_keeps_the_protocol(tmp_path):
     started = start_ray(config)
     runner = RayRunner(config, env_spec(config))
     try:
-        _exercise(runner, config, ray.ObjectRef)
+        trained = _exercise(runner, config, ray.ObjectRef)
+        # One machine: the observations came through the worker's shared memory (the learner
+        # read them: its update's metrics were checked; tests/actors/test_observation_slots.py
+        # has the release).
+        for fragment in ray.get(trained):
+            assert isinstance(fragment.obs, SlotObservations)
+            assert fragment.obs.available()
     finally:
         runner.close()
         if started:

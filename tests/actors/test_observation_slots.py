@@ -1,0 +1,158 @@
+"""Observations through a worker's shared-memory slots (actors/observation_slots.py): the same
+fragments as ordinary arrays, read in another process from a pickle of a few kB, handed back by
+`release` and by the learner's update, ordinary arrays when every slot is busy, and a fragment
+whose worker is gone left out of an update rather than failing it."""
+
+import pickle
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actors.observation_slots import (
+    ObservationsLost,
+    SlotObservations,
+    observations_available,
+    release_observations,
+)
+from actors.rollout import RolloutWorker
+from learner import metrics as lm
+from learner.models import UniformPolicy
+
+ROOT = Path(__file__).resolve().parents[2]
+NETHACK = "NetHackScoreExtendedActions-v1"
+
+_READ_IN_CHILD = """
+import pickle, sys
+import numpy as np
+fragment = pickle.loads(sys.stdin.buffer.read())
+np.savez(sys.argv[1], **dict(fragment.obs))
+if sys.argv[2] == "release":
+    fragment.obs.release()
+"""
+
+
+_SAMPLE_AND_EXIT = """
+import pickle, sys
+from actors.rollout import RolloutWorker
+from learner.models import UniformPolicy
+worker = RolloutWorker(env_id="CartPole-v1", num_envs=3, unroll_length=8, policy=UniformPolicy(2))
+worker.share_observations(2)
+sys.stdout.buffer.write(pickle.dumps(worker.sample()[0]))
+"""
+
+
+def _fragment_of_a_gone_worker():
+    """A fragment pickled by a worker process that has exited since."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SAMPLE_AND_EXIT], capture_output=True, check=True, cwd=ROOT
+    )
+    return pickle.loads(done.stdout)
+
+
+def _worker(slots: int | None, env_id=NETHACK, **kwargs) -> RolloutWorker:
+    worker = RolloutWorker(
+        env_id=env_id,
+        num_envs=3,
+        unroll_length=8,
+        policy=UniformPolicy(28 if env_id == NETHACK else 2),
+        seed=7,
+        max_episode_steps=12,
+        **kwargs,
+    )
+    if slots:
+        worker.share_observations(slots)
+    return worker
+
+
+def _read_in_child(fragment, tmp_path: Path, release: bool) -> dict[str, np.ndarray]:
+    out = tmp_path / "obs.npz"
+    subprocess.run(
+        [sys.executable, "-c", _READ_IN_CHILD, str(out), "release" if release else "keep"],
+        input=pickle.dumps(fragment),
+        check=True,
+        cwd=ROOT,
+    )
+    with np.load(out) as saved:
+        return dict(saved)
+
+
+@pytest.mark.nle
+def test_slot_fragments_equal_array_fragments_and_read_elsewhere(tmp_path):
+    shared, plain = _worker(4, unrolls_per_sample=2), _worker(None, unrolls_per_sample=2)
+    for _ in range(3):  # episodes of 12 steps: resets and time-limit cuts inside the slots
+        got, want = shared.sample()[0], plain.sample()[0]
+        assert isinstance(got.obs, SlotObservations) and isinstance(want.obs, dict)
+        assert list(got.obs) == list(want.obs)
+        for key in want.obs:
+            np.testing.assert_array_equal(got.obs[key], want.obs[key])
+        np.testing.assert_array_equal(got.final_values, want.final_values)
+        blob = pickle.dumps(got)
+        assert len(blob) < len(pickle.dumps(want)) / 20  # the observations stay behind
+        child = _read_in_child(got, tmp_path, release=True)
+        for key in want.obs:
+            np.testing.assert_array_equal(child[key], want.obs[key])
+        assert not got.obs.busy  # the child's release reached the worker's slot
+    assert shared.slots.busy == 0
+
+
+def test_busy_slots_fall_back_to_arrays_and_release_frees_them(tmp_path):
+    worker = _worker(2, env_id="CartPole-v1")
+    first, second, third = (worker.sample()[0] for _ in range(3))
+    assert isinstance(first.obs, SlotObservations) and isinstance(second.obs, SlotObservations)
+    assert isinstance(third.obs, dict)  # both slots wait to be released
+    assert worker.slots.busy == 2
+    kept = first.obs["vector"].copy()
+    release_observations(third.obs)  # arrays: nothing to do
+    _read_in_child(first, tmp_path, release=True)
+    assert worker.slots.busy == 1
+    fourth = worker.sample()[0]
+    assert fourth.obs.address.slot == first.obs.address.slot  # the freed slot, written again
+    assert not np.array_equal(first.obs["vector"], kept)  # as `release` says
+
+
+def test_observations_of_a_gone_worker_are_lost_not_read():
+    lost = _fragment_of_a_gone_worker().obs
+    assert not observations_available(lost)
+    with pytest.raises(ObservationsLost, match=f"/proc/{lost.address.pid}/fd/"):
+        lost["vector"]
+    worker = _worker(2, env_id="CartPole-v1")
+    assert observations_available(worker.sample()[0].obs)
+    assert observations_available({"vector": np.zeros((9, 3, 4))})
+
+
+def test_learner_releases_slots_and_leaves_lost_fragments_out(tmp_path):
+    from cluster.components import env_spec, make_learner
+    from cluster.config import load_config
+
+    config = load_config(
+        ROOT / "configs/cartpole.yaml",
+        [f"run_dir={tmp_path}/run", "mode=serial", "env.num_envs_per_worker=3",
+         "rollout.unroll_length=8", "learner.batch_size=24"],
+    )  # fmt: skip
+    learner = make_learner(config, env_spec(config))
+    worker = _worker(4, env_id="CartPole-v1")
+    fragments = [pickle.loads(pickle.dumps(worker.sample()[0])) for _ in range(2)]
+    assert worker.slots.busy == 2
+    metrics = learner.update(fragments[0])
+    assert lm.POLICY_LOSS in metrics and lm.FRAGMENTS_LOST not in metrics
+    assert worker.slots.busy == 1
+
+    lost = _fragment_of_a_gone_worker()
+    metrics = learner.update(fragments[1], lost)
+    assert metrics[lm.FRAGMENTS_LOST] == 1.0 and lm.POLICY_LOSS in metrics
+    assert worker.slots.busy == 0
+    assert learner.update(lost) == {lm.FRAGMENTS_LOST: 1.0}
+
+
+def test_a_reused_pid_and_fd_is_not_taken_for_the_worker():
+    """The file at /proc/<pid>/fd/<fd> must carry the worker's token: after its pid is reused,
+    that path may name another file."""
+    ours = _worker(2, env_id="CartPole-v1", worker_id=11).sample()[0].obs
+    other = _worker(2, env_id="CartPole-v1", worker_id=12).sample()[0].obs
+    elsewhere = SlotObservations(replace(ours.address, fd=other.address.fd, owner="worker 13"))
+    with pytest.raises(ObservationsLost, match="another file now"):
+        elsewhere["vector"]
