@@ -15,8 +15,11 @@ from raw_env_rates import measure_raw
 from timing import log, machine_busy_s, median, window_rates
 
 from actors.observation_slots import release_observations
+from cluster.config import RolloutConfig
 from cluster.placement import NO_TASK_EVENTS
 from cluster.ray_runner import _WorkerActor
+
+IN_FLIGHT = RolloutConfig().samples_in_flight  # samples requested per worker at once
 
 
 class _SamplerActor(_WorkerActor):
@@ -85,7 +88,7 @@ def stop_actors(actors: list) -> None:
 
 
 def measure_sampler(
-    policy_kind: str, shape: tuple[int, int], args, in_flight: int = 1, shared: bool = True
+    policy_kind: str, shape: tuple[int, int], args, in_flight: int = IN_FLIGHT, shared: bool = True
 ) -> dict:
     """Start actors, time one window of sampling (and profile one actor), stop them."""
     actors, startup_s = start_actors(policy_kind, shape, args)
@@ -98,8 +101,9 @@ def measure_sampler(
     return result
 
 
-def sampler_window(actors: list, args, in_flight: int = 1, shared: bool = True) -> dict:
-    """Keep `in_flight` samples per actor going; time `args.seconds` after `args.warmup`.
+def sampler_window(actors: list, args, in_flight: int = IN_FLIGHT, shared: bool = True) -> dict:
+    """Keep `in_flight` samples per actor going (the product's rollout.samples_in_flight by
+    default); time `args.seconds` after `args.warmup`.
     `shared`: observations through shared memory (a consumer on the workers' node); actors
     keep the way their first sample was given."""
     pending: dict = {}  # stats ref -> (actor index, fragment ref)
@@ -189,8 +193,8 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
             log("  profiling RolloutWorker.sample inside one actor")
             extra["profile"] = ray.get(actors[0].profile.remote(args.profile_seconds, 15))
         if args.diagnostics and one_env:
-            log("  2 samples in flight per actor")
-            extra["sampler_2_in_flight"] = sampler_window(actors, args, in_flight=2)
+            log("  1 sample in flight per actor")
+            extra["sampler_1_in_flight"] = sampler_window(actors, args, in_flight=1)
     finally:
         stop_actors(actors)
     if args.diagnostics and one_env:

@@ -120,8 +120,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--diagnostics",
         action=argparse.BooleanOptionalAction,
-        help="the instance-penalty table, the sampler shape sweep, 2 samples in flight and "
-        "Ray's cost per sample call (default: on, off with --quick)",
+        help="the instance-penalty table, the sampler shape sweep, 1 sample in flight, "
+        "observations through the object store and Ray's cost per sample call (default: on, "
+        "off with --quick)",
     )
     args = p.parse_args(argv)
     quick = args.quick

@@ -52,6 +52,10 @@ class RolloutConfig:
     unrolls_per_sample: Count = 1
     """Unrolls a worker returns per call, side by side as one [unroll_length, k * num_envs]
     fragment: fewer, larger objects through Ray, for fast envs and cheap policies."""
+    samples_in_flight: Count = 2
+    """Samples requested from each worker at once (Ray mode): with 2 a worker starts its next
+    sample while the driver takes the last one (RLlib's APPO asks 2 per env runner too); 1
+    keeps the weights a sample acts with one sample fresher."""
     weights_sync_interval: Count = 1
     """Send fresh policy weights to workers every this many learner updates."""
     node_resource: str | None = None

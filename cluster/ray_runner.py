@@ -30,15 +30,15 @@ from cluster.runner import CaptionRow
 from cluster.worker_settings import InferenceSettings, WorkerSettings
 
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
-# Shared-memory observation slots per worker on the learner's node (actors/observation_slots.py):
-# memory is touched only for slots in use at once (the lowest free slot is taken first), about
-# (samples in flight + fragments queued for the learner) per worker; beyond, the object store.
+# Shared-memory observation slots per worker on the learner's node (actors/observation_slots.py);
+# only those in use at once are touched (the lowest free is taken); beyond, the object store.
 SHARED_SLOTS = 32
 
 
 class RayRunner:
-    """A `Runner` (cluster/runner.py) of Ray actors: keeps one `sample` in flight per worker and
-    up to MAX_UPDATES_IN_FLIGHT learner updates; `collect` returns object references to the
+    """A `Runner` (cluster/runner.py) of Ray actors: keeps `rollout.samples_in_flight` samples
+    requested per worker (its next one starts while the driver takes the last) and up to
+    MAX_UPDATES_IN_FLIGHT learner updates; `collect` returns object references to the
     fragments, which `train` passes on to the learner unread.
 
     Workers are keyed by an id that is never reused, so a worker added after others were retired
@@ -175,7 +175,7 @@ class RayRunner:
                 worker.set_weights.remote(self._weights_ref)
         if not self._samples:
             for worker_id in self.workers:
-                self._submit(worker_id)
+                self._submit_all(worker_id)
 
     def resize(self, num_workers: int) -> str:
         """Add or retire rollout workers; returns what was done, for the console.
@@ -203,7 +203,7 @@ class RayRunner:
                     self._waiting.add(worker_id)
                 if self._weights_ref is not None:
                     self._give_weights(worker_id)
-                    self._submit(worker_id)
+                    self._submit_all(worker_id)
         in_flight = {w for w, _ in self._samples.values()}
         for worker_id in sorted(self.workers)[num_workers:]:  # the newest go first
             actor = self.workers.pop(worker_id)
@@ -247,6 +247,10 @@ class RayRunner:
         if self.inference is None:
             self.workers[worker_id].set_weights.remote(self._weights_ref)
 
+    def _submit_all(self, worker_id: int) -> None:
+        for _ in range(self._config.rollout.samples_in_flight):
+            self._submit(worker_id)
+
     def _submit(self, worker_id: int) -> None:
         lives = self._lives.get(worker_id, 0)
         if self._learner_node is None:
@@ -260,7 +264,7 @@ class RayRunner:
         fragments, episodes, steps = [], [], 0
         for stats_ref in ready:
             worker_id, fragment_ref = self._samples.pop(stats_ref)
-            retiring = self._retiring.pop(worker_id, None)
+            retiring = self._retiring.get(worker_id)
             if retiring is None and worker_id not in self.workers:
                 continue  # retired before any node had a CPU for it
             try:
@@ -271,7 +275,7 @@ class RayRunner:
                 continue
             except WORKER_LOST:
                 if retiring is not None:
-                    ray.kill(retiring)
+                    self._retire_when_done(worker_id)
                     continue
                 # Ray restarts the actor by itself: count the death once, then keep asking until
                 # the new process answers, and give it current weights before it samples.
@@ -292,7 +296,7 @@ class RayRunner:
             self._restarting.discard(worker_id)
             self._waiting.discard(worker_id)
             if retiring is not None:
-                ray.kill(retiring)
+                self._retire_when_done(worker_id)
             else:
                 self._submit(worker_id)
             fragments.append(fragment_ref)
@@ -305,9 +309,14 @@ class RayRunner:
         or let a retiring worker go."""
         self._waiting.discard(worker_id)  # it runs somewhere
         if retiring is not None:
-            ray.kill(retiring)
+            self._retire_when_done(worker_id)
         else:
             self._submit(worker_id)
+
+    def _retire_when_done(self, worker_id: int) -> None:
+        """Let a retiring worker go once none of its samples is in flight."""
+        if all(w != worker_id for w, _ in self._samples.values()):
+            ray.kill(self._retiring.pop(worker_id))
 
     def can_train(self) -> bool:
         return len(self._updates) < MAX_UPDATES_IN_FLIGHT

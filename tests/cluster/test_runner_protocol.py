@@ -115,6 +115,8 @@ def test_ray_runner_keeps_the_protocol(tmp_path):
         for fragment in ray.get(trained):
             assert isinstance(fragment.obs, SlotObservations)
             assert fragment.obs.available()
+        # rollout.samples_in_flight (2) requested from each worker, the one added too
+        assert sorted(w for w, _ in runner._samples.values()) == [0, 0, 1, 1]
     finally:
         runner.close()
         if started:
