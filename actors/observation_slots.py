@@ -176,8 +176,13 @@ def _attach(address: SlotAddress) -> mmap.mmap:
         path = f"/proc/{address.pid}/fd/{address.fd}"
         try:
             fd = os.open(path, os.O_RDWR)
-        except OSError as err:
+        except (FileNotFoundError, ProcessLookupError) as err:  # the worker process is gone
             raise ObservationsLost(f"rollout worker observations at {path}: {err}") from err
+        except OSError as err:  # e.g. not allowed: every fragment would be lost, so say so
+            raise OSError(
+                f"cannot map a rollout worker's observations at {path}: {err}. Set "
+                "rollout.shared_observations=false to send them through Ray's object store."
+            ) from err
         try:
             buffer = mmap.mmap(fd, address.size)
         except (OSError, ValueError) as err:  # a smaller file: not the worker's

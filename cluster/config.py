@@ -52,6 +52,10 @@ class RolloutConfig:
     unrolls_per_sample: Count = 1
     """Unrolls a worker returns per call, side by side as one [unroll_length, k * num_envs]
     fragment: fewer, larger objects through Ray, for fast envs and cheap policies."""
+    shared_observations: bool = True
+    """Workers on the learner's node hand their observations over through shared memory
+    (actors/observation_slots.py; Linux), not Ray's object store: 3.2 -> 1.1 ms of CPU per 2 MB
+    fragment. Other nodes use the object store either way."""
     samples_in_flight: Count = 2
     """Samples requested from each worker at once (Ray mode): with 2 a worker starts its next
     sample while the driver takes the last one (RLlib's APPO asks 2 per env runner too); 1

@@ -253,7 +253,7 @@ class RayRunner:
 
     def _submit(self, worker_id: int) -> None:
         lives = self._lives.get(worker_id, 0)
-        if self._learner_node is None:
+        if self._learner_node is None and self._config.rollout.shared_observations:
             self._learner_node = ray.get(self._learner_node_ref)
         worker = self.workers[worker_id]
         fragment_ref, stats_ref = worker.sample.remote(lives, self._learner_node)

@@ -3,6 +3,7 @@ cluster at the top), and product files and functions stay small. Exceptions are 
 with their reason, so a new one fails until someone writes down why."""
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,14 +54,30 @@ def test_imports_never_run_upward():
     assert upward == []
 
 
+MESSAGES = ("actors.messages", "actors.observation_slots")
+"""The messages every package shares, and the shared-memory form a fragment's observations take
+between a worker and a learner on one machine."""
+
+
 def test_reward_models_and_learner_take_only_messages_from_actors():
     """The pure core must not pull in envs or workers: from actors/, only the messages."""
     found = []
     for package in ("reward_models", "learner", "annotator"):
         for path in sorted((ROOT / package).rglob("*.py")):
             for module in _imports(ast.parse(path.read_text())):
-                if module.startswith("actors") and module != "actors.messages":
+                if module.startswith("actors") and module not in MESSAGES:
                     found.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert found == []
+
+
+def test_messages_import_only_numpy_and_the_standard_library():
+    found = []
+    for name in MESSAGES:
+        path = ROOT / (name.replace(".", "/") + ".py")
+        for module in _imports(ast.parse(path.read_text())):
+            top = module.split(".")[0]
+            if top != "numpy" and top != "__future__" and top not in sys.stdlib_module_names:
+                found.append(f"{name} imports {module}")
     assert found == []
 
 

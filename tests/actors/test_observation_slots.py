@@ -156,3 +156,19 @@ def test_a_reused_pid_and_fd_is_not_taken_for_the_worker():
     elsewhere = SlotObservations(replace(ours.address, fd=other.address.fd, owner="worker 13"))
     with pytest.raises(ObservationsLost, match="another file now"):
         elsewhere["vector"]
+
+
+def test_a_worker_file_that_cannot_be_opened_stops_with_the_way_out(monkeypatch):
+    """Not a lost fragment: every fragment would fail the same way (as root nothing is denied,
+    so the refusal is simulated at os.open)."""
+    import actors.observation_slots as slots
+
+    fragment = _worker(2, env_id="CartPole-v1", worker_id=21).sample()[0]
+    elsewhere = SlotObservations(replace(fragment.obs.address, owner="worker 22"))
+
+    def refuse(path, flags):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(slots.os, "open", refuse)
+    with pytest.raises(OSError, match="rollout.shared_observations=false"):
+        observations_available(elsewhere)

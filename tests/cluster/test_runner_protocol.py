@@ -127,17 +127,23 @@ def test_ray_runner_keeps_the_protocol(tmp_path):
 @pytest.mark.slow
 def test_ray_runner_keeps_the_protocol_with_shared_inference(tmp_path):
     """rollout.inference=shared: the workers' steps are answered by the inference actor, which
-    alone holds the weights; the protocol is the same."""
+    alone holds the weights; the protocol is the same (here with the observations through the
+    object store)."""
     import ray
 
     from cluster.placement import start_ray
     from cluster.ray_runner import RayRunner
 
-    config = _config(tmp_path, "ray", "ray_num_cpus=5", "rollout.inference=shared")
+    config = _config(
+        tmp_path, "ray", "ray_num_cpus=5", "rollout.inference=shared",
+        "rollout.shared_observations=false",
+    )  # fmt: skip
     started = start_ray(config)
     runner = RayRunner(config, env_spec(config))
     try:
-        _exercise(runner, config, ray.ObjectRef)
+        trained = _exercise(runner, config, ray.ObjectRef)
+        # rollout.shared_observations=false: the observations came through the object store
+        assert all(isinstance(f.obs, dict) for f in ray.get(trained))
         stats = runner.inference.stats()
         assert stats["actors"] == 1  # one machine: one node, one actor
         assert stats["requests"] >= 16  # one per step of a worker's envs: 2 fragments x 8 steps
