@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -32,13 +33,14 @@ import numpy as np
 FREE, BUSY = 0, 1
 _ALIGN = 64  # bytes: each array starts on a cache line
 _TOKEN = 32  # bytes at the start of the file: its token, checked by a consumer that maps it
+_NAME = "rogueray-observations"  # the memfd's name: /proc/<pid>/fd/<fd> links to /memfd:<name>
+_IDLE_S = 300.0  # a consumer lets go of a worker's file unused this long (a retired worker's)
 
 
 @dataclass(frozen=True)
 class SlotAddress:
     """Where a slot's observations live: what a `SlotObservations` pickles to (under 1 kB)."""
 
-    owner: str  # the worker (its id), whose next process's file replaces this one's mapping
     token: str  # names the worker's file: a new worker process makes a new one
     pid: int
     fd: int
@@ -50,12 +52,12 @@ class SlotAddress:
 
 class ObservationSlots:
     """A worker's shared-memory file of `num_slots` observation slots for samples of `rows`
-    (T + 1) x `cols` (B) observations of `spec` {key: (shape, dtype)}; `owner` names the worker.
+    (T + 1) x `cols` (B) observations of `spec` {key: (shape, dtype)}.
 
     Raises OSError where the machine has no `memfd_create` (not Linux) or no memory for it.
     """
 
-    def __init__(self, spec: dict, rows: int, cols: int, num_slots: int, owner: str):
+    def __init__(self, spec: dict, rows: int, cols: int, num_slots: int):
         if not hasattr(os, "memfd_create"):
             raise OSError("this platform has no memfd_create (Linux only)")
         arrays, offset = [], 0
@@ -66,14 +68,14 @@ class ObservationSlots:
         self._slot_bytes, self._header = offset, _aligned(_TOKEN + num_slots)
         self._layout = tuple(arrays)
         size = self._header + num_slots * self._slot_bytes
-        self._fd = os.memfd_create("rogueray-observations", os.MFD_CLOEXEC)
+        self._fd = os.memfd_create(_NAME, os.MFD_CLOEXEC)
         try:
             os.ftruncate(self._fd, size)
             self._map = mmap.mmap(self._fd, size)
         except OSError:
             os.close(self._fd)
             raise
-        self._size, self._owner, self._token = size, owner, uuid.uuid4().hex
+        self._size, self._token = size, uuid.uuid4().hex
         self._map[:_TOKEN] = self._token.encode()
         self._states = np.frombuffer(self._map, np.uint8, num_slots, offset=_TOKEN)
 
@@ -95,22 +97,24 @@ class ObservationSlots:
         self._states[slot] = BUSY
         offset = self._header + slot * self._slot_bytes
         address = SlotAddress(
-            self._owner, self._token, os.getpid(), self._fd, self._size, slot, offset, self._layout
+            self._token, os.getpid(), self._fd, self._size, slot, offset, self._layout
         )
-        return SlotObservations(address, _views(self._map, address))
+        return SlotObservations(address, self._map)
 
 
 class SlotObservations(Mapping):
     """A fragment's observations {key: [T + 1, B, ...]} in a worker's slot (see the module).
 
-    In the worker it holds the arrays it writes; unpickled elsewhere, it maps the worker's file
-    at first access, raising `ObservationsLost` when it cannot (the worker process is gone).
-    The arrays are valid until `release`: after it the worker may write the next sample there.
+    In the worker it holds the worker's own mapping; unpickled elsewhere, it maps the worker's
+    file at first access (raising `ObservationsLost` when it cannot: the worker process is gone)
+    and keeps that mapping, so that the arrays and `release` outlive the worker's process. The
+    arrays are valid until `release`: after it the worker may write the next sample there.
     """
 
-    def __init__(self, address: SlotAddress, arrays: dict[str, np.ndarray] | None = None):
+    def __init__(self, address: SlotAddress, buffer: mmap.mmap | None = None):
         self.address = address
-        self._arrays = arrays
+        self._buffer = buffer
+        self._arrays = None if buffer is None else _views(buffer, address)
 
     def __reduce__(self):
         return SlotObservations, (self.address,)
@@ -143,11 +147,13 @@ class SlotObservations(Mapping):
         self._state()[0] = FREE
 
     def _state(self) -> np.ndarray:
-        return np.frombuffer(_attach(self.address), np.uint8, 1, offset=_TOKEN + self.address.slot)
+        self._resolved()
+        return np.frombuffer(self._buffer, np.uint8, 1, offset=_TOKEN + self.address.slot)
 
     def _resolved(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
-            self._arrays = _views(_attach(self.address), self.address)
+            self._buffer = _attach(self.address)
+            self._arrays = _views(self._buffer, self.address)
         return self._arrays
 
 
@@ -156,8 +162,9 @@ class ObservationsLost(RuntimeError):
 
 
 def release_observations(obs: Mapping) -> None:
-    """Release `obs` if it lives in a worker's slot; ordinary arrays need nothing."""
-    if isinstance(obs, SlotObservations):
+    """Release `obs` if it lives in a worker's slot whose file is still there (after the
+    worker's death no one writes it again); ordinary arrays need nothing."""
+    if isinstance(obs, SlotObservations) and obs.available():
         obs.release()
 
 
@@ -165,33 +172,52 @@ def observations_available(obs: Mapping) -> bool:
     return not isinstance(obs, SlotObservations) or obs.available()
 
 
-# owner -> (token, mapping): a consumer's mapping of each worker's file, the newest process's
-# (the memory of an older one is freed once no array of it is left).
-_attached: dict[str, tuple[str, mmap.mmap]] = {}
+# token -> (mapping, last use): a consumer's mappings of workers' files. One unused for _IDLE_S
+# is let go (a retired worker's; its memory is freed once no array of it is left).
+_attached: dict[str, tuple[mmap.mmap, float]] = {}
 
 
 def _attach(address: SlotAddress) -> mmap.mmap:
-    token, buffer = _attached.get(address.owner, (None, None))
-    if token != address.token:
-        path = f"/proc/{address.pid}/fd/{address.fd}"
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except (FileNotFoundError, ProcessLookupError) as err:  # the worker process is gone
-            raise ObservationsLost(f"rollout worker observations at {path}: {err}") from err
-        except OSError as err:  # e.g. not allowed: every fragment would be lost, so say so
-            raise OSError(
-                f"cannot map a rollout worker's observations at {path}: {err}. Set "
-                "rollout.shared_observations=false to send them through Ray's object store."
-            ) from err
-        try:
-            buffer = mmap.mmap(fd, address.size)
-        except (OSError, ValueError) as err:  # a smaller file: not the worker's
-            raise ObservationsLost(f"rollout worker observations at {path}: {err}") from err
-        finally:
-            os.close(fd)
-        if buffer[:_TOKEN] != address.token.encode():  # the pid was reused: another file
-            raise ObservationsLost(f"rollout worker observations at {path}: another file now")
-        _attached[address.owner] = address.token, buffer
+    now = time.monotonic()
+    buffer = _attached.get(address.token, (None, 0.0))[0]
+    if buffer is None:
+        buffer = _open(address)
+        for token in [t for t, (_, used) in _attached.items() if now - used > _IDLE_S]:
+            del _attached[token]
+    _attached[address.token] = buffer, now
+    return buffer
+
+
+def _open(address: SlotAddress) -> mmap.mmap:
+    """Map the worker's file; ObservationsLost if it is gone (its pid maybe another's now)."""
+    path = f"/proc/{address.pid}/fd/{address.fd}"
+
+    def lost(why) -> ObservationsLost:
+        return ObservationsLost(f"rollout worker observations at {path}: {why}")
+
+    def refused(err: OSError) -> OSError:  # e.g. not allowed: every fragment would be lost
+        return OSError(
+            f"cannot map a rollout worker's observations at {path}: {err}. Set "
+            "rollout.shared_observations=false to send them through Ray's object store."
+        )
+
+    try:
+        target = os.readlink(path)
+        if not target.startswith(f"/memfd:{_NAME}"):  # the pid was reused: another file
+            raise lost(f"another file now ({target})")
+        fd = os.open(path, os.O_RDWR)
+    except (FileNotFoundError, ProcessLookupError) as err:  # the worker process is gone
+        raise lost(err) from err
+    except OSError as err:
+        raise refused(err) from err
+    try:
+        buffer = mmap.mmap(fd, address.size)
+    except (OSError, ValueError) as err:  # a smaller file: not the worker's
+        raise lost(err) from err
+    finally:
+        os.close(fd)
+    if buffer[:_TOKEN] != address.token.encode():  # another worker's file at that pid and fd
+        raise lost("another file now")
     return buffer
 
 

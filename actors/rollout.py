@@ -115,8 +115,7 @@ class RolloutWorker:
         cannot make the shared memory (see ObservationSlots)."""
         if self.slots is None:
             rows, cols = self.unroll_length + 1, self.num_envs * self.unrolls_per_sample
-            owner = f"worker {self.worker_id}"
-            self.slots = ObservationSlots(self._obs_spec, rows, cols, num_slots, owner)
+            self.slots = ObservationSlots(self._obs_spec, rows, cols, num_slots)
 
     def episode_seed(self, env_index: int, episode: int) -> int:
         """The reset seed of episode `episode` (0, 1, ...) of env `env_index` on this worker's

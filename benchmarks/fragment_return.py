@@ -1,11 +1,13 @@
 """What Ray costs per `sample` call, apart from sampling: actors that return the same fragment
 again and again (one a RolloutWorker made at start-up), called as the sampler benchmark calls
-them, against actors returning nothing. Part of `benchmarks/throughput.py --diagnostics`."""
+them, against the same fragment without its observations (what crosses Ray when they go
+through shared memory, actors/observation_slots.py) and against returning nothing. Part of
+`benchmarks/throughput.py --diagnostics`."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 import ray
@@ -16,9 +18,11 @@ from cluster.placement import NO_TASK_EVENTS
 
 
 class _ReturningActor:
-    """Returns what a rollout worker of `shape` returned once, or None, on every call."""
+    """Returns what a rollout worker of `shape` returned once on every call: the fragment
+    (`what` "fragment"), the fragment with no observations ("without_observations"), or None
+    ("nothing")."""
 
-    def __init__(self, env_id: str, shape: tuple[int, int], unroll_length: int, empty: bool):
+    def __init__(self, env_id: str, shape: tuple[int, int], unroll_length: int, what: str):
         from actors.envs import num_actions
         from actors.rollout import RolloutWorker
         from learner.models import UniformPolicy
@@ -34,7 +38,12 @@ class _ReturningActor:
         fragment, episodes = worker.sample()
         worker.close()
         steps = unroll_length * num_envs * unrolls
-        self.returned = (None, (0, steps)) if empty else (fragment, (len(episodes), steps))
+        returned = {
+            "fragment": fragment,
+            "without_observations": replace(fragment, obs={}),
+            "nothing": None,
+        }[what]
+        self.returned = returned, (0 if returned is None else len(episodes), steps)
         arrays = [*fragment.obs.values(), *(getattr(fragment, f.name) for f in fields(fragment))]
         self.megabytes = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)) / 2**20
 
@@ -52,12 +61,12 @@ class _ReturningActor:
 def fragment_return_cost(env_id: str, shape: tuple[int, int], args, calls: int = 400) -> dict:
     """Per call, ms: CPU of the actors, of this driver and of the whole machine, and wall time
     (the window's over its calls: with several actors answering at once, not one call's
-    latency), for `args.workers` actors returning a fragment of `shape` and for the same
-    returning None."""
+    latency), for `args.workers` actors returning a fragment of `shape`, the same fragment
+    without observations, and None."""
     out = {}
-    for what, empty in (("fragment", False), ("nothing", True)):
+    for what in ("fragment", "without_observations", "nothing"):
         cls = ray.remote(num_cpus=1, **NO_TASK_EVENTS)(_ReturningActor)
-        actors = [cls.remote(env_id, shape, args.unroll, empty) for _ in range(args.workers)]
+        actors = [cls.remote(env_id, shape, args.unroll, what) for _ in range(args.workers)]
         _calls(actors, calls // 4)  # warm
         actors_cpu = sum(ray.get([a.cpu_s.remote() for a in actors]))
         machine, driver, wall = machine_busy_s(), time.process_time(), time.perf_counter()

@@ -17,13 +17,13 @@ from timing import log, machine_busy_s, median, window_rates
 from actors.observation_slots import release_observations
 from cluster.config import RolloutConfig
 from cluster.placement import NO_TASK_EVENTS
-from cluster.ray_runner import _WorkerActor
+from cluster.worker_actor import WorkerActor
 
 IN_FLIGHT = RolloutConfig().samples_in_flight  # samples requested per worker at once
 
 
-class _SamplerActor(_WorkerActor):
-    """cluster/ray_runner.py's worker actor around a RolloutWorker with the given policy; its
+class _SamplerActor(WorkerActor):
+    """cluster/worker_actor.py's worker actor around a RolloutWorker with the given policy; its
     `sample` is the product's, with the call's wall and CPU times added to the small stats."""
 
     def __init__(self, env_id, policy_kind, shape, unroll_length, hidden_size, seed, worker_id):
@@ -41,7 +41,7 @@ class _SamplerActor(_WorkerActor):
             policy = build_policy("nethack", observation_spec(env_id), n, hidden_size, True)
         num_envs, unrolls = shape
         self.policy = None  # the policy runs here, not in an inference actor
-        self._sharing = None  # as _WorkerActor: decided at the first sample
+        self._sharing = None  # as WorkerActor: decided at the first sample
         self.worker = RolloutWorker(
             env_id=env_id,
             num_envs=num_envs,
@@ -289,11 +289,14 @@ def profile_sampler(worker, seconds: float, top: int) -> dict:
     def per_step(value: float, steps: int) -> float:
         return round(1e6 * value / steps, 2)
 
-    worker.sample()  # warm
+    def sample() -> None:  # as a consumer takes it: its shared-memory slot handed back
+        release_observations(worker.sample()[0].obs)
+
+    sample()  # warm
     spent.update(dict.fromkeys(spent, 0.0))
     steps, t0, cpu0 = 0, clock(), time.process_time()
     while clock() - t0 < seconds:
-        worker.sample()
+        sample()
         steps += worker.unroll_length * worker.num_envs * worker.unrolls_per_sample
     wall, cpu = clock() - t0, time.process_time() - cpu0
     parts = {k: per_step(v, steps) for k, v in spent.items()}
@@ -328,7 +331,7 @@ def profile_sampler(worker, seconds: float, top: int) -> dict:
     calls = 3
     profiler.enable()
     for _ in range(calls):
-        worker.sample()
+        sample()
     profiler.disable()
     profiled_steps = calls * worker.unroll_length * worker.num_envs * worker.unrolls_per_sample
     rows = [

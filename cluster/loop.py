@@ -15,6 +15,7 @@ from cluster.periodic_eval import PeriodicEvaluator
 from cluster.reward_watch import RewardWatch, dataset_size
 from cluster.runner import Runner
 from cluster.stopping import StopFlag, say
+from learner import metrics as lm
 
 LABEL_EXCHANGE_INTERVAL_S = 1.0
 CAPTION_TABLE_INTERVAL_S = 60.0
@@ -152,6 +153,9 @@ class TrainingLoop:
             self.counters["recent_intrinsic_returns"] = list(self.logger.intrinsic_returns)
             if line := self.reward_watch.update(update, dataset_size(self.logger.latest)):
                 notify(line, self.quiet)
+            if lost := update.get(lm.FRAGMENTS_LOST):
+                what = counted(int(lost), "fragment")
+                notify(f"{what} lost: a worker died before the learner read it", self.quiet)
             if self.counters["updates"] % self.config.rollout.weights_sync_interval == 0:
                 self.runner.sync_weights()
 

@@ -8,12 +8,12 @@ import uuid
 
 import ray
 
-from actors.messages import EpisodeStats, PolicyWeights
+from actors.messages import EpisodeStats
 from cluster.annotation import AnnotatorActor, wants_annotator
-from cluster.components import ConfiguredLearner, EnvSpec, make_worker
+from cluster.components import ConfiguredLearner, EnvSpec
 from cluster.config import RunConfig
 from cluster.console import counted
-from cluster.inference import InferenceMissing, RemotePolicy
+from cluster.inference import InferenceMissing
 from cluster.inference_pool import InferencePool
 from cluster.label_exchange import LABELS_GROUP, CaptionTableRequest, LabelExchange
 from cluster.placement import (
@@ -27,12 +27,10 @@ from cluster.placement import (
     sliver,
 )
 from cluster.runner import CaptionRow
+from cluster.worker_actor import WorkerActor
 from cluster.worker_settings import InferenceSettings, WorkerSettings
 
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
-# Shared-memory observation slots per worker on the learner's node (actors/observation_slots.py);
-# only those in use at once are touched (the lowest free is taken); beyond, the object store.
-SHARED_SLOTS = 32
 
 
 class RayRunner:
@@ -84,7 +82,7 @@ class RayRunner:
             max_task_retries=0,
             **placed(config.rollout.node_resource),
             **NO_TASK_EVENTS,
-        )(_WorkerActor)
+        )(WorkerActor)
         self.workers: dict[int, ray.actor.ActorHandle] = {}  # worker id -> actor
         self._retiring: dict[int, ray.actor.ActorHandle] = {}  # finishing their last sample
         self._waiting: set[int] = set()  # added beyond the cluster's free CPUs, not placed yet
@@ -99,7 +97,7 @@ class RayRunner:
         # process of a worker (Ray restarts it with the same arguments) seeds envs it has never
         # played. With the request itself: a message sent before it may be lost in the restart.
         self._lives: dict[int, int] = {}
-        self._samples: dict = {}  # stats ref -> (worker id, fragment ref)
+        self._samples: dict = {}  # stats ref -> (worker id, fragment ref, lives sent with it)
         self._updates: list = []
         self._weights_ref = None
         self._learner_node_ref = self.learner.node_id.remote()  # read at the first sample
@@ -204,7 +202,7 @@ class RayRunner:
                 if self._weights_ref is not None:
                     self._give_weights(worker_id)
                     self._submit_all(worker_id)
-        in_flight = {w for w, _ in self._samples.values()}
+        in_flight = {w for w, *_ in self._samples.values()}
         for worker_id in sorted(self.workers)[num_workers:]:  # the newest go first
             actor = self.workers.pop(worker_id)
             if worker_id in self._waiting or worker_id not in in_flight:
@@ -257,13 +255,13 @@ class RayRunner:
             self._learner_node = ray.get(self._learner_node_ref)
         worker = self.workers[worker_id]
         fragment_ref, stats_ref = worker.sample.remote(lives, self._learner_node)
-        self._samples[stats_ref] = (worker_id, fragment_ref)
+        self._samples[stats_ref] = (worker_id, fragment_ref, lives)
 
     def collect(self) -> tuple[list, list[EpisodeStats], int]:
         ready, _ = ray.wait(list(self._samples), num_returns=1)
         fragments, episodes, steps = [], [], 0
         for stats_ref in ready:
-            worker_id, fragment_ref = self._samples.pop(stats_ref)
+            worker_id, fragment_ref, lives = self._samples.pop(stats_ref)
             retiring = self._retiring.get(worker_id)
             if retiring is None and worker_id not in self.workers:
                 continue  # retired before any node had a CPU for it
@@ -286,9 +284,10 @@ class RayRunner:
                         self.inference.forget_dead_nodes()
                 else:
                     time.sleep(0.05)  # still starting up
-                # Every loss counts, not only the first: whichever process answers next seeds
-                # streams no earlier process of this worker used.
-                self._lives[worker_id] = self._lives.get(worker_id, 0) + 1
+                # Every death counts, not only the first, once (its samples in flight are lost
+                # together): whichever process answers next seeds streams no earlier one used.
+                if lives == self._lives.get(worker_id, 0):
+                    self._lives[worker_id] = lives + 1
                 if self._weights_ref is not None:
                     self._give_weights(worker_id)
                 self._submit(worker_id)
@@ -315,7 +314,7 @@ class RayRunner:
 
     def _retire_when_done(self, worker_id: int) -> None:
         """Let a retiring worker go once none of its samples is in flight."""
-        if all(w != worker_id for w, _ in self._samples.values()):
+        if all(w != worker_id for w, *_ in self._samples.values()):
             ray.kill(self._retiring.pop(worker_id))
 
     def can_train(self) -> bool:
@@ -346,55 +345,3 @@ class RayRunner:
             ray.kill(actor)
         if self.inference is not None:
             self.inference.kill()
-
-
-class _WorkerActor:
-    """A RolloutWorker whose `sample` returns two objects: the fragment stays in the object store
-    for the learner, the small stats go to the driver. A wrapper, not `ray.remote(RolloutWorker)`:
-    it finds the annotator by name (a handle as a constructor argument is not always restored
-    after a restart), moves a restarted process onto fresh seed streams per request, and on the
-    learner's node writes observations into shared memory, so that only the rest of a fragment
-    (a few kB, inlined by Ray) crosses the object store."""
-
-    def __init__(
-        self,
-        settings: WorkerSettings,
-        spec,
-        worker_id: int,
-        annotator_name: str | None = None,
-        inference_prefix: str | None = None,
-    ):
-        sink = None
-        if annotator_name is not None:
-            sink = ray.get_actor(annotator_name).submit.remote  # fire and forget
-        self.policy = None
-        if inference_prefix is not None:  # its node's actor, found by name before each sample
-            self.policy = RemotePolicy(inference_prefix, settings.model.state_size, worker_id)
-        self.worker = make_worker(settings, spec, worker_id, sink, self.policy)
-        self._sharing: bool | None = None  # decided at the first sample
-
-    def set_weights(self, weights: PolicyWeights) -> None:
-        self.worker.set_weights(weights)
-
-    @ray.method(num_returns=2)
-    def sample(self, restarts: int = 0, consumer_node: str | None = None):
-        """`restarts`: the driver's count of this worker's lost samples; a restarted process
-        (constructed with the original arguments) moves onto fresh seed streams with it.
-        `consumer_node`: the Ray node id of the process that reads the fragments (the
-        learner's), which releases their shared-memory slots when on this worker's node."""
-        if consumer_node is not None and self._sharing is None:
-            self._share_observations(consumer_node)
-        if self.policy is not None:
-            self.policy.find_actor()  # InferenceMissing before any env steps, if none is there
-        self.worker.use_restart_streams(restarts)
-        fragment, episodes = self.worker.sample()
-        return fragment, (episodes, fragment.num_steps)
-
-    def _share_observations(self, consumer_node: str) -> None:
-        self._sharing = consumer_node == ray.get_runtime_context().get_node_id()
-        if self._sharing:
-            try:
-                self.worker.share_observations(SHARED_SLOTS)
-            except OSError as err:  # no memfd (not Linux) or no memory: the object store
-                self._sharing = False
-                print(f"observations go through Ray's object store: no shared memory ({err})")

@@ -6,6 +6,7 @@ whose worker is gone left out of an update rather than failing it."""
 import pickle
 import subprocess
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,16 +42,35 @@ from actors.rollout import RolloutWorker
 from learner.models import UniformPolicy
 worker = RolloutWorker(env_id="CartPole-v1", num_envs=3, unroll_length=8, policy=UniformPolicy(2))
 worker.share_observations(2)
-sys.stdout.buffer.write(pickle.dumps(worker.sample()[0]))
+blob = pickle.dumps(worker.sample()[0])
+sys.stdout.buffer.write(len(blob).to_bytes(4, "little") + blob)
+sys.stdout.flush()
+sys.stdin.readline()  # exits when told
 """
+
+
+class _WorkerProcess:
+    """A worker process (3 CartPole envs, 2 slots) that hands over one fragment, then exits when
+    `exit` is called."""
+
+    def __init__(self):
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _SAMPLE_AND_EXIT], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        size = int.from_bytes(self._process.stdout.read(4), "little")
+        self.fragment = pickle.loads(self._process.stdout.read(size))
+
+    def exit(self) -> None:
+        self._process.communicate(b"\n", timeout=60)
+        assert self._process.returncode == 0
 
 
 def _fragment_of_a_gone_worker():
     """A fragment pickled by a worker process that has exited since."""
-    done = subprocess.run(
-        [sys.executable, "-c", _SAMPLE_AND_EXIT], capture_output=True, check=True, cwd=ROOT
-    )
-    return pickle.loads(done.stdout)
+    worker = _WorkerProcess()
+    worker.exit()
+    return worker.fragment
 
 
 def _worker(slots: int | None, env_id=NETHACK, **kwargs) -> RolloutWorker:
@@ -151,11 +171,15 @@ def test_learner_releases_slots_and_leaves_lost_fragments_out(tmp_path):
 def test_a_reused_pid_and_fd_is_not_taken_for_the_worker():
     """The file at /proc/<pid>/fd/<fd> must carry the worker's token: after its pid is reused,
     that path may name another file."""
-    ours = _worker(2, env_id="CartPole-v1", worker_id=11).sample()[0].obs
-    other = _worker(2, env_id="CartPole-v1", worker_id=12).sample()[0].obs
-    elsewhere = SlotObservations(replace(ours.address, fd=other.address.fd, owner="worker 13"))
+    ours = _worker(2, env_id="CartPole-v1").sample()[0].obs
+    other = _worker(2, env_id="CartPole-v1").sample()[0].obs
+    elsewhere = SlotObservations(replace(ours.address, fd=other.address.fd))
     with pytest.raises(ObservationsLost, match="another file now"):
         elsewhere["vector"]
+    with tempfile.TemporaryFile() as not_a_worker:  # no memfd at all: never opened
+        elsewhere = SlotObservations(replace(ours.address, fd=not_a_worker.fileno()))
+        with pytest.raises(ObservationsLost, match="another file now"):
+            elsewhere["vector"]
 
 
 def test_a_worker_file_that_cannot_be_opened_stops_with_the_way_out(monkeypatch):
@@ -163,8 +187,8 @@ def test_a_worker_file_that_cannot_be_opened_stops_with_the_way_out(monkeypatch)
     so the refusal is simulated at os.open)."""
     import actors.observation_slots as slots
 
-    fragment = _worker(2, env_id="CartPole-v1", worker_id=21).sample()[0]
-    elsewhere = SlotObservations(replace(fragment.obs.address, owner="worker 22"))
+    fragment = _worker(2, env_id="CartPole-v1").sample()[0]
+    elsewhere = SlotObservations(fragment.obs.address)  # read as a consumer would
 
     def refuse(path, flags):
         raise PermissionError(13, "Permission denied", path)
@@ -172,3 +196,21 @@ def test_a_worker_file_that_cannot_be_opened_stops_with_the_way_out(monkeypatch)
     monkeypatch.setattr(slots.os, "open", refuse)
     with pytest.raises(OSError, match="rollout.shared_observations=false"):
         observations_available(elsewhere)
+
+
+def test_a_slot_read_before_its_worker_died_stays_readable_and_releasable():
+    """A worker restarted: the learner holds a fragment of the old process (read before its
+    death) and one of the new; reading the new must not cost the old one its mapping, and
+    releasing the old one after the death must not fail the update."""
+    old = _WorkerProcess()
+    before = dict(old.fragment.obs)  # mapped here while the process lives
+    kept = {key: value.copy() for key, value in before.items()}
+    old.exit()
+    new = _WorkerProcess()
+    assert new.fragment.obs.available()
+    for key, value in kept.items():
+        np.testing.assert_array_equal(old.fragment.obs[key], value)
+    release_observations(old.fragment.obs)  # the dead process's slot: nothing to hand back to
+    release_observations(new.fragment.obs)
+    assert not new.fragment.obs.busy
+    new.exit()

@@ -72,7 +72,7 @@ def _workers_on(node) -> int:
     from ray._private import ray_constants
 
     raylet = psutil.Process(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
-    return sum("_WorkerActor" in " ".join(p.cmdline()) for p in raylet.children())
+    return sum("WorkerActor" in " ".join(p.cmdline()) for p in raylet.children())
 
 
 def _remove_while_paused(cluster, driver: _Driver, node, ready) -> None:
@@ -214,7 +214,7 @@ def test_shared_inference_runs_one_actor_on_each_rollout_node(tmp_path, monkeypa
             return len(asked) == 2 and min(asked) >= 8, f"requests per actor {asked}"
 
         wait_for("both nodes' actors answering", both_answered, interval_s=0.0)
-        per_node = [(_actors_on(n, "_WorkerActor"), _actors_on(n, "InferenceActor")) for n in nodes]
+        per_node = [(_actors_on(n, "WorkerActor"), _actors_on(n, "InferenceActor")) for n in nodes]
         assert per_node == [(1, 1), (1, 1)]
         assert set(runner.inference.actors) == {n.node_id for n in nodes}
 

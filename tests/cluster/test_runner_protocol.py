@@ -116,7 +116,7 @@ def test_ray_runner_keeps_the_protocol(tmp_path):
             assert isinstance(fragment.obs, SlotObservations)
             assert fragment.obs.available()
         # rollout.samples_in_flight (2) requested from each worker, the one added too
-        assert sorted(w for w, _ in runner._samples.values()) == [0, 0, 1, 1]
+        assert sorted(w for w, *_ in runner._samples.values()) == [0, 0, 1, 1]
     finally:
         runner.close()
         if started:

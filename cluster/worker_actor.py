@@ -1,0 +1,68 @@
+"""The rollout worker as a Ray actor: a `RolloutWorker` built in the actor's process, sampling
+on the driver's request and handing observations over through shared memory when its consumer
+(the learner) is on the same node."""
+
+from __future__ import annotations
+
+import ray
+
+from actors.messages import PolicyWeights
+from cluster.components import EnvSpec, make_worker
+from cluster.inference import RemotePolicy
+from cluster.worker_settings import WorkerSettings
+
+# Shared-memory observation slots per worker on the learner's node (actors/observation_slots.py);
+# only those in use at once are touched (the lowest free is taken); beyond, the object store.
+SHARED_SLOTS = 32
+
+
+class WorkerActor:
+    """A RolloutWorker whose `sample` returns two objects: the fragment stays in the object store
+    for the learner, the small stats go to the driver. A wrapper, not `ray.remote(RolloutWorker)`:
+    it finds the annotator by name (a handle as a constructor argument is not always restored
+    after a restart), moves a restarted process onto fresh seed streams per request, and on the
+    learner's node writes observations into shared memory, so that only the rest of a fragment
+    (a few kB, inlined by Ray) crosses the object store."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        spec: EnvSpec,
+        worker_id: int,
+        annotator_name: str | None = None,
+        inference_prefix: str | None = None,
+    ):
+        sink = None
+        if annotator_name is not None:
+            sink = ray.get_actor(annotator_name).submit.remote  # fire and forget
+        self.policy = None
+        if inference_prefix is not None:  # its node's actor, found by name before each sample
+            self.policy = RemotePolicy(inference_prefix, settings.model.state_size, worker_id)
+        self.worker = make_worker(settings, spec, worker_id, sink, self.policy)
+        self._sharing: bool | None = None  # decided at the first sample
+
+    def set_weights(self, weights: PolicyWeights) -> None:
+        self.worker.set_weights(weights)
+
+    @ray.method(num_returns=2)
+    def sample(self, restarts: int = 0, consumer_node: str | None = None):
+        """`restarts`: the driver's count of this worker's lost samples; a restarted process
+        (constructed with the original arguments) moves onto fresh seed streams with it.
+        `consumer_node`: the Ray node id of the process that reads the fragments (the
+        learner's), which releases their shared-memory slots when on this worker's node."""
+        if consumer_node is not None and self._sharing is None:
+            self._share_observations(consumer_node)
+        if self.policy is not None:
+            self.policy.find_actor()  # InferenceMissing before any env steps, if none is there
+        self.worker.use_restart_streams(restarts)
+        fragment, episodes = self.worker.sample()
+        return fragment, (episodes, fragment.num_steps)
+
+    def _share_observations(self, consumer_node: str) -> None:
+        self._sharing = consumer_node == ray.get_runtime_context().get_node_id()
+        if self._sharing:
+            try:
+                self.worker.share_observations(SHARED_SLOTS)
+            except OSError as err:  # no memfd (not Linux) or no memory: the object store
+                self._sharing = False
+                print(f"observations go through Ray's object store: no shared memory ({err})")
