@@ -8,7 +8,8 @@ or BUSY. The worker writes a sample's observations straight into a FREE slot and
 its fragment's `obs` is then a `SlotObservations` mapping, which pickles to a few numbers (the
 worker's pid, the file's descriptor, the slot and the layout). Unpickled in another process of
 the same machine, it maps the file through /proc/<pid>/fd/<fd> at first access (once per worker
-process: the mapping is kept) and gives numpy views of the slot. The consumer calls `release`
+process: the mapping is kept while in use, and outlives the worker's process) and gives numpy
+views of the slot. The consumer calls `release`
 once it is done with the arrays (the learner: after its update), which marks the slot FREE.
 
 Why: a 16 x 32 NetHack fragment's observations are 2 MB; through the object store they cost
