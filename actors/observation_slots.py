@@ -9,8 +9,8 @@ its fragment's `obs` is then a `SlotObservations` mapping, which pickles to a fe
 worker's pid, the file's descriptor, the slot and the layout). Unpickled in another process of
 the same machine, it maps the file through /proc/<pid>/fd/<fd> at first access (once per worker
 process: the mapping is kept while in use, and outlives the worker's process) and gives numpy
-views of the slot. The consumer calls `release`
-once it is done with the arrays (the learner: after its update), which marks the slot FREE.
+views of the slot. The consumer calls `release` once it is done with the arrays (the learner:
+after its update), which marks the slot FREE.
 
 Why: a 16 x 32 NetHack fragment's observations are 2 MB; through the object store they cost
 3.2 ms of machine CPU per fragment against 1.1 ms for the fragment without them (Ray's plasma
@@ -79,10 +79,6 @@ class ObservationSlots:
         self._size, self._token = size, uuid.uuid4().hex
         self._map[:_TOKEN] = self._token.encode()
         self._states = np.frombuffer(self._map, np.uint8, num_slots, offset=_TOKEN)
-
-    @property
-    def num_slots(self) -> int:
-        return len(self._states)
 
     @property
     def busy(self) -> int:
