@@ -15,7 +15,7 @@ from actors.envs import copied, make_env
 from actors.episodes import EpisodeTally
 from actors.messages import EpisodeStats, Fragment, PolicyWeights, Sightings, side_by_side
 from actors.observation_slots import ObservationSlots
-from actors.sampling import draw_actions, gumbel_noise, log_probs
+from actors.sampling import gumbel_noise, log_probs
 
 _ENV_STREAM, _ACTION_STREAM = 0, 1  # spawn-key tags: env resets and action draws never share
 _NORMALIZED_CAPTIONS = 1 << 14  # distinct captions whose normal form a worker remembers
@@ -190,8 +190,9 @@ class RolloutWorker:
         # bookkeeping are made from them once, after the last step.
         with torch.no_grad(), self.policy.autocast("cpu"):  # weights cast once per unroll
             for t in range(steps):
-                step_logits, value, self._state = self.policy(obs_rows[t], self._state, no_starts)
-                step_actions = draw_actions(step_logits.numpy()[0], noise[t]).tolist()
+                step_actions, step_logits, value, self._state = self.policy.act(
+                    obs_rows[t], self._state, no_starts, noise[t]
+                )
                 results = [
                     env.step(action) for env, action in zip(self.envs, step_actions, strict=True)
                 ]

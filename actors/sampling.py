@@ -1,11 +1,12 @@
-"""Drawing actions from logits, in numpy, with the noise drawn a fragment at a time.
+"""A rollout worker's randomness and log-probabilities, in numpy, a fragment at a time.
 
-A rollout worker draws one action per environment per step. For small batches the fixed cost of
-each torch call (`multinomial` alone: about 30 µs on one core) outweighs the NetHack step it
-decides, and every extra library call per step evicts NetHack's code from the core's cache. So a
-step costs one addition and one argmax (the Gumbel-max trick: argmax(logits + Gumbel noise) is
-distributed as softmax(logits)), and the log-probabilities of the chosen actions are computed
-for the whole fragment at once.
+A worker draws one action per environment per step. For small batches the fixed cost of each
+torch call (`multinomial` alone: about 30 µs on one core) outweighs the NetHack step it decides,
+and every extra library call per step evicts NetHack's code from the core's cache. So the
+worker draws an unroll's Gumbel noise at once here, the policy's `act` turns a step's noise into
+actions (argmax(logits + noise), learner/models.py's `gumbel_max`: one addition and one argmax,
+or for the uniform policy the argmax alone), and the log-probabilities of the chosen actions are
+computed for the whole fragment at once.
 """
 
 from __future__ import annotations
@@ -29,14 +30,6 @@ def gumbel_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
         rng.bit_generator.state = state
         return rng.gumbel(size=shape).astype(np.float32)
     return (-np.log(-np.log(1.0 - uniform))).astype(np.float32)
-
-
-def draw_actions(logits: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Actions [B] drawn from softmax(logits) for logits [B, A], given Gumbel noise [B, A].
-
-    An action with logit -inf (probability 0) is never drawn.
-    """
-    return np.argmax(logits + noise, axis=-1)
 
 
 def log_probs(logits: np.ndarray, actions: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ import torch
 from actors.messages import PolicyWeights
 from cluster.components import EnvSpec, make_policy
 from cluster.worker_settings import InferenceSettings
+from learner.models import gumbel_max
 
 Obs = dict[str, np.ndarray]
 
@@ -139,8 +140,8 @@ class InferenceMissing(Exception):
 
 
 class RemotePolicy:
-    """The policy interface a RolloutWorker calls (ActorCritic's `forward`, `initial_state`,
-    `autocast`), answered by the InferenceActor of the worker's node, found by name
+    """The policy interface a RolloutWorker calls (ActorCritic's `forward`, `act`,
+    `initial_state`, `autocast`), answered by the InferenceActor of the worker's node, found by name
     (`inference_actor_name`) before each sample. `weights_version` is the version of the
     weights behind the last answer; the worker stamps its fragments with it."""
 
@@ -176,6 +177,11 @@ class RemotePolicy:
             torch.from_numpy(values)[None],
             torch.from_numpy(next_state),
         )
+
+    def act(self, obs, state: torch.Tensor, starts: torch.Tensor, noise: np.ndarray):
+        """ActorCritic.act: the answer's logits, the actions drawn from them here."""
+        logits, values, state = self(obs, state, starts)
+        return gumbel_max(logits.numpy()[0], noise).tolist(), logits, values, state
 
     def initial_state(self, batch_size: int) -> torch.Tensor:
         return torch.zeros(batch_size, self.state_size)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -127,6 +128,16 @@ class ActorCritic(nn.Module):
         worker's unroll) enters it once around them all, so weights are cast once."""
         return autocast(self.precision, device_type)
 
+    def act(
+        self, obs: dict[str, torch.Tensor], state: torch.Tensor, starts: torch.Tensor, noise
+    ) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step of a rollout worker (call under torch.no_grad): `forward` on obs [1, B, ...],
+        then each env's action drawn from softmax(logits) with `gumbel_max` and `noise`, standard
+        Gumbel [B, A] float32 numpy. Returns (actions, B ints; logits [1, B, A]; values [1, B];
+        the next state [B, H])."""
+        logits, values, state = self(obs, state, starts)
+        return gumbel_max(logits.numpy()[0], noise).tolist(), logits, values, state
+
     def forward(
         self, obs: dict[str, torch.Tensor], state: torch.Tensor, starts: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -155,6 +166,14 @@ class ActorCritic(nn.Module):
         logits = self.policy_head(core_out).view(steps, batch, -1)
         values = self.value_head(core_out).view(steps, batch)
         return logits, values, state
+
+
+def gumbel_max(logits: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Actions [...] drawn from softmax(logits) for logits [..., A], given standard Gumbel noise
+    [..., A]: argmax(logits + noise) is distributed as softmax(logits) (the Gumbel-max trick;
+    Gumbel 1954, as used by Maddison et al. 2014, "A* Sampling"). An action with logit -inf is
+    never drawn."""
+    return np.argmax(logits + noise, axis=-1)
 
 
 def build_policy(
@@ -223,3 +242,9 @@ class UniformPolicy(nn.Module):
             self._zeros[shape] = zero.expand(*shape, self.num_actions), zero.expand(shape)
         logits, values = self._zeros[shape]
         return logits, values, state
+
+    def act(self, obs, state: torch.Tensor, starts: torch.Tensor, noise: np.ndarray):
+        """`ActorCritic.act` for equal logits: the action is the argmax of the noise alone, the
+        draw `gumbel_max` makes from zero logits (adding zeros changes no float), in one call."""
+        logits, values, state = self.forward(obs, state, starts)
+        return noise.argmax(-1).tolist(), logits, values, state
