@@ -255,11 +255,11 @@ class OniTask(NLE):
             else:
                 break
             observation, done = self.nethack.step(key)
-        if kept_message is not None and DESCEND_MESSAGE not in bytes(
-            observation[self._message_index]
-        ):
-            i = self._message_index
-            observation = (*observation[:i], kept_message, *observation[i + 1 :])
+        message = observation[self._message_index]
+        if kept_message is not None and DESCEND_MESSAGE not in bytes(message):
+            # Into NLE's own buffer, which NetHack rewrites whole on the next step: the arrays
+            # this env returns stay NLE's (a rollout worker may read them there, nle_buffers.py).
+            message[:] = kept_message
         return observation, done
 
     def _enhance(self):

@@ -14,6 +14,7 @@ from actors.captions import normalize_caption
 from actors.envs import copied, make_env
 from actors.episodes import EpisodeTally
 from actors.messages import EpisodeStats, Fragment, PolicyWeights, Sightings, side_by_side
+from actors.nle_buffers import holds_observations, share_buffers
 from actors.observation_slots import ObservationSlots
 from actors.sampling import gumbel_noise, log_probs
 
@@ -68,7 +69,11 @@ class RolloutWorker:
             )
             for i in range(num_envs)
         ]
+        # NetHack writes the envs' observations side by side: a step's are one copy per key.
+        self._blocks = share_buffers(self.envs, list(self.envs[0].observation_space.spaces))
         first = self._start_streams()
+        if self._blocks is not None and not holds_observations(self._blocks, first):
+            self._blocks = None  # the envs return other arrays: copy what they return
         self._obs_spec = {
             key: (np.shape(value), np.asarray(value).dtype) for key, value in first[0].items()
         }
@@ -159,16 +164,20 @@ class RolloutWorker:
     def _unroll(self, buffers: dict[str, np.ndarray]) -> Fragment:
         """One unroll into `buffers` {key: [T + 1, B, ...]} (views; row 0 is where the last
         unroll left the envs), returned as a fragment holding them."""
-        steps, num_envs = self.unroll_length, self.num_envs
+        steps, num_envs, blocks = self.unroll_length, self.num_envs, self._blocks
         for key, buf in buffers.items():
             buf[0] = self._next_obs[key]
-        # Each step's observations go into row t + 1 in one call per key: the envs' arrays
-        # joined along their first axis, [B * d0, d1, ...] (a view: the row's B columns are
-        # contiguous; every observation has at least one axis).
-        rows_out = [
-            {key: buf[t + 1].reshape(-1, *buf.shape[3:]) for key, buf in buffers.items()}
-            for t in range(steps)
-        ]
+        # Each step's observations go into row t + 1 in one call per key: NetHack's block
+        # [B, ...] (actors/nle_buffers.py), or else the envs' arrays joined along their first
+        # axis, [B * d0, d1, ...] (a view: the row's B columns are contiguous; every
+        # observation has at least one axis).
+        if blocks is not None:
+            rows_out = [{key: buf[t + 1] for key, buf in buffers.items()} for t in range(steps)]
+        else:
+            rows_out = [
+                {key: buf[t + 1].reshape(-1, *buf.shape[3:]) for key, buf in buffers.items()}
+                for t in range(steps)
+            ]
         # The policy's [1, B, ...] input of each step: tensors sharing the buffers' memory.
         obs_rows = [
             {key: torch.from_numpy(buf[t : t + 1]) for key, buf in buffers.items()}
@@ -206,8 +215,12 @@ class RolloutWorker:
                 if any(term) or any(trunc):
                     obs = list(obs)
                     final_values[t] = self._start_episodes(obs, term, trunc)
-                for key, out in rows_out[t].items():
-                    np.concatenate([o[key] for o in obs], out=out)
+                if blocks is not None:
+                    for key, out in rows_out[t].items():
+                        np.copyto(out, blocks[key])
+                else:
+                    for key, out in rows_out[t].items():
+                        np.concatenate([o[key] for o in obs], out=out)
         # A copy: a view would keep the whole sample's buffers alive after it is handed over.
         self._next_obs = {key: buf[steps].copy() for key, buf in buffers.items()}
 

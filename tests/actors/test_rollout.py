@@ -170,9 +170,10 @@ def test_normalized_captions_are_the_normal_forms_of_the_raw_ones():
 @pytest.mark.nle
 @pytest.mark.parametrize("env_id", ["NetHackScoreExtendedActions-v1", "NetHackScore-v0"])
 def test_nethack_fragments_replay_on_copying_envs(env_id):
-    """The worker writes NLE's own arrays into its buffers (the envs do not copy them): every
-    observation of a fragment, reset ones included, and the value of every episode cut by the
-    step cap equal those of envs that copy, replayed with the fragment's actions and seeds."""
+    """NetHack writes the worker's envs' observations side by side (actors/nle_buffers.py) and
+    the worker copies them from there: every observation of a fragment, reset ones included,
+    and the value of every episode cut by the step cap equal those of envs that copy, replayed
+    with the fragment's actions and seeds."""
     from actors.envs import make_env, num_actions, observation_spec
 
     cap = 10
@@ -183,6 +184,7 @@ def test_nethack_fragments_replay_on_copying_envs(env_id):
         env_id, num_envs=2, unroll=8, policy=policy, seed=4, max_episode_steps=cap,
         unrolls_per_sample=2,
     )  # fmt: skip
+    assert worker._blocks is not None  # NetHack writes into the worker's blocks (nle_buffers.py)
     fragments = [worker.sample()[0] for _ in range(2)]
     envs = [make_env(env_id, max_episode_steps=cap) for _ in range(2)]
     obs = [env.reset(seed=worker.episode_seed(i, 0))[0] for i, env in enumerate(envs)]
