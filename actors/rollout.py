@@ -172,17 +172,14 @@ class RolloutWorker:
         # axis, [B * d0, d1, ...] (a view: the row's B columns are contiguous; every
         # observation has at least one axis).
         if blocks is not None:
-            rows_out = [{key: buf[t + 1] for key, buf in buffers.items()} for t in range(steps)]
+            rows_out = _by_step(buffers, lambda buf: buf[1:])
         else:
             rows_out = [
                 {key: buf[t + 1].reshape(-1, *buf.shape[3:]) for key, buf in buffers.items()}
                 for t in range(steps)
             ]
         # The policy's [1, B, ...] input of each step: tensors sharing the buffers' memory.
-        obs_rows = [
-            {key: torch.from_numpy(buf[t : t + 1]) for key, buf in buffers.items()}
-            for t in range(steps)
-        ]
+        obs_rows = _by_step(buffers, lambda buf: torch.from_numpy(buf[:steps, None]).unbind())
         final_values = np.zeros((steps, num_envs), np.float32)
         initial_state = self._state.numpy().copy()
         no_starts = torch.zeros(1, num_envs, dtype=torch.bool)
@@ -295,6 +292,13 @@ class RolloutWorker:
         out = np.zeros(self.num_envs, np.float32)
         out[index] = value[0].numpy()
         return out
+
+
+def _by_step(buffers: dict[str, np.ndarray], rows) -> list[dict]:
+    """[{key: rows(buffers[key])[t] for each key} for each step t]: `rows` maps a buffer to its
+    per-step rows, called once per key (a call per key and step costs more)."""
+    keys, columns = list(buffers), [rows(buf) for buf in buffers.values()]
+    return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def _stacked(observations: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
