@@ -261,8 +261,8 @@ def profile_sampler(worker, seconds: float, top: int) -> dict:
 
     1. Timers wrapped around each env's step/reset and the policy's forward (instance
        attributes, so the product code runs unchanged); the rest of sample() is the action
-       draw (actors/sampling.py), the observation writes, the episode and caption
-       bookkeeping (actors/episodes.py) and building the fragment.
+       draw (the policy's `act`, after its forward), the observation writes, the episode and
+       caption bookkeeping (actors/episodes.py) and building the fragment.
     2. The same env instances stepped round-robin by a bare loop, for comparison.
     3. cProfile of a few sample() calls (it inflates Python-heavy code: compare, don't add).
     """
