@@ -14,6 +14,7 @@ from the observations the envs return, wherever that layout is not found.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import gymnasium as gym
@@ -22,45 +23,59 @@ import numpy as np
 
 def share_buffers(envs: Sequence[gym.Env], keys: Sequence[str]) -> dict[str, np.ndarray] | None:
     """Have NetHack write observation `keys` of env i into row i of one array per key; returns
-    {key: [len(envs), *shape]} (NLE's dtypes), or None where any env is not an NLE env that has
-    not been reset yet, or lacks a key.
+    {key: [len(envs), *shape]} (NLE's dtypes), or None, leaving every env as it was, where any
+    env is not an NLE env that has not been reset yet, lacks a key, or has buffers of another
+    shape or dtype than the first env's.
 
     After every step or reset of env i, the arrays' row i holds what NetHack wrote; an env
     returns views of those rows as its observations (check `holds_observations` after the first
-    reset: a task that returns other arrays is not covered by these rows). A None leaves every
-    env as it was; an error from NLE part way leaves the envs done so far writing into the
-    rows, which the caller need not read.
+    reset: a task that returns other arrays is not covered by these rows).
     """
     nethacks = [getattr(env.unwrapped, "nethack", None) for env in envs]
     if not nethacks or not all(_has_layout(n, keys) for n in nethacks):
         return None
     first = nethacks[0]._obs_buffers
+    if not all(_same_layout(n._obs_buffers, first, keys) for n in nethacks):
+        return None
     blocks = {key: np.zeros((len(envs), *first[key].shape), first[key].dtype) for key in keys}
+    rows = [
+        {**n._obs_buffers, **{key: blocks[key][i] for key in keys}} for i, n in enumerate(nethacks)
+    ]
     for i, nethack in enumerate(nethacks):
-        buffers = dict(nethack._obs_buffers)
-        buffers.update({key: blocks[key][i] for key in keys})
         try:
-            nethack._pynethack.set_buffers(**buffers)
+            nethack._pynethack.set_buffers(**rows[i])
         except (RuntimeError, TypeError, ValueError):  # e.g. "set_buffers called after reset()"
+            # NLE may have taken some of env i's keys before it raised; one already reset (the
+            # usual error) refuses again, its buffers untouched.
+            for undo in nethacks[: i + 1]:
+                with contextlib.suppress(RuntimeError):
+                    undo._pynethack.set_buffers(**undo._obs_buffers)
             return None
+    for nethack, buffers in zip(nethacks, rows, strict=True):
         nethack._obs_buffers = buffers
-        nethack._obs = tuple(buffers[key] for key in nethack._obs_buffers)
+        nethack._obs = tuple(buffers.values())  # in the order of its observation keys
     return blocks
 
 
 def holds_observations(blocks: dict[str, np.ndarray], observations: Sequence[dict]) -> bool:
-    """True when every env's observation (one dict per env, in order) is its rows of `blocks`:
-    the same memory, shape and dtype."""
+    """True when every env's observation (one dict per env, in order) has the keys of `blocks`
+    and no other, each its rows of them: the same memory, shape and dtype."""
     return all(
-        _same_array(obs[key], block[i])
+        obs.keys() == blocks.keys() and all(_same_array(obs[key], blocks[key][i]) for key in obs)
         for i, obs in enumerate(observations)
-        for key, block in blocks.items()
     )
 
 
 def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
     address = a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
     return address and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+
+
+def _same_layout(buffers: dict, first: dict, keys: Sequence[str]) -> bool:
+    return all(
+        buffers[key].shape == first[key].shape and buffers[key].dtype == first[key].dtype
+        for key in keys
+    )
 
 
 def _has_layout(nethack, keys: Sequence[str]) -> bool:

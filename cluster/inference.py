@@ -140,7 +140,7 @@ class InferenceMissing(Exception):
 
 
 class RemotePolicy:
-    """The policy interface a RolloutWorker calls (ActorCritic's `forward`, `act`,
+    """The policy interface a RolloutWorker calls (ActorCritic's call, `act`,
     `initial_state`, `autocast`), answered by the InferenceActor of the worker's node, found by name
     (`inference_actor_name`) before each sample. `weights_version` is the version of the
     weights behind the last answer; the worker stamps its fragments with it."""

@@ -245,6 +245,7 @@ class UniformPolicy(nn.Module):
 
     def act(self, obs, state: torch.Tensor, starts: torch.Tensor, noise: np.ndarray):
         """`ActorCritic.act` for equal logits: the action is the argmax of the noise alone, the
-        draw `gumbel_max` makes from zero logits (adding zeros changes no float), in one call."""
+        draw `gumbel_max` makes from zero logits (adding zeros changes no comparison), in one
+        call."""
         logits, values, state = self.forward(obs, state, starts)
         return noise.argmax(-1).tolist(), logits, values, state

@@ -48,5 +48,11 @@ def test_other_envs_and_reset_envs_are_left_as_they_were():
     after, *_ = nethack.step(0)
     assert after["glyphs"] is nethack.unwrapped.nethack._obs_buffers["glyphs"]
     assert share_buffers([make_env(NETHACK[0])], ["glyphs", "chars"]) is None  # no such buffer
-    for env in [*cartpole, nethack]:
+    # One env refused after another was redirected: that one is put back on its own buffers.
+    fresh = make_env(NETHACK[0], copy_observations=False)
+    assert share_buffers([fresh, nethack], KEYS) is None
+    buffers = fresh.unwrapped.nethack._obs_buffers
+    obs, _ = fresh.reset(seed=1)
+    assert all(obs[key] is buffers[key] for key in KEYS) and obs["blstats"].any()
+    for env in [*cartpole, nethack, fresh]:
         env.close()
