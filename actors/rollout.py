@@ -15,11 +15,17 @@ from actors.envs import copied, make_env
 from actors.episodes import EpisodeTally
 from actors.messages import EpisodeStats, Fragment, PolicyWeights, Sightings, side_by_side
 from actors.nle_buffers import holds_observations, share_buffers
-from actors.observation_slots import ObservationSlots
+from actors.observation_slots import ObservationSlots, release_observations
 from actors.sampling import gumbel_noise, log_probs
 
 _ENV_STREAM, _ACTION_STREAM = 0, 1  # spawn-key tags: env resets and action draws never share
 _NORMALIZED_CAPTIONS = 1 << 14  # distinct captions whose normal form a worker remembers
+
+
+class SampleAborted(RuntimeError):
+    """Raised by `sample` after a sample failed part way (its policy's actor was lost): the
+    envs and the episode books stopped mid-unroll, so the worker samples again only once moved
+    onto new seed streams (`use_restart_streams` with a new count, which starts new episodes)."""
 
 
 class RolloutWorker:
@@ -82,6 +88,7 @@ class RolloutWorker:
         self._state = policy.initial_state(num_envs)
         self._episodes = self._new_tally()
         self.slots: ObservationSlots | None = None  # see share_observations
+        self._aborted = False  # a sample failed part way: new seed streams before the next
 
     @property
     def num_envs(self) -> int:
@@ -108,7 +115,7 @@ class RolloutWorker:
         that restart's streams and starts new episodes there; the same value changes nothing."""
         if restarts == self._restarts:
             return
-        self._restarts = restarts
+        self._restarts, self._aborted = restarts, False
         self._next_obs = _stacked(self._start_streams())
         self._state = self.policy.initial_state(self.num_envs)
         self._episodes = self._new_tally()
@@ -147,6 +154,8 @@ class RolloutWorker:
         The stats are returned beside the fragment so that the driver can read them without
         fetching the observation arrays.
         """
+        if self._aborted:
+            raise SampleAborted(f"worker {self.worker_id}: its last sample stopped part way")
         steps, num_envs, unrolls = self.unroll_length, self.num_envs, self.unrolls_per_sample
         # Fresh buffers every sample (a free shared slot, or new arrays), handed to the fragment
         # as they are (no copy at the end): unroll u writes columns u*B .. (u+1)*B - 1.
@@ -157,7 +166,12 @@ class RolloutWorker:
                 for key, (shape, dtype) in self._obs_spec.items()
             }
         columns = [slice(u * num_envs, (u + 1) * num_envs) for u in range(unrolls)]
-        unrolled = [self._unroll({k: b[:, c] for k, b in buffers.items()}) for c in columns]
+        try:
+            unrolled = [self._unroll({k: b[:, c] for k, b in buffers.items()}) for c in columns]
+        except BaseException:  # e.g. the policy's actor lost: no consumer will free the slot
+            self._aborted = True  # the envs and the episode rows stopped part way
+            release_observations(buffers)
+            raise
         fragment = side_by_side(unrolled, obs=buffers)
         return fragment, fragment.episodes
 

@@ -139,6 +139,16 @@ class InferenceMissing(Exception):
         self.node_id = node_id
 
 
+class InferenceLost(Exception):
+    """A worker's inference actor died, or is restarting, while the worker's sample waited on it:
+    Ray restarts the actor by itself; the runner asks the worker again on fresh streams (its envs
+    stopped part way through the sample) and does not count the worker lost."""
+
+    def __init__(self, node_id: str):
+        super().__init__(node_id)
+        self.node_id = node_id
+
+
 class RemotePolicy:
     """The policy interface a RolloutWorker calls (ActorCritic's call, `act`,
     `initial_state`, `autocast`), answered by the InferenceActor of the worker's node, found by name
@@ -171,7 +181,10 @@ class RemotePolicy:
 
         obs_np = {k: v.numpy() for k, v in obs.items()}
         ref = self.actor.act.remote(obs_np, state.numpy(), self.worker_id)
-        logits, values, next_state, self.weights_version = ray.get(ref)
+        try:
+            logits, values, next_state, self.weights_version = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            raise InferenceLost(ray.get_runtime_context().get_node_id()) from None
         return (
             torch.from_numpy(logits)[None],
             torch.from_numpy(values)[None],

@@ -3,17 +3,20 @@ only: fragments go from a worker's node to the learner's, weights from the learn
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 import uuid
 
 import ray
 
 from actors.messages import EpisodeStats
+from actors.rollout import SampleAborted
 from cluster.annotation import AnnotatorActor, wants_annotator
 from cluster.components import ConfiguredLearner, EnvSpec
 from cluster.config import RunConfig
 from cluster.console import counted
-from cluster.inference import InferenceMissing
+from cluster.inference import InferenceLost, InferenceMissing
 from cluster.inference_pool import InferencePool
 from cluster.label_exchange import LABELS_GROUP, CaptionTableRequest, LabelExchange
 from cluster.placement import (
@@ -29,6 +32,8 @@ from cluster.placement import (
 from cluster.runner import CaptionRow
 from cluster.worker_actor import WorkerActor
 from cluster.worker_settings import InferenceSettings, WorkerSettings
+
+INFERENCE_NOTICE_S = 30.0  # a node's inference actor lost again within this is not said again
 
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
 
@@ -93,15 +98,15 @@ class RayRunner:
         self._table: CaptionTableRequest | None = None  # asked with wait=False, not answered
         self._notices: list[str] = []
         self._restarting: set[int] = set()  # workers that died and have not answered since
+        self._inference_lost_said: dict[str, float] = {}  # node id -> when its loss was said
         # Per worker: lost samples so far, sent with each sample request so that every new
         # process of a worker (Ray restarts it with the same arguments) seeds envs it has never
         # played. With the request itself: a message sent before it may be lost in the restart.
         self._lives: dict[int, int] = {}
         self._samples: dict = {}  # stats ref -> (worker id, fragment ref, lives sent with it)
         self._updates: list = []
-        self._weights_ref = None
         self._learner_node_ref = self.learner.node_id.remote()  # read at the first sample
-        self._learner_node: str | None = None
+        self._weights_ref, self._learner_node = None, None
         self.restarts = 0
 
     @property
@@ -271,7 +276,19 @@ class RayRunner:
                 self.inference.ensure(getattr(exc, "cause", exc).node_id, self._weights_ref)
                 self._requeue(worker_id, retiring)
                 continue
+            except SampleAborted:  # asked before the runner's new seed streams reached it
+                _forget(fragment_ref)
+                self._requeue(worker_id, retiring)
+                continue
+            except InferenceLost as exc:  # the worker lives; its sample stopped part way
+                _forget(fragment_ref)
+                self._say_inference_lost(getattr(exc, "cause", exc).node_id)
+                if lives == self._lives.get(worker_id, 0):
+                    self._lives[worker_id] = lives + 1  # fresh streams for the envs
+                self._requeue(worker_id, retiring)
+                continue
             except WORKER_LOST:
+                _forget(fragment_ref)
                 if retiring is not None:
                     self._retire_when_done(worker_id)
                     continue
@@ -303,9 +320,20 @@ class RayRunner:
             steps += num_steps
         return fragments, episodes, steps
 
+    def _say_inference_lost(self, node_id: str) -> None:
+        """One console line per loss: the samples in flight on the node fail together, and
+        some may be answered in between."""
+        now = time.monotonic()
+        if now - self._inference_lost_said.get(node_id, -math.inf) >= INFERENCE_NOTICE_S:
+            self._inference_lost_said[node_id] = now
+            self._notices.append(
+                f"shared inference actor on node {node_id[:8]} lost: Ray restarts it; its "
+                "workers' samples in flight are redone (no worker was lost)"
+            )
+
     def _requeue(self, worker_id: int, retiring) -> None:
-        """A sample that never started (no inference actor on the worker's node yet): ask again,
-        or let a retiring worker go."""
+        """A sample that did not finish for want of an inference actor (none on the worker's node
+        yet, or lost part way): ask again, or let a retiring worker go."""
         self._waiting.discard(worker_id)  # it runs somewhere
         if retiring is not None:
             self._retire_when_done(worker_id)
@@ -345,3 +373,10 @@ class RayRunner:
             ray.kill(actor)
         if self.inference is not None:
             self.inference.kill()
+
+
+def _forget(ref) -> None:
+    """Take a failed sample's error, so that Ray does not print it as unhandled when the
+    reference goes (the stats reference beside it says what happened)."""
+    with contextlib.suppress(Exception):
+        ray.get(ref)

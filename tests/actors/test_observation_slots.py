@@ -19,7 +19,7 @@ from actors.observation_slots import (
     observations_available,
     release_observations,
 )
-from actors.rollout import RolloutWorker
+from actors.rollout import RolloutWorker, SampleAborted
 from learner import metrics as lm
 from learner.models import UniformPolicy
 
@@ -38,7 +38,7 @@ if sys.argv[2] == "release":
 
 _SAMPLE_AND_EXIT = """
 import pickle, sys
-from actors.rollout import RolloutWorker
+from actors.rollout import RolloutWorker, SampleAborted
 from learner.models import UniformPolicy
 worker = RolloutWorker(env_id="CartPole-v1", num_envs=3, unroll_length=8, policy=UniformPolicy(2))
 worker.share_observations(2)
@@ -132,6 +132,34 @@ def test_busy_slots_fall_back_to_arrays_and_release_frees_them(tmp_path):
     fourth = worker.sample()[0]
     assert fourth.obs.address.slot == first.obs.address.slot  # the freed slot, written again
     assert not np.array_equal(first.obs["vector"], kept)  # as `release` says
+
+
+class _PolicyThatFailsOnItsFifthCall(UniformPolicy):
+    """Test double: a policy whose answer is lost part way through a sample (as a shared
+    inference actor's death makes RemotePolicy raise)."""
+
+    calls = 0
+
+    def act(self, *args):
+        self.calls += 1
+        if self.calls == 5:
+            raise RuntimeError("the policy's actor is gone")
+        return super().act(*args)
+
+
+def test_a_sample_that_fails_part_way_frees_its_slot():
+    worker = RolloutWorker(
+        env_id="CartPole-v1", num_envs=3, unroll_length=8, policy=_PolicyThatFailsOnItsFifthCall(2)
+    )
+    worker.share_observations(2)
+    with pytest.raises(RuntimeError, match="actor is gone"):
+        worker.sample()
+    assert worker.slots.busy == 0
+    with pytest.raises(SampleAborted):  # its envs and books stopped part way
+        worker.sample()
+    worker.use_restart_streams(1)  # as the runner asks next
+    fragment = worker.sample()[0]
+    assert isinstance(fragment.obs, SlotObservations) and fragment.obs.address.slot == 0
 
 
 def test_observations_of_a_gone_worker_are_lost_not_read():

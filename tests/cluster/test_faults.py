@@ -1,4 +1,5 @@
-"""Real faults: a rollout worker process killed mid-run is restarted and sampling goes on; SIGTERM
+"""Real faults: a rollout worker process killed mid-run is restarted and sampling goes on, and so
+does sampling when a shared inference actor is killed (no worker counted lost); SIGTERM
 stops a run cleanly with a checkpoint that the next invocation resumes from; a full disk (a
 small tmpfs, really filled) costs checkpoints, never the run or its older checkpoints; the reader
 of a piped console going away never costs the final checkpoint."""
@@ -56,6 +57,46 @@ def test_killed_worker_is_restarted_and_sampling_goes_on(tmp_path):
             except ray.exceptions.ActorUnavailableError:  # still restarting
                 time.sleep(0.1)
         assert new_pid != pid  # the same actor, a new process
+        runner.close()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_killed_inference_actor_is_said_and_no_worker_counted_lost(tmp_path):
+    """With shared inference, the inference actor's death fails its workers' samples in flight:
+    Ray restarts it, the runner redoes them, says so in one notice and counts no worker lost."""
+    import ray
+
+    from cluster.placement import start_ray
+    from cluster.ray_runner import RayRunner
+
+    overrides = [f"run_dir={tmp_path}", "rollout.num_workers=2", "rollout.inference=shared"]
+    config = load_config(CARTPOLE, overrides)
+    started = start_ray(config)
+    try:
+        runner = RayRunner(config, env_spec(config))
+        runner.start()
+        runner.sync_weights()
+        for _ in range(4):
+            runner.collect()
+
+        def pid_of(actor) -> int:
+            return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+
+        worker_pids = [pid_of(w) for w in runner.workers.values()]
+        (inference,) = runner.inference.actors.values()
+        os.kill(pid_of(inference), signal.SIGKILL)
+        steps_after, notices, deadline = 0, [], time.monotonic() + 60
+        while (not notices or steps_after < 2000) and time.monotonic() < deadline:
+            steps_after += runner.collect()[2]
+            notices += [n for n in runner.poll_notices() if "inference" in n]
+        assert steps_after >= 2000
+        assert len(notices) == 1 and "no worker was lost" in notices[0], notices
+        assert runner.restarts == 0, runner.restarts
+        assert [pid_of(w) for w in runner.workers.values()] == worker_pids
         runner.close()
     finally:
         if started:
