@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from cluster.checkpoint import list_checkpoints, load_latest, read_checkpoint
-from cluster.components import env_spec
 from cluster.config import load_config
+from tests.cluster.ray_runs import started_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 CARTPOLE = str(ROOT / "configs" / "cartpole.yaml")
@@ -30,17 +30,8 @@ CARTPOLE = str(ROOT / "configs" / "cartpole.yaml")
 def test_killed_worker_is_restarted_and_sampling_goes_on(tmp_path):
     import ray
 
-    from cluster.placement import start_ray
-    from cluster.ray_runner import RayRunner
-
     config = load_config(CARTPOLE, [f"run_dir={tmp_path}", "rollout.num_workers=2"])
-    started = start_ray(config)
-    try:
-        runner = RayRunner(config, env_spec(config))
-        runner.start()
-        runner.sync_weights()
-        for _ in range(4):
-            runner.collect()
+    with started_runner(config, collects=4) as runner:
         victim = runner.workers[0]
         pid = ray.get(victim.__ray_call__.remote(lambda self: os.getpid()))
         os.kill(pid, signal.SIGKILL)  # the process dies as it would on a node failure
@@ -57,10 +48,6 @@ def test_killed_worker_is_restarted_and_sampling_goes_on(tmp_path):
             except ray.exceptions.ActorUnavailableError:  # still restarting
                 time.sleep(0.1)
         assert new_pid != pid  # the same actor, a new process
-        runner.close()
-    finally:
-        if started:
-            ray.shutdown()
 
 
 @pytest.mark.ray
@@ -70,18 +57,9 @@ def test_killed_inference_actor_is_said_and_no_worker_counted_lost(tmp_path):
     Ray restarts it, the runner redoes them, says so in one notice and counts no worker lost."""
     import ray
 
-    from cluster.placement import start_ray
-    from cluster.ray_runner import RayRunner
-
     overrides = [f"run_dir={tmp_path}", "rollout.num_workers=2", "rollout.inference=shared"]
     config = load_config(CARTPOLE, overrides)
-    started = start_ray(config)
-    try:
-        runner = RayRunner(config, env_spec(config))
-        runner.start()
-        runner.sync_weights()
-        for _ in range(4):
-            runner.collect()
+    with started_runner(config, collects=4) as runner:
 
         def pid_of(actor) -> int:
             return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
@@ -97,10 +75,6 @@ def test_killed_inference_actor_is_said_and_no_worker_counted_lost(tmp_path):
         assert len(notices) == 1 and "no worker was lost" in notices[0], notices
         assert runner.restarts == 0, runner.restarts
         assert [pid_of(w) for w in runner.workers.values()] == worker_pids
-        runner.close()
-    finally:
-        if started:
-            ray.shutdown()
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from cluster.scaling import (
     requested_workers,
     running_driver,
 )
+from tests.cluster.ray_runs import started_runner
 from tests.waiting import DEADLINE_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,18 +120,11 @@ def test_serial_runner_resizes_with_fresh_seeds_and_current_weights(tmp_path):
 def test_ray_runner_adds_retires_and_refuses_workers(tmp_path):
     import ray
 
-    from cluster.placement import start_ray
-    from cluster.ray_runner import RayRunner
-
     # Per-worker inference: the CPU arithmetic below counts workers and the learner only.
     overrides = [f"run_dir={tmp_path}", "rollout.num_workers=1", "ray_num_cpus=4"]
     overrides.append("rollout.inference=worker")
     config = load_config(CARTPOLE, overrides)
-    started = start_ray(config)
-    try:
-        runner = RayRunner(config, env_spec(config))
-        runner.start()
-        runner.sync_weights()
+    with started_runner(config) as runner:
 
         def producers(calls: int) -> set[int]:
             refs = [ref for _ in range(calls) for ref in runner.collect()[0]]
@@ -157,10 +151,6 @@ def test_ray_runner_adds_retires_and_refuses_workers(tmp_path):
         assert (
             refused == "rollout workers stay at 1: 4 needs 3 more CPUs and the cluster has 2 free"
         )
-        runner.close()
-    finally:
-        if started:
-            ray.shutdown()
 
 
 @pytest.mark.ray

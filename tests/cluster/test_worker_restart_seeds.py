@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.components import env_spec
 from cluster.config import load_config
+from tests.cluster.ray_runs import started_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 CARTPOLE = str(ROOT / "configs" / "cartpole.yaml")
@@ -21,17 +21,10 @@ CARTPOLE = str(ROOT / "configs" / "cartpole.yaml")
 def test_restarted_worker_plays_new_episodes(tmp_path):
     import ray
 
-    from cluster.placement import start_ray
-    from cluster.ray_runner import WORKER_LOST, RayRunner
+    from cluster.ray_runner import WORKER_LOST
 
     config = load_config(CARTPOLE, [f"run_dir={tmp_path}", "rollout.num_workers=1"])
-    started = start_ray(config)
-    try:
-        runner = RayRunner(config, env_spec(config))
-        runner.start()
-        runner.sync_weights()
-        for _ in range(2):
-            runner.collect()
+    with started_runner(config, collects=2) as runner:
         victim = runner.workers[0]
 
         def streams(self):  # what the worker process seeds: its restart count, first resets
@@ -56,7 +49,3 @@ def test_restarted_worker_plays_new_episodes(tmp_path):
                 time.sleep(0.1)
         assert new_pid != pid and restarts >= 1  # a request sent before Ray saw the death counts
         assert not set(before) & set(after)
-        runner.close()
-    finally:
-        if started:
-            ray.shutdown()
