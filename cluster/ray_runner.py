@@ -272,20 +272,9 @@ class RayRunner:
                 continue  # retired before any node had a CPU for it
             try:
                 finished, num_steps = ray.get(stats_ref)
-            except InferenceMissing as exc:  # its node has no inference actor yet: start one
-                self.inference.ensure(getattr(exc, "cause", exc).node_id, self._weights_ref)
-                self._requeue(worker_id, retiring)
-                continue
-            except SampleAborted:  # asked before the runner's new seed streams reached it
+            except (InferenceMissing, InferenceLost, SampleAborted) as exc:
                 _forget(fragment_ref)
-                self._requeue(worker_id, retiring)
-                continue
-            except InferenceLost as exc:  # the worker lives; its sample stopped part way
-                _forget(fragment_ref)
-                self._say_inference_lost(getattr(exc, "cause", exc).node_id)
-                if lives == self._lives.get(worker_id, 0):
-                    self._lives[worker_id] = lives + 1  # fresh streams for the envs
-                self._requeue(worker_id, retiring)
+                self._redo(worker_id, lives, retiring, getattr(exc, "cause", exc))
                 continue
             except WORKER_LOST:
                 _forget(fragment_ref)
@@ -320,6 +309,23 @@ class RayRunner:
             steps += num_steps
         return fragments, episodes, steps
 
+    def _redo(self, worker_id: int, lives: int, retiring, cause: Exception) -> None:
+        """Ask a worker again whose process answered but whose sample did not finish: its node
+        had no inference actor yet (start one), that actor was lost part way (say so, give the
+        restarted actor current weights, move the worker onto new seed streams: its envs stopped
+        mid-unroll), or it was asked before those streams reached it (`SampleAborted`)."""
+        self._restarting.discard(worker_id)
+        if isinstance(cause, InferenceMissing):
+            self.inference.ensure(cause.node_id, self._weights_ref)
+        elif isinstance(cause, InferenceLost):
+            self._say_inference_lost(cause.node_id)
+            if self._weights_ref is not None:  # Ray rebuilt it with untrained weights
+                self.inference.set_weights(self._weights_ref)
+            if lives == self._lives.get(worker_id, 0):
+                self._lives[worker_id] = lives + 1
+            time.sleep(0.05)  # an actor that does not come back is not asked in a hot loop
+        self._requeue(worker_id, retiring)
+
     def _say_inference_lost(self, node_id: str) -> None:
         """One console line per loss: the samples in flight on the node fail together, and
         some may be answered in between."""
@@ -332,8 +338,7 @@ class RayRunner:
             )
 
     def _requeue(self, worker_id: int, retiring) -> None:
-        """A sample that did not finish for want of an inference actor (none on the worker's node
-        yet, or lost part way): ask again, or let a retiring worker go."""
+        """Ask the worker again (`_redo`), or let a retiring worker go."""
         self._waiting.discard(worker_id)  # it runs somewhere
         if retiring is not None:
             self._retire_when_done(worker_id)
@@ -377,6 +382,6 @@ class RayRunner:
 
 def _forget(ref) -> None:
     """Take a failed sample's error, so that Ray does not print it as unhandled when the
-    reference goes (the stats reference beside it says what happened)."""
+    reference goes (the stats reference beside it failed with it and says what happened)."""
     with contextlib.suppress(Exception):
-        ray.get(ref)
+        ray.get(ref, timeout=0)

@@ -46,8 +46,10 @@ class WorkerActor:
 
     @ray.method(num_returns=2)
     def sample(self, restarts: int = 0, consumer_node: str | None = None):
-        """`restarts`: the driver's count of this worker's lost samples; a restarted process
-        (constructed with the original arguments) moves onto fresh seed streams with it.
+        """`restarts`: the driver's count of this worker's lost samples (its process died, or its
+        inference actor was lost part way); a restarted process (constructed with the original
+        arguments), or one whose last sample stopped part way, moves onto fresh seed streams
+        with it.
         `consumer_node`: the Ray node id of the process that reads the fragments (the
         learner's), which releases their shared-memory slots when on this worker's node."""
         if consumer_node is not None and self._sharing is None:

@@ -14,7 +14,7 @@ def started_runner(config, collects: int = 0):
     from cluster.placement import start_ray
     from cluster.ray_runner import RayRunner
 
-    started = start_ray(config)
+    started, runner = start_ray(config), None
     try:
         runner = RayRunner(config, env_spec(config))
         runner.start()
@@ -22,7 +22,8 @@ def started_runner(config, collects: int = 0):
         for _ in range(collects):
             runner.collect()
         yield runner
-        runner.close()
     finally:
+        if runner is not None:
+            runner.close()
         if started:
             ray.shutdown()
