@@ -111,8 +111,9 @@ class RolloutWorker:
     def use_restart_streams(self, restarts: int) -> None:
         """`restarts`: how often this worker lost a sample in this run start, as the driver counts
         it: its process died (Ray constructs a restarted process with the original arguments, so
-        it begins on the streams of restart 0) or a sample stopped part way (`SampleAborted`). A new value moves every env and the action draws onto
-        that restart's streams and starts new episodes there; the same value changes nothing."""
+        it begins on the streams of restart 0) or a sample stopped part way (`SampleAborted`).
+        A new value moves every env and the action draws onto that restart's streams and starts
+        new episodes there; the same value changes nothing."""
         if restarts == self._restarts:
             return
         self._restarts, self._aborted = restarts, False
