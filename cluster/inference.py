@@ -150,8 +150,8 @@ class InferenceLost(Exception):
 
 
 class RemotePolicy:
-    """The policy interface a RolloutWorker calls (ActorCritic's call, `act`,
-    `initial_state`, `autocast`), answered by the InferenceActor of the worker's node, found by name
+    """The policy interface a RolloutWorker calls (ActorCritic's call, `act`, `initial_state`,
+    `autocast`), answered by the InferenceActor of the worker's node, found by name
     (`inference_actor_name`) before each sample. `weights_version` is the version of the
     weights behind the last answer; the worker stamps its fragments with it."""
 
@@ -183,6 +183,7 @@ class RemotePolicy:
         ref = self.actor.act.remote(obs_np, state.numpy(), self.worker_id)
         try:
             logits, values, next_state, self.weights_version = ray.get(ref)
+        # cluster/placement.py's WORKER_LOST, not imported: placement pulls in the annotator
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
             raise InferenceLost(ray.get_runtime_context().get_node_id()) from None
         return (
