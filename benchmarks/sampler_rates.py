@@ -16,6 +16,7 @@ from timing import log, machine_busy_s, median, window_rates
 
 from actors.observation_slots import release_observations
 from cluster.config import RolloutConfig
+from cluster.cpu_affinity import claim_core, claim_directory
 from cluster.placement import NO_TASK_EVENTS
 from cluster.worker_actor import WorkerActor
 
@@ -26,8 +27,13 @@ class _SamplerActor(WorkerActor):
     """cluster/worker_actor.py's worker actor around a RolloutWorker with the given policy; its
     `sample` is the product's, with the call's wall and CPU times added to the small stats."""
 
-    def __init__(self, env_id, policy_kind, shape, unroll_length, hidden_size, seed, worker_id):
+    def __init__(
+        self, env_id, policy_kind, shape, unroll_length, hidden_size, seed, worker_id, pinned
+    ):
         import torch
+
+        if pinned:  # as the product's worker actor does (rollout.cpu_affinity)
+            claim_core(claim_directory())
 
         from actors.envs import num_actions, observation_spec
         from actors.rollout import RolloutWorker
@@ -67,14 +73,20 @@ class _SamplerActor(WorkerActor):
         return profile_sampler(self.worker, seconds, top)
 
 
-def start_actors(policy_kind: str, shape: tuple[int, int], args) -> tuple[list, float]:
+def start_actors(
+    policy_kind: str, shape: tuple[int, int], args, pinned: bool | None = None
+) -> tuple[list, float]:
     """`args.workers` actors of `shape` = (envs per worker, unrolls per sample), ready to sample;
     returns them and their start-up seconds. Created without task events, as the run's worker
-    actors are (cluster/placement.py): with them, Ray reports every `sample` call to its GCS."""
+    actors are (cluster/placement.py): with them, Ray reports every `sample` call to its GCS.
+    `pinned`: each on a core of its own (default `args.cpu_affinity`, as rollout.cpu_affinity)."""
     actor_cls = ray.remote(num_cpus=1, **NO_TASK_EVENTS)(_SamplerActor)
+    pinned = args.cpu_affinity if pinned is None else pinned
     t0 = time.monotonic()
     actors = [
-        actor_cls.remote(args.env, policy_kind, shape, args.unroll, args.hidden, args.seed, i)
+        actor_cls.remote(
+            args.env, policy_kind, shape, args.unroll, args.hidden, args.seed, i, pinned
+        )
         for i in range(args.workers)
     ]
     ray.get([a.ready.remote() for a in actors])
@@ -170,6 +182,13 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
     with the sampler's envs per process; the idle actors wait meanwhile."""
     envs = shape[0]
     actors, startup_s = start_actors("trivial", shape, args)
+    # --compare-affinity: a second set of actors, never pinned, measured in every pair too,
+    # before the pinned set in every other pair (the machine drifts within minutes).
+    unpinned = (
+        start_actors("trivial", shape, args, pinned=False)[0]
+        if one_env and (args.compare_affinity)
+        else []
+    )
     rows = []
     try:
         for k in range(pairs):
@@ -181,12 +200,15 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
                 if envs == 1 and one_env
                 else measure_raw(args.env, args.raw_procs, envs, args)
             )
-            row["sampler"] = sampler_window(actors, args)
+            sets = [("sampler", actors), ("sampler_unpinned", unpinned)][: 1 + bool(unpinned)]
+            for name, chosen in sets[:: -1 if k % 2 else 1]:
+                row[name] = sampler_window(chosen, args)
             rows.append(row)
             raw, sampled = row["raw_same_envs"]["steps_per_s"], row["sampler"]["steps_per_s"]
+            other = f" (unpinned {row['sampler_unpinned']['steps_per_s']:.0f})" if unpinned else ""
             log(
                 f"  pair {k + 1}/{pairs}: raw {envs} envs/process {raw:.0f}, sampler "
-                f"{sampled:.0f} steps/s: {sampled / raw:.3f} of raw"
+                f"{sampled:.0f}{other} steps/s: {sampled / raw:.3f} of raw"
             )
         extra = {}
         if args.profile:
@@ -196,7 +218,7 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
             log("  1 sample in flight per actor")
             extra["sampler_1_in_flight"] = sampler_window(actors, args, in_flight=1)
     finally:
-        stop_actors(actors)
+        stop_actors(actors + unpinned)
     if args.diagnostics and one_env:
         log("  observations through the object store (a learner on another node)")
         extra["sampler_object_store"] = measure_sampler("trivial", shape, args, shared=False)
@@ -216,6 +238,16 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
             lambda r: cpu(r, "sampler") / cpu(r, "raw_same_envs")
         ),
     }
+    if unpinned:
+        summary |= {
+            "unpinned_steps_per_s": med(lambda r: rate(r, "sampler_unpinned")),
+            "unpinned_vs_raw_same_envs_ratio": med(
+                lambda r: rate(r, "sampler_unpinned") / rate(r, "raw_same_envs")
+            ),
+            "pinned_vs_unpinned_ratio": med(
+                lambda r: rate(r, "sampler") / rate(r, "sampler_unpinned")
+            ),
+        }
     if one_env:
         summary |= {
             "raw_1_env_steps_per_s": med(lambda r: rate(r, "raw_1_env")),
