@@ -16,7 +16,7 @@ from timing import log, machine_busy_s, median, window_rates
 
 from actors.observation_slots import release_observations
 from cluster.config import RolloutConfig
-from cluster.cpu_affinity import claim_core, claim_directory
+from cluster.cpu_affinity import claim_core, claim_directory, release_core
 from cluster.placement import NO_TASK_EVENTS
 from cluster.worker_actor import WorkerActor
 
@@ -61,6 +61,15 @@ class _SamplerActor(WorkerActor):
     def ready(self) -> int:
         return os.getpid()
 
+    def pin(self, pinned: bool) -> list[int]:
+        """Claim a core (as rollout.cpu_affinity does) or give the claim up; returns the cores
+        the actor may run on now."""
+        if pinned:
+            claim_core(claim_directory())
+        else:
+            release_core()
+        return sorted(os.sched_getaffinity(0))
+
     @ray.method(num_returns=2)
     def sample(self, consumer_node=None):
         begin, cpu_begin = time.monotonic(), time.process_time()
@@ -73,19 +82,16 @@ class _SamplerActor(WorkerActor):
         return profile_sampler(self.worker, seconds, top)
 
 
-def start_actors(
-    policy_kind: str, shape: tuple[int, int], args, pinned: bool | None = None
-) -> tuple[list, float]:
+def start_actors(policy_kind: str, shape: tuple[int, int], args) -> tuple[list, float]:
     """`args.workers` actors of `shape` = (envs per worker, unrolls per sample), ready to sample;
     returns them and their start-up seconds. Created without task events, as the run's worker
     actors are (cluster/placement.py): with them, Ray reports every `sample` call to its GCS.
-    `pinned`: each on a core of its own (default `args.cpu_affinity`, as rollout.cpu_affinity)."""
+    With `args.cpu_affinity` each pins itself to a core of its own, as rollout.cpu_affinity."""
     actor_cls = ray.remote(num_cpus=1, **NO_TASK_EVENTS)(_SamplerActor)
-    pinned = args.cpu_affinity if pinned is None else pinned
     t0 = time.monotonic()
     actors = [
         actor_cls.remote(
-            args.env, policy_kind, shape, args.unroll, args.hidden, args.seed, i, pinned
+            args.env, policy_kind, shape, args.unroll, args.hidden, args.seed, i, args.cpu_affinity
         )
         for i in range(args.workers)
     ]
@@ -182,13 +188,9 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
     with the sampler's envs per process; the idle actors wait meanwhile."""
     envs = shape[0]
     actors, startup_s = start_actors("trivial", shape, args)
-    # --compare-affinity: a second set of actors, never pinned, measured in every pair too,
-    # before the pinned set in every other pair (the machine drifts within minutes).
-    unpinned = (
-        start_actors("trivial", shape, args, pinned=False)[0]
-        if one_env and (args.compare_affinity)
-        else []
-    )
+    # --compare-affinity: the same actors measured unpinned too in every pair, before pinned in
+    # every other pair (the machine drifts within minutes).
+    compare = one_env and args.compare_affinity
     rows = []
     try:
         for k in range(pairs):
@@ -200,12 +202,14 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
                 if envs == 1 and one_env
                 else measure_raw(args.env, args.raw_procs, envs, args)
             )
-            sets = [("sampler", actors), ("sampler_unpinned", unpinned)][: 1 + bool(unpinned)]
-            for name, chosen in sets[:: -1 if k % 2 else 1]:
-                row[name] = sampler_window(chosen, args)
+            modes = [("sampler", args.cpu_affinity), ("sampler_unpinned", False)][: 1 + compare]
+            for name, pinned in modes[:: -1 if k % 2 else 1]:
+                if compare:
+                    ray.get([actor.pin.remote(pinned) for actor in actors])
+                row[name] = sampler_window(actors, args)
             rows.append(row)
             raw, sampled = row["raw_same_envs"]["steps_per_s"], row["sampler"]["steps_per_s"]
-            other = f" (unpinned {row['sampler_unpinned']['steps_per_s']:.0f})" if unpinned else ""
+            other = f" (unpinned {row['sampler_unpinned']['steps_per_s']:.0f})" if compare else ""
             log(
                 f"  pair {k + 1}/{pairs}: raw {envs} envs/process {raw:.0f}, sampler "
                 f"{sampled:.0f}{other} steps/s: {sampled / raw:.3f} of raw"
@@ -218,7 +222,7 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
             log("  1 sample in flight per actor")
             extra["sampler_1_in_flight"] = sampler_window(actors, args, in_flight=1)
     finally:
-        stop_actors(actors + unpinned)
+        stop_actors(actors)
     if args.diagnostics and one_env:
         log("  observations through the object store (a learner on another node)")
         extra["sampler_object_store"] = measure_sampler("trivial", shape, args, shared=False)
@@ -238,7 +242,7 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
             lambda r: cpu(r, "sampler") / cpu(r, "raw_same_envs")
         ),
     }
-    if unpinned:
+    if compare:
         summary |= {
             "unpinned_steps_per_s": med(lambda r: rate(r, "sampler_unpinned")),
             "unpinned_vs_raw_same_envs_ratio": med(

@@ -26,6 +26,7 @@ except ImportError:  # Windows: no flock, no pinning
     fcntl = None
 
 _held: dict[int, int] = {}  # this process's claim: {core: descriptor}, open for its lifetime
+_unpinned: set[int] = set()  # the cores the process could run on before its claim
 
 
 def claim_core(directory: str | os.PathLike) -> int | None:
@@ -48,10 +49,20 @@ def claim_core(directory: str | os.PathLike) -> int | None:
             continue
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for a reader
+        _unpinned.update(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {core})
         _held[core] = fd
         return core
     return None
+
+
+def release_core() -> None:
+    """Give this process's claim up and let it run on the cores it could before (for A/B
+    measurements: benchmarks/sampler_rates.py); nothing when it holds none."""
+    for core, fd in list(_held.items()):
+        os.sched_setaffinity(0, _unpinned)
+        os.close(fd)  # drops the lock
+        del _held[core]
 
 
 def claim_directory() -> Path:
