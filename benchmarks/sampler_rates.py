@@ -16,7 +16,6 @@ from timing import log, machine_busy_s, median, window_rates
 
 from actors.observation_slots import release_observations
 from cluster.config import RolloutConfig
-from cluster.cpu_affinity import claim_core, claim_directory, release_core
 from cluster.placement import NO_TASK_EVENTS
 from cluster.worker_actor import WorkerActor
 
@@ -27,13 +26,8 @@ class _SamplerActor(WorkerActor):
     """cluster/worker_actor.py's worker actor around a RolloutWorker with the given policy; its
     `sample` is the product's, with the call's wall and CPU times added to the small stats."""
 
-    def __init__(
-        self, env_id, policy_kind, shape, unroll_length, hidden_size, seed, worker_id, pinned
-    ):
+    def __init__(self, env_id, policy_kind, shape, unroll_length, hidden_size, seed, worker_id):
         import torch
-
-        if pinned:  # as the product's worker actor does (rollout.cpu_affinity)
-            claim_core(claim_directory())
 
         from actors.envs import num_actions, observation_spec
         from actors.rollout import RolloutWorker
@@ -61,15 +55,6 @@ class _SamplerActor(WorkerActor):
     def ready(self) -> int:
         return os.getpid()
 
-    def pin(self, pinned: bool) -> list[int]:
-        """Claim a core (as rollout.cpu_affinity does) or give the claim up; returns the cores
-        the actor may run on now."""
-        if pinned:
-            claim_core(claim_directory())
-        else:
-            release_core()
-        return sorted(os.sched_getaffinity(0))
-
     @ray.method(num_returns=2)
     def sample(self, consumer_node=None):
         begin, cpu_begin = time.monotonic(), time.process_time()
@@ -85,14 +70,11 @@ class _SamplerActor(WorkerActor):
 def start_actors(policy_kind: str, shape: tuple[int, int], args) -> tuple[list, float]:
     """`args.workers` actors of `shape` = (envs per worker, unrolls per sample), ready to sample;
     returns them and their start-up seconds. Created without task events, as the run's worker
-    actors are (cluster/placement.py): with them, Ray reports every `sample` call to its GCS.
-    With `args.cpu_affinity` each pins itself to a core of its own, as rollout.cpu_affinity."""
+    actors are (cluster/placement.py): with them, Ray reports every `sample` call to its GCS."""
     actor_cls = ray.remote(num_cpus=1, **NO_TASK_EVENTS)(_SamplerActor)
     t0 = time.monotonic()
     actors = [
-        actor_cls.remote(
-            args.env, policy_kind, shape, args.unroll, args.hidden, args.seed, i, args.cpu_affinity
-        )
+        actor_cls.remote(args.env, policy_kind, shape, args.unroll, args.hidden, args.seed, i)
         for i in range(args.workers)
     ]
     ray.get([a.ready.remote() for a in actors])
@@ -188,9 +170,6 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
     with the sampler's envs per process; the idle actors wait meanwhile."""
     envs = shape[0]
     actors, startup_s = start_actors("trivial", shape, args)
-    # --compare-affinity: the same actors measured unpinned too in every pair, before pinned in
-    # every other pair (the machine drifts within minutes).
-    compare = one_env and args.compare_affinity
     rows = []
     try:
         for k in range(pairs):
@@ -202,17 +181,12 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
                 if envs == 1 and one_env
                 else measure_raw(args.env, args.raw_procs, envs, args)
             )
-            modes = [("sampler", args.cpu_affinity), ("sampler_unpinned", False)][: 1 + compare]
-            for name, pinned in modes[:: -1 if k % 2 else 1]:
-                if compare:
-                    ray.get([actor.pin.remote(pinned) for actor in actors])
-                row[name] = sampler_window(actors, args)
+            row["sampler"] = sampler_window(actors, args)
             rows.append(row)
             raw, sampled = row["raw_same_envs"]["steps_per_s"], row["sampler"]["steps_per_s"]
-            other = f" (unpinned {row['sampler_unpinned']['steps_per_s']:.0f})" if compare else ""
             log(
                 f"  pair {k + 1}/{pairs}: raw {envs} envs/process {raw:.0f}, sampler "
-                f"{sampled:.0f}{other} steps/s: {sampled / raw:.3f} of raw"
+                f"{sampled:.0f} steps/s: {sampled / raw:.3f} of raw"
             )
         extra = {}
         if args.profile:
@@ -242,16 +216,6 @@ def sampler_pairs(shape: tuple[int, int], pairs: int, args, one_env: bool) -> di
             lambda r: cpu(r, "sampler") / cpu(r, "raw_same_envs")
         ),
     }
-    if compare:
-        summary |= {
-            "unpinned_steps_per_s": med(lambda r: rate(r, "sampler_unpinned")),
-            "unpinned_vs_raw_same_envs_ratio": med(
-                lambda r: rate(r, "sampler_unpinned") / rate(r, "raw_same_envs")
-            ),
-            "pinned_vs_unpinned_ratio": med(
-                lambda r: rate(r, "sampler") / rate(r, "sampler_unpinned")
-            ),
-        }
     if one_env:
         summary |= {
             "raw_1_env_steps_per_s": med(lambda r: rate(r, "raw_1_env")),

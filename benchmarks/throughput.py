@@ -23,9 +23,6 @@ Measurements (top-level keys; "details" holds per-window rates and diagnostics)
   sampler_vs_raw_ratio           sampler / raw_env_steps_per_s_per_core (one env per process)
   sampler_vs_raw_same_envs_ratio sampler / raw with the sampler's envs per process: what the
                                  pipeline itself costs
-  sampler_pinned_vs_unpinned_ratio  with --compare-affinity: pinned actors (rollout.cpu_affinity,
-                                 the default; --no-cpu-affinity turns it off) over unpinned ones,
-                                 both measured in every pair
   *_machine_cpu_ratio            the same from steps per CPU-second the whole machine spent
                                  (actors, driver, raylet; raw processes), steadier than wall
                                  rates when other users load the machine
@@ -121,17 +118,6 @@ def parse_args(argv=None):
     )
     p.add_argument("--profile-seconds", type=float, default=5.0, help="per profiled part")
     p.add_argument(
-        "--cpu-affinity",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="sampler actors pinned to a core each, as rollout.cpu_affinity (default: on)",
-    )
-    p.add_argument(
-        "--compare-affinity",
-        action="store_true",
-        help="also measure unpinned sampler actors in every pair (pinned / unpinned ratio)",
-    )
-    p.add_argument(
         "--diagnostics",
         action=argparse.BooleanOptionalAction,
         help="the instance-penalty table, the sampler shape sweep, 1 sample in flight, "
@@ -205,9 +191,6 @@ def run_sampler(args, out: dict, details: dict) -> None:
     out["sampler_vs_raw_same_envs_machine_cpu_ratio"] = summary[
         "vs_raw_same_envs_machine_cpu_ratio"
     ]
-    for key in ("unpinned_vs_raw_same_envs_ratio", "pinned_vs_unpinned_ratio"):
-        if key in summary:  # --compare-affinity
-            out[f"sampler_{key}"] = summary[key]
     shapes = [summary]
     if args.diagnostics:
         for shape in dict.fromkeys(args.sampler_shapes):
@@ -294,7 +277,6 @@ def main(argv=None) -> int:
             "train_workers": args.train_workers,
             "seed": args.seed,
             "diagnostics": args.diagnostics,
-            "sampler_cpu_affinity": args.cpu_affinity,
         },
     }
     details: dict = {}

@@ -60,11 +60,6 @@ class RolloutConfig:
     """Samples requested from each worker at once (Ray mode): with 2 a worker starts its next
     sample while the driver takes the last one (RLlib's APPO asks 2 per env runner too); 1
     keeps the weights a sample acts with one sample fresher."""
-    cpu_affinity: bool = True
-    """Pin each rollout worker's process to a core of its own (Ray mode): the first of its
-    node's cores that no other worker of the Ray session holds; a worker finding none free stays
-    unpinned (cluster/cpu_affinity.py; Sample Factory's set_workers_cpu_affinity). NetHack's
-    step is bound by the core's caches."""
     weights_sync_interval: Count = 1
     """Send fresh policy weights to workers every this many learner updates."""
     node_resource: str | None = None

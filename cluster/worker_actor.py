@@ -8,7 +8,6 @@ import ray
 
 from actors.messages import PolicyWeights
 from cluster.components import EnvSpec, make_worker
-from cluster.cpu_affinity import claim_core, claim_directory
 from cluster.inference import RemotePolicy
 from cluster.worker_settings import WorkerSettings
 
@@ -23,8 +22,7 @@ class WorkerActor:
     it finds the annotator by name (a handle as a constructor argument is not always restored
     after a restart), moves a restarted process onto fresh seed streams per request, and on the
     learner's node writes observations into shared memory, so that only the rest of a fragment
-    (a few kB, inlined by Ray) crosses the object store. With `rollout.cpu_affinity` its process
-    pins itself to a core of its own first (cluster/cpu_affinity.py)."""
+    (a few kB, inlined by Ray) crosses the object store."""
 
     def __init__(
         self,
@@ -34,8 +32,6 @@ class WorkerActor:
         annotator_name: str | None = None,
         inference_prefix: str | None = None,
     ):
-        if settings.cpu_affinity:
-            claim_core(claim_directory())  # before the envs load: their memory on its node
         sink = None
         if annotator_name is not None:
             sink = ray.get_actor(annotator_name).submit.remote  # fire and forget

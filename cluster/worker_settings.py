@@ -47,8 +47,7 @@ class WorkerSettings:
     `num_envs` per worker, `max_episode_steps` or None for the env's own limit,
     `normalize_captions`), the fragment's shape (`unroll_length` steps x `num_envs` *
     `unrolls_per_sample` columns), the run's `seed` (each worker derives its own streams from it
-    and its id), the policy (`model`) and whether its process pins itself to a core of its own
-    (`cpu_affinity`, Ray mode)."""
+    and its id) and the policy (`model`)."""
 
     env_id: str
     num_envs: int
@@ -58,7 +57,6 @@ class WorkerSettings:
     max_episode_steps: int | None
     normalize_captions: bool
     model: PolicySettings
-    cpu_affinity: bool
 
     @classmethod
     def from_config(cls, config: RunConfig) -> WorkerSettings:
@@ -71,7 +69,6 @@ class WorkerSettings:
             max_episode_steps=config.env.max_episode_steps,
             normalize_captions=config.env.normalize_captions,
             model=PolicySettings.from_config(config.model),
-            cpu_affinity=config.rollout.cpu_affinity,
         )
 
 

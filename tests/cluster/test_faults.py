@@ -1,8 +1,8 @@
-"""Real faults: a rollout worker process killed mid-run is restarted (on the core it held) and
-sampling goes on, and so does sampling when a shared inference actor is killed (no worker
-counted lost); SIGTERM stops a run cleanly with a checkpoint that the next invocation resumes
-from; a full disk (a small tmpfs, really filled) costs checkpoints, never the run or its older
-checkpoints; the reader of a piped console going away never costs the final checkpoint."""
+"""Real faults: a rollout worker process killed mid-run is restarted and sampling goes on, and so
+does sampling when a shared inference actor is killed (no worker counted lost); SIGTERM
+stops a run cleanly with a checkpoint that the next invocation resumes from; a full disk (a
+small tmpfs, really filled) costs checkpoints, never the run or its older checkpoints; the reader
+of a piped console going away never costs the final checkpoint."""
 
 import errno
 import os
@@ -32,11 +32,8 @@ def test_killed_worker_is_restarted_and_sampling_goes_on(tmp_path):
 
     config = load_config(CARTPOLE, [f"run_dir={tmp_path}", "rollout.num_workers=2"])
     with started_runner(config, collects=4) as runner:
-        workers = list(runner.workers.values())
-        pids = [ray.get(w.__ray_call__.remote(lambda self: os.getpid())) for w in workers]
-        cores = [os.sched_getaffinity(p) for p in pids]  # rollout.cpu_affinity: one core each
-        assert [len(c) for c in cores] == [1, 1] and cores[0] != cores[1]
-        victim, pid = workers[0], pids[0]
+        victim = runner.workers[0]
+        pid = ray.get(victim.__ray_call__.remote(lambda self: os.getpid()))
         os.kill(pid, signal.SIGKILL)  # the process dies as it would on a node failure
         steps_after, deadline = 0, time.monotonic() + 60
         while (runner.restarts == 0 or steps_after < 2000) and time.monotonic() < deadline:
@@ -51,7 +48,6 @@ def test_killed_worker_is_restarted_and_sampling_goes_on(tmp_path):
             except ray.exceptions.ActorUnavailableError:  # still restarting
                 time.sleep(0.1)
         assert new_pid != pid  # the same actor, a new process
-        assert os.sched_getaffinity(new_pid) == cores[0]  # on the core its predecessor left
 
 
 @pytest.mark.ray

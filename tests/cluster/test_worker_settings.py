@@ -31,12 +31,7 @@ def _config(tmp_path, *extra: str):
 
 
 def test_built_from_the_run_config(tmp_path):
-    config = _config(
-        tmp_path,
-        "model.recurrent=true",
-        "rollout.inference_device=cpu",
-        "rollout.cpu_affinity=false",
-    )
+    config = _config(tmp_path, "model.recurrent=true", "rollout.inference_device=cpu")
     settings = WorkerSettings.from_config(config)
     assert settings == WorkerSettings(
         env_id="CartPole-v1",
@@ -49,7 +44,6 @@ def test_built_from_the_run_config(tmp_path):
         model=PolicySettings(
             kind="mlp", hidden_size=64, recurrent=True, crop_size=9, precision="auto"
         ),
-        cpu_affinity=False,
     )
     assert settings.model.state_size == 64
     inference = InferenceSettings.from_config(config)
