@@ -243,6 +243,7 @@ def evaluate(
                 num_envs=num_envs,
                 max_episode_steps=cap,
                 on_episode=lambda _: bar.update(1),
+                on_steps=lambda steps, mode=mode: bar.note(f"{mode}, {steps:,} env steps"),
             )
     summary = summarize(results)
     counters = loaded.state.get("counters", {})

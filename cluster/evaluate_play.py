@@ -105,10 +105,12 @@ def play(
     num_envs: int,
     max_episode_steps: int | None,
     on_episode: Callable[[EpisodeResult], None] | None = None,
+    on_steps: Callable[[int], None] | None = None,
 ) -> list[EpisodeResult]:
     """Play `episodes` episodes (seeds seed..seed+episodes-1) with `num_envs` envs at once;
     `config` is the run's RunConfig. Returns the results in episode order; `on_episode` sees
-    each as it ends. Raises ValueError for a mode not in MODES."""
+    each as it ends, `on_steps` the env steps played so far after every batched step (NetHack
+    episodes run for thousands). Raises ValueError for a mode not in MODES."""
     import torch
 
     from actors.envs import make_env
@@ -126,6 +128,7 @@ def play(
         state = policy.initial_state(num_envs)
         starts = torch.zeros(1, num_envs, dtype=torch.bool)
         keys = list(table.obs_rows[0])
+        steps = 0
         with torch.no_grad():
             while active := table.active():
                 # finished envs keep stepping their last observation's row; their actions unused
@@ -133,6 +136,9 @@ def play(
                 batch = {k: torch.from_numpy(np.stack([r[k] for r in rows])[None]) for k in keys}
                 logits, _, state = policy(batch, state, starts)
                 actions = _actions(logits[0].numpy(), mode, rng)
+                steps += len(active)
+                if on_steps is not None:
+                    on_steps(steps)
                 for i in active:
                     result = table.step(i, int(actions[i]))
                     if result is None:
@@ -150,7 +156,10 @@ def play(
 
 
 def _actions(logits: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
-    """[num_envs] actions from logits [num_envs, num_actions]: argmax, or Gumbel-max sampling."""
+    """[num_envs] actions from logits [num_envs, num_actions]: argmax, or drawn from their
+    softmax (`gumbel_max`, as the rollout workers draw)."""
+    from learner.models import gumbel_max
+
     if mode == "greedy":
         return np.argmax(logits, axis=-1)
-    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1)
+    return gumbel_max(logits, rng.gumbel(size=logits.shape))

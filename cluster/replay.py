@@ -156,6 +156,7 @@ def _play_episode(
     import torch
 
     from actors.captions import normalize_caption
+    from learner.models import gumbel_max
 
     obs, _ = env.reset(seed=seed)
     state = policy.initial_state(1)
@@ -175,7 +176,7 @@ def _play_episode(
             if mode == "greedy":
                 action = int(np.argmax(logits))
             else:
-                action = int(np.argmax(logits + rng.gumbel(size=logits.shape)))
+                action = int(gumbel_max(logits, rng.gumbel(size=logits.shape)))
             obs, reward, term, trunc, info = env.step(action)
             done = term or trunc
             caption = info.get("caption")

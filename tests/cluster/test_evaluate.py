@@ -172,6 +172,7 @@ def test_tiny_nethack_run_evaluates_with_depth_and_intrinsic_return(tmp_path, ca
         loaded.config, reward=replace(loaded.config.reward, intrinsic_coef=0.5, count_exponent=0)
     )
     policy, _ = build_policy_and_reward(loaded)
+    played = []  # what the progress line hears: env steps so far, after each batched step
     results = play(
         config,
         policy,
@@ -181,7 +182,9 @@ def test_tiny_nethack_run_evaluates_with_depth_and_intrinsic_return(tmp_path, ca
         seed=7,
         num_envs=2,
         max_episode_steps=25,
+        on_steps=played.append,
     )
     assert [r.seed for r in results] == [7, 8]
+    assert played == sorted(set(played)) and played[-1] == sum(r.length for r in results)
     for result in results:
         assert result.return_intrinsic == pytest.approx(0.5 * result.length)
