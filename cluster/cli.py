@@ -351,6 +351,7 @@ def _train_or_resume(args: argparse.Namespace) -> int:
         return 0
     from cluster.checkpoint import CheckpointError
     from cluster.driver import StartupInterrupted, train
+    from cluster.inference import InferenceUnavailable
     from cluster.placement import RayStartError
 
     try:
@@ -361,7 +362,7 @@ def _train_or_resume(args: argparse.Namespace) -> int:
     except StartupInterrupted as exc:
         _error(f"rogueray: {exc}")
         return exc.exit_code
-    except RayStartError as exc:  # Ray's own processes did not come up: one line, no traceback
+    except (RayStartError, InferenceUnavailable) as exc:  # one line, no traceback
         _error(f"rogueray: error: {exc}")
         return 1
     except OSError as exc:

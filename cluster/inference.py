@@ -139,6 +139,12 @@ class InferenceMissing(Exception):
         self.node_id = node_id
 
 
+class InferenceUnavailable(RuntimeError):
+    """A node's inference actor died and Ray will not restart it (its constructor failed when
+    Ray restarted it, or it was killed without restart): the run stops, with a checkpoint and
+    the command that goes on without shared inference."""
+
+
 class InferenceLost(Exception):
     """A worker's inference actor died, or is restarting, while the worker's sample waited on it:
     Ray restarts the actor by itself; the runner asks the worker again on fresh streams (its envs

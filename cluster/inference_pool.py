@@ -10,6 +10,8 @@ its actor at start-up, so a one-machine run never takes that detour.
 
 from __future__ import annotations
 
+import re
+import time
 import uuid
 
 import ray
@@ -19,6 +21,8 @@ from cluster.components import EnvSpec
 from cluster.inference import InferenceActor, inference_actor_name
 from cluster.placement import NO_TASK_EVENTS, placed
 from cluster.worker_settings import InferenceSettings
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the actor's name in its errors
 
 
 class InferencePool:
@@ -45,6 +49,7 @@ class InferencePool:
             num_gpus=num_gpus, max_restarts=-1, **placed(node_resource), **NO_TASK_EVENTS
         )
         self.actors: dict[str, ray.actor.ActorHandle] = {}  # node id -> its actor
+        self._checked: dict[str, float] = {}  # node id -> when `death` last asked its actor
 
     def ensure(self, node_id: str, weights_ref=None, *, num_cpus: float = 0) -> None:
         """Start the node's actor unless it has one. It gets `weights_ref` (the learner's current
@@ -62,6 +67,25 @@ class InferencePool:
         if weights_ref is not None:
             actor.set_weights.remote(weights_ref)
         self.actors[node_id] = actor
+
+    def death(self, node_id: str, every_s: float = 5.0, timeout_s: float = 2.0) -> str | None:
+        """Why the node's actor is dead for good, or None: it answers, or is restarting (no
+        answer within `timeout_s`), or was asked less than `every_s` ago. Ray says "dead" only
+        of an actor it will not restart: one whose constructor failed when restarted, or one
+        killed without restart. Its last line names the cause, e.g. the constructor's error."""
+        now = time.monotonic()
+        actor = self.actors.get(node_id)
+        if actor is None or now - self._checked.get(node_id, -every_s) < every_s:
+            return None
+        self._checked[node_id] = now
+        try:
+            ray.get(actor.stats.remote(), timeout=timeout_s)
+        except ray.exceptions.ActorDiedError as exc:
+            lines = [_ANSI.sub("", line).strip() for line in str(exc).splitlines()]
+            return [line for line in lines if line][-1]
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError):
+            pass  # restarting
+        return None
 
     def forget_dead_nodes(self) -> None:
         """Drop the actors of nodes the cluster no longer has (called after a worker is lost)."""

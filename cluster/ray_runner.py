@@ -16,7 +16,7 @@ from cluster.annotation import AnnotatorActor, wants_annotator
 from cluster.components import ConfiguredLearner, EnvSpec
 from cluster.config import RunConfig
 from cluster.console import counted
-from cluster.inference import InferenceLost, InferenceMissing
+from cluster.inference import InferenceLost, InferenceMissing, InferenceUnavailable
 from cluster.inference_pool import InferencePool
 from cluster.label_exchange import LABELS_GROUP, CaptionTableRequest, LabelExchange
 from cluster.placement import (
@@ -318,6 +318,12 @@ class RayRunner:
         if isinstance(cause, InferenceMissing):
             self.inference.ensure(cause.node_id, self._weights_ref)
         elif isinstance(cause, InferenceLost):
+            if (death := self.inference.death(cause.node_id)) is not None:
+                raise InferenceUnavailable(
+                    f"the shared inference actor on node {cause.node_id[:8]} died and Ray will "
+                    f"not restart it ({death}). To go on with the policy in the rollout "
+                    f"workers: rogueray resume {self._config.run_dir} rollout.inference=worker"
+                )
             self._say_inference_lost(cause.node_id)
             if self._weights_ref is not None:  # Ray rebuilt it with untrained weights
                 self.inference.set_weights(self._weights_ref)

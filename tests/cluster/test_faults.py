@@ -1,8 +1,9 @@
 """Real faults: a rollout worker process killed mid-run is restarted and sampling goes on, and so
-does sampling when a shared inference actor is killed (no worker counted lost); SIGTERM
-stops a run cleanly with a checkpoint that the next invocation resumes from; a full disk (a
-small tmpfs, really filled) costs checkpoints, never the run or its older checkpoints; the reader
-of a piped console going away never costs the final checkpoint."""
+does sampling when a shared inference actor is killed (no worker counted lost), while one that
+Ray will not restart stops the run with the way on; SIGTERM stops a run cleanly with a
+checkpoint that the next invocation resumes from; a full disk (a small tmpfs, really filled)
+costs checkpoints, never the run or its older checkpoints; the reader of a piped console going
+away never costs the final checkpoint."""
 
 import errno
 import os
@@ -75,6 +76,30 @@ def test_killed_inference_actor_is_said_and_no_worker_counted_lost(tmp_path):
         assert len(notices) == 1 and "no worker was lost" in notices[0], notices
         assert runner.restarts == 0, runner.restarts
         assert [pid_of(w) for w in runner.workers.values()] == worker_pids
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_inference_actor_dead_for_good_stops_the_run_with_the_way_on(tmp_path):
+    """Ray does not restart an actor killed without restart (nor one whose constructor fails
+    when restarted): the workers' samples would fail forever, so the run stops and says how to
+    go on."""
+    import ray
+
+    from cluster.inference import InferenceUnavailable
+
+    overrides = [f"run_dir={tmp_path}", "rollout.num_workers=2", "rollout.inference=shared"]
+    config = load_config(CARTPOLE, overrides)
+    with started_runner(config, collects=4) as runner:
+        (inference,) = runner.inference.actors.values()
+        ray.kill(inference, no_restart=True)
+        deadline = time.monotonic() + 60
+        with pytest.raises(InferenceUnavailable) as stopped:
+            while time.monotonic() < deadline:
+                runner.collect()
+    message = str(stopped.value)
+    assert "killed" in message and "will not restart" in message, message
+    assert f"rogueray resume {tmp_path} rollout.inference=worker" in message
 
 
 @pytest.mark.slow
