@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from annotator.metrics import ANSWERING, BACKEND_STATE, NOT_ANSWERING, STARTING, WAITING
@@ -106,7 +107,8 @@ def _inference(config: RunConfig) -> str:
 
 class Console:
     """Status lines every `interval_s`; `update` returns the env steps/s since the last line
-    when it printed one (the driver logs that rate), else None."""
+    when it printed one (the driver logs that rate), else None. `clock` (seconds) times the
+    rates, the elapsed time and the ETA."""
 
     def __init__(
         self,
@@ -116,6 +118,7 @@ class Console:
         quiet: bool = False,
         stream: TextIO | None = None,
         tty: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.total = total
         self.start_step = start_step
@@ -123,8 +126,10 @@ class Console:
         self.quiet = quiet
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
-        self._started = self._last_print = time.monotonic()
+        self.clock = clock
+        self._started = self._last_print = clock()
         self._last_steps = start_step
+        self._first: tuple[float, int] | None = None  # (time, step) of the first steps counted
         self._bar = None
         self.last_line = ""
 
@@ -139,7 +144,9 @@ class Console:
         annotator: dict[str, Any] | None = None,
         force: bool = False,
     ) -> float | None:
-        now = time.monotonic()
+        now = self.clock()
+        if self._first is None and step > self.start_step:
+            self._first = now, step  # the ETA's rate starts here, after the start-up
         since = now - self._last_print
         if step == self._last_steps and (not force or self.last_line):
             return None  # nothing new (a forced final line repeats no line)
@@ -148,7 +155,14 @@ class Console:
         rate = (step - self._last_steps) / max(since, 1e-9)
         self._last_print, self._last_steps = now, step
         fields = self.fields(
-            step, rate, now - self._started, window, episodes, intrinsic, annotator
+            step,
+            rate,
+            now - self._started,
+            window,
+            episodes,
+            intrinsic,
+            annotator,
+            self._eta(step, now),
         )
         if force:  # the final line: a rate since the last line would time the finish; the mean
             elapsed = max(now - self._started, 1e-9)  # and no ETA (a stopped run has none)
@@ -171,10 +185,8 @@ class Console:
         episodes: int,
         intrinsic: float | None,
         annotator: dict[str, Any] | None,
+        eta: float | None = None,
     ) -> list[str]:
-        done = step - self.start_step
-        session_rate = done / elapsed if elapsed > 0 and done > 0 else None
-        eta = max(self.total - step, 0) / session_rate if session_rate else None
         fields = [
             f"steps {step:,d}/{self.total:,d} ({100 * min(step / max(self.total, 1), 1):.0f}%)",
             f"{rate:,.0f} steps/s",
@@ -194,6 +206,15 @@ class Console:
         if annotator:
             fields.append(annotator_field(annotator))
         return fields
+
+    def _eta(self, step: int, now: float) -> float | None:
+        """Seconds to `total` at the rate since the first steps were counted, or None before
+        any came after them: the start-up before the first fragment (Ray, the processes, the
+        first sample) would stretch an ETA taken from the console's start, and a first line
+        after a 16 s start-up read "ETA 1:43:20" for a run that took 30 s."""
+        if self._first is None or step <= self._first[1] or now <= self._first[0]:
+            return None
+        return max(self.total - step, 0) * (now - self._first[0]) / (step - self._first[1])
 
     def _show_bar(self, step: int, fields: list[str]) -> None:
         if self._bar is None:

@@ -157,6 +157,22 @@ def test_console_line_shows_progress_task_figures_and_the_annotator():
         assert f"(pending 40, {shown}, invalid" in out.getvalue().splitlines()[-1]
 
 
+def test_eta_runs_from_the_first_steps_not_from_the_start_up():
+    """A CartPole run's first line came 16 s after start-up with 256 steps done and read
+    "ETA 1:43:20" for a run that then took 30 s: the ETA's rate starts at the first steps."""
+    now, out = [0.0], io.StringIO()
+    console = Console(total=100_000, start_step=0, interval_s=5.0, stream=out, tty=False,
+                      clock=lambda: now[0])  # fmt: skip
+    window = m.EpisodeWindow()
+    now[0] = 16.0
+    console.update(256, window, episodes=0)  # the first fragment, and the first line
+    now[0] = 21.0
+    console.update(40_256, window, episodes=9)  # 8,000 steps/s since the first steps
+    first, second = out.getvalue().splitlines()
+    assert "ETA ?" in first and "16 steps/s" in first  # the start-up is in the rate, not the ETA
+    assert "ETA 0:00:07" in second and "8,000 steps/s" in second  # 59,744 steps left
+
+
 def test_console_without_annotator_or_episodes_and_its_terminal_bar():
     out = io.StringIO()
     console = Console(total=1_000, start_step=500, interval_s=0.0, stream=out, tty=False)
