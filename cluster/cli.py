@@ -21,6 +21,7 @@ from cluster import (
     motif_cli,
     replay_cli,
 )
+from cluster.cli_flags import flags_as_overrides
 from cluster.config import ConfigError, RunConfig, dump_yaml, load_config, shipped_config
 from cluster.console import counted, done_line
 from cluster.kernel_caches import bound_in_this_process
@@ -153,38 +154,6 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def _flags_as_overrides(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
-    """`train`/`resume` with config keys given as flags, `--total_env_steps 1000` or
-    `--learner.learning_rate=3e-4`: the same as the overrides `total_env_steps=1000`, ...
-    (dashes in a flag's name read as underscores). The command's own switches (--quiet, ...)
-    move in front, so that argparse sees the positionals in one piece wherever they were typed."""
-    if not argv or argv[0] not in ("train", "resume"):
-        return argv
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    actions = {s: a for a in subparsers.choices[argv[0]]._actions for s in a.option_strings}
-    kept, overrides, switches = [], [], []
-    rest = iter(argv[1:])
-    for token in rest:
-        if token == "--":
-            kept += [token, *rest]
-            break
-        flag, eq, value = token.partition("=")
-        if flag in actions:
-            (switches if actions[flag].nargs == 0 else kept).append(token)
-        elif not token.startswith("--"):
-            kept.append(token)
-        else:
-            key = flag[2:].replace("-", "_")
-            if not eq:
-                value = next(rest, None)
-                if value is None or value.startswith("--"):
-                    raise ConfigError(
-                        f"flag {flag} needs a value: write {key}=VALUE or {flag} VALUE"
-                    )
-            overrides.append(f"{key}={value}")
-    return [argv[0], *switches, *kept, *overrides]
-
-
 def _run_tool(args) -> int:
     """evaluate, replay and compare: their errors are the user's to fix, printed in one line."""
     module = {"evaluate": evaluate_cli, "replay": replay_cli, "compare": compare_cli}[args.command]
@@ -314,7 +283,7 @@ def _settings_anywhere(parser, args: argparse.Namespace, extras: list[str]) -> a
 def _main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
-        argv = _flags_as_overrides(sys.argv[1:] if argv is None else list(argv), parser)
+        argv = flags_as_overrides(sys.argv[1:] if argv is None else list(argv), parser)
     except ConfigError as exc:
         print(f"rogueray: error: {exc}", file=sys.stderr)
         return 2

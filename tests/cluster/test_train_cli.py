@@ -180,6 +180,14 @@ def test_flags_that_are_not_config_keys_are_named(tmp_path, capsys):
         "flag --total_env_steps needs a value: write total_env_steps=VALUE"
         in capsys.readouterr().err
     )
+    for typo, meant in (("--print-confg", "--print-config"), ("--quiett", "--quiet")):
+        assert main(["train", CARTPOLE, f"run_dir={tmp_path}", typo]) == 2
+        err = capsys.readouterr().err  # the command's own switch, not a key wanting a value
+        assert f"unknown flag {typo} for `rogueray train`; did you mean {meant}?" in err, err
+    assert main(["resume", str(tmp_path), "--fressh"]) == 2
+    assert "unknown flag --fressh for `rogueray resume`; did you mean --fresh?" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_run_directory_given_to_train_suggests_resume(tmp_path, capsys):
