@@ -33,6 +33,7 @@ from cluster.runner import CaptionRow
 from cluster.worker_actor import WorkerActor
 from cluster.worker_settings import InferenceSettings, WorkerSettings
 
+START_WAIT_S = 300.0  # `start` waits this long at most for the processes to be constructed
 INFERENCE_NOTICE_S = 30.0  # a node's inference actor lost again within this is not said again
 
 MAX_UPDATES_IN_FLIGHT = 2  # bounds policy lag and queued fragments when the learner is slower
@@ -120,6 +121,11 @@ class RayRunner:
     def start(self, annotator_backlog: list | None = None) -> None:
         if self.annotator is not None:
             ray.get(self.annotator.start.remote(annotator_backlog or []))
+        # The learner and the placed workers constructed (imports, envs, network; 16 s on a
+        # loaded laptop): the console's "processes up" and its first rate then leave that out.
+        placed = [w for i, w in self.workers.items() if i not in self._waiting]
+        ready = [actor.__ray_ready__.remote() for actor in [self.learner, *placed]]
+        ray.wait(ready, num_returns=len(ready), timeout=START_WAIT_S)  # then the samples wait
 
     def load_learner_state(self, state: dict) -> None:
         ray.get(self.learner.load_state_dict.remote(state))

@@ -45,7 +45,9 @@ class Runner(Protocol):
         """Whether an annotator runs (the reward model learns from labels)."""
 
     def start(self, annotator_backlog: list | None = None) -> None:
-        """Start the annotator's labelling loop with a checkpoint's backlog. Blocks until it runs."""
+        """Start the annotator's labelling loop with a checkpoint's backlog. Blocks until it
+        runs and, with Ray, until the learner and the workers that have a CPU are constructed
+        (at most 300 s: cluster/ray_runner.py's START_WAIT_S)."""
 
     def load_learner_state(self, state: dict) -> None:
         """Restore the learner from `learner_state`'s output. Blocks until done."""
