@@ -48,5 +48,5 @@ def _check_flag(flag: str, key: str, command: str, switches: list[str]) -> None:
     `--print-confg`) is named as such, rather than read as a key wanting a value."""
     if key in {k.key for k in config_keys(RunConfig)}:
         return
-    if close := difflib.get_close_matches(flag, switches, n=1, cutoff=0.75):
+    if close := difflib.get_close_matches(flag, switches, n=1, cutoff=0.85):
         raise ConfigError(f"unknown flag {flag} for `rogueray {command}`; did you mean {close[0]}?")

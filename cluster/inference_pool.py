@@ -11,6 +11,7 @@ its actor at start-up, so a one-machine run never takes that detour.
 from __future__ import annotations
 
 import re
+import shlex
 import time
 import uuid
 
@@ -18,11 +19,21 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.components import EnvSpec
-from cluster.inference import InferenceActor, inference_actor_name
+from cluster.inference import InferenceActor, InferenceUnavailable, inference_actor_name
 from cluster.placement import NO_TASK_EVENTS, placed
 from cluster.worker_settings import InferenceSettings
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the actor's name in its errors
+_ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception)\b.*")  # "RuntimeError: ...", a traceback's
+
+
+def _cause(exc: Exception) -> str:
+    """The line of Ray's error text that names the cause: a traceback's last "...Error: ..."
+    line (a failed constructor's), else its last line (e.g. "killed by `ray.kill`")."""
+    lines = [_ANSI.sub("", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if _ERROR_LINE.match(line)]
+    return (errors or lines or [type(exc).__name__])[-1].rstrip(".")
 
 
 class InferencePool:
@@ -49,7 +60,7 @@ class InferencePool:
             num_gpus=num_gpus, max_restarts=-1, **placed(node_resource), **NO_TASK_EVENTS
         )
         self.actors: dict[str, ray.actor.ActorHandle] = {}  # node id -> its actor
-        self._checked: dict[str, float] = {}  # node id -> when `death` last asked its actor
+        self._checked: dict[str, float] = {}  # node id -> when `check_alive` last asked it
 
     def ensure(self, node_id: str, weights_ref=None, *, num_cpus: float = 0) -> None:
         """Start the node's actor unless it has one. It gets `weights_ref` (the learner's current
@@ -68,24 +79,29 @@ class InferencePool:
             actor.set_weights.remote(weights_ref)
         self.actors[node_id] = actor
 
-    def death(self, node_id: str, every_s: float = 5.0, timeout_s: float = 2.0) -> str | None:
-        """Why the node's actor is dead for good, or None: it answers, or is restarting (no
-        answer within `timeout_s`), or was asked less than `every_s` ago. Ray says "dead" only
-        of an actor it will not restart: one whose constructor failed when restarted, or one
-        killed without restart. Its last line names the cause, e.g. the constructor's error."""
+    def check_alive(self, node_id: str, run_dir: str, every_s: float = 5.0) -> None:
+        """Raise InferenceUnavailable when the node's actor is dead for good: Ray will not
+        restart it (its constructor failed when restarted, or it was killed without restart).
+        Asks the actor at most every `every_s` per node, waiting up to 2 s for an answer; one
+        restarting (no answer, or ActorUnavailableError) or on a node that is gone (its
+        workers are lost too, and `forget_dead_nodes` drops it) passes."""
         now = time.monotonic()
         actor = self.actors.get(node_id)
         if actor is None or now - self._checked.get(node_id, -every_s) < every_s:
-            return None
+            return
         self._checked[node_id] = now
         try:
-            ray.get(actor.stats.remote(), timeout=timeout_s)
-        except ray.exceptions.ActorDiedError as exc:
-            lines = [_ANSI.sub("", line).strip() for line in str(exc).splitlines()]
-            return [line for line in lines if line][-1]
+            ray.get(actor.stats.remote(), timeout=2.0)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError):
-            pass  # restarting
-        return None
+            return  # restarting
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as exc:
+            if node_id not in {n["NodeID"] for n in ray.nodes() if n.get("Alive")}:
+                return
+            raise InferenceUnavailable(
+                f"the shared inference actor on node {node_id[:8]} died and Ray will not "
+                f"restart it: {_cause(exc)}. To go on with the policy in the rollout workers: "
+                f"rogueray resume {shlex.quote(str(run_dir))} rollout.inference=worker"
+            ) from None
 
     def forget_dead_nodes(self) -> None:
         """Drop the actors of nodes the cluster no longer has (called after a worker is lost)."""

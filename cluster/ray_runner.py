@@ -16,7 +16,7 @@ from cluster.annotation import AnnotatorActor, wants_annotator
 from cluster.components import ConfiguredLearner, EnvSpec
 from cluster.config import RunConfig
 from cluster.console import counted
-from cluster.inference import InferenceLost, InferenceMissing, InferenceUnavailable
+from cluster.inference import InferenceLost, InferenceMissing
 from cluster.inference_pool import InferencePool
 from cluster.label_exchange import LABELS_GROUP, CaptionTableRequest, LabelExchange
 from cluster.placement import (
@@ -121,11 +121,13 @@ class RayRunner:
     def start(self, annotator_backlog: list | None = None) -> None:
         if self.annotator is not None:
             ray.get(self.annotator.start.remote(annotator_backlog or []))
-        # The learner and the placed workers constructed (imports, envs, network; 16 s on a
-        # loaded laptop): the console's "processes up" and its first rate then leave that out.
-        placed = [w for i, w in self.workers.items() if i not in self._waiting]
-        ready = [actor.__ray_ready__.remote() for actor in [self.learner, *placed]]
-        ray.wait(ready, num_returns=len(ready), timeout=START_WAIT_S)  # then the samples wait
+        if self._config.ray_address is None:  # a local Ray, sized for every process of the run
+            # All constructed (imports, envs, network: 16 s on a loaded laptop), so that the
+            # console's "processes up" and its first rate leave that out. A joined cluster's
+            # workers may wait for CPUs: training starts as soon as any samples.
+            actors = [self.learner, *self.workers.values()]
+            ready = [actor.__ray_ready__.remote() for actor in actors]
+            ray.wait(ready, num_returns=len(ready), timeout=START_WAIT_S)  # then samples wait
 
     def load_learner_state(self, state: dict) -> None:
         ray.get(self.learner.load_state_dict.remote(state))
@@ -319,17 +321,16 @@ class RayRunner:
         """Ask a worker again whose process answered but whose sample did not finish: its node
         had no inference actor yet (start one), that actor was lost part way (say so, give the
         restarted actor current weights, move the worker onto new seed streams: its envs stopped
-        mid-unroll), or it was asked before those streams reached it (`SampleAborted`)."""
+        mid-unroll), or it was asked before those streams reached it (`SampleAborted`). Raises
+        InferenceUnavailable when the node's actor is dead for good (`check_alive`)."""
         self._restarting.discard(worker_id)
         if isinstance(cause, InferenceMissing):
+            if cause.node_id in self.inference.actors:  # started, yet not found: dead for good?
+                self.inference.check_alive(cause.node_id, self._config.run_dir)
+                time.sleep(0.05)
             self.inference.ensure(cause.node_id, self._weights_ref)
         elif isinstance(cause, InferenceLost):
-            if (death := self.inference.death(cause.node_id)) is not None:
-                raise InferenceUnavailable(
-                    f"the shared inference actor on node {cause.node_id[:8]} died and Ray will "
-                    f"not restart it ({death}). To go on with the policy in the rollout "
-                    f"workers: rogueray resume {self._config.run_dir} rollout.inference=worker"
-                )
+            self.inference.check_alive(cause.node_id, self._config.run_dir)
             self._say_inference_lost(cause.node_id)
             if self._weights_ref is not None:  # Ray rebuilt it with untrained weights
                 self.inference.set_weights(self._weights_ref)

@@ -46,8 +46,8 @@ class Runner(Protocol):
 
     def start(self, annotator_backlog: list | None = None) -> None:
         """Start the annotator's labelling loop with a checkpoint's backlog. Blocks until it
-        runs and, with Ray, until the learner and the workers that have a CPU are constructed
-        (at most 300 s: cluster/ray_runner.py's START_WAIT_S)."""
+        runs and, on a local Ray, until the learner and the workers are constructed (at most
+        300 s: cluster/ray_runner.py's START_WAIT_S)."""
 
     def load_learner_state(self, state: dict) -> None:
         """Restore the learner from `learner_state`'s output. Blocks until done."""
@@ -75,7 +75,8 @@ class Runner(Protocol):
     def collect(self) -> tuple[list[FragmentHandle], list[EpisodeStats], int]:
         """Blocks until at least one worker's sample is ready. Returns (fragment handles for
         `train`, the episodes that finished in them, the env steps they hold). Ray mode may
-        return no handle when the only ready sample came from a lost worker."""
+        return no handle when the only ready sample came from a lost worker, and raises
+        InferenceUnavailable when a node's shared inference actor is dead for good."""
 
     def can_train(self) -> bool:
         """Whether `train` may be called now without exceeding the updates allowed in flight."""
