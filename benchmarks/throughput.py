@@ -313,6 +313,7 @@ def start_ray(num_cpus: int) -> float:
     logging.getLogger("ray").setLevel(logging.ERROR)
     t0 = time.perf_counter()
     ray.init(
+        address="local",  # a Ray of its own, as the product's (cluster/placement.py)
         num_cpus=num_cpus,
         # The product's setting (cluster/placement.py): Ray's default runs workers at nice 15,
         # where any nice-0 process (the raw baseline's, another user's) takes their core.

@@ -106,7 +106,7 @@ def test_unusable_env_fails_before_ray(tmp_path, capsys):
 def test_cluster_too_small_is_named(tmp_path, capsys):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         code = main(
             ["train", CARTPOLE, f"run_dir={tmp_path}", "ray_address=auto", "rollout.num_workers=4"]
