@@ -135,7 +135,7 @@ def play(
                 rows = table.obs_rows
                 batch = {k: torch.from_numpy(np.stack([r[k] for r in rows])[None]) for k in keys}
                 logits, _, state = policy(batch, state, starts)
-                actions = _actions(logits[0].numpy(), mode, rng)
+                actions = choose_actions(logits[0].numpy(), mode, rng)
                 steps += len(active)
                 if on_steps is not None:
                     on_steps(steps)
@@ -155,9 +155,10 @@ def play(
     return [results[k] for k in sorted(results)]
 
 
-def _actions(logits: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
-    """[num_envs] actions from logits [num_envs, num_actions]: argmax, or drawn from their
-    softmax (`gumbel_max`, as the rollout workers draw)."""
+def choose_actions(logits: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
+    """Actions [...] from logits [..., num_actions] (evaluate: [num_envs, A]; replay: [A]):
+    argmax in mode "greedy", else drawn from their softmax (`gumbel_max`, as the rollout
+    workers draw) with Gumbel noise from `rng`."""
     from learner.models import gumbel_max
 
     if mode == "greedy":

@@ -95,7 +95,7 @@ class InferencePool:
         except (ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError):
             return  # restarting
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as exc:
-            if node_id not in {n["NodeID"] for n in ray.nodes() if n.get("Alive")}:
+            if node_id not in _alive_nodes():
                 return
             raise InferenceUnavailable(
                 f"the shared inference actor on node {node_id[:8]} died and Ray will not "
@@ -105,7 +105,7 @@ class InferencePool:
 
     def forget_dead_nodes(self) -> None:
         """Drop the actors of nodes the cluster no longer has (called after a worker is lost)."""
-        alive = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+        alive = _alive_nodes()
         for node_id in [n for n in self.actors if n not in alive]:
             ray.kill(self.actors.pop(node_id))
 
@@ -125,3 +125,8 @@ class InferencePool:
     def kill(self) -> None:
         for actor in self.actors.values():
             ray.kill(actor)
+
+
+def _alive_nodes() -> set[str]:
+    """Ids of the nodes the Ray cluster has now."""
+    return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}

@@ -156,7 +156,7 @@ def _play_episode(
     import torch
 
     from actors.captions import normalize_caption
-    from learner.models import gumbel_max
+    from cluster.evaluate_play import choose_actions
 
     obs, _ = env.reset(seed=seed)
     state = policy.initial_state(1)
@@ -172,11 +172,7 @@ def _play_episode(
                 if k not in TTY_KEYS
             }
             logits, _, state = policy(batch, state, starts)
-            logits = logits[0, 0].numpy()
-            if mode == "greedy":
-                action = int(np.argmax(logits))
-            else:
-                action = int(gumbel_max(logits, rng.gumbel(size=logits.shape)))
+            action = int(choose_actions(logits[0, 0].numpy(), mode, rng))
             obs, reward, term, trunc, info = env.step(action)
             done = term or trunc
             caption = info.get("caption")
