@@ -1,4 +1,4 @@
-"""A rollout worker's per-episode bookkeeping, done once per unroll from rows kept per step:
+"""A rollout worker's per-episode bookkeeping, done once per sample from rows kept per step:
 episode returns, lengths and depths, and each step's caption id with how often the step's
 episode has shown that caption. Kept out of the per-step loop, where every extra call runs
 with NetHack's code in the core's caches and costs several times what it costs in a loop."""
@@ -62,9 +62,10 @@ class EpisodeTally:
         )
 
     def end_unroll(self, done: np.ndarray, truncated: np.ndarray) -> UnrollTally:
-        """Account for the T steps added since the last call: `done` [T, B] whether the episode
-        ended after the step, `truncated` [T, B] whether it was cut by the time limit. An env's
-        next step after an end begins a new episode."""
+        """Account for the T steps added since the last call (a rollout worker calls it once
+        per sample, its unrolls' steps in time order): `done` [T, B] whether the episode ended
+        after the step, `truncated` [T, B] whether it was cut by the time limit. An env's next
+        step after an end begins a new episode."""
         rewards, captions, depths, successes = zip(*self._rows, strict=True)
         self._rows = []
         if self.normalize is not None:

@@ -13,7 +13,7 @@ import torch
 from actors.captions import normalize_caption
 from actors.envs import copied, make_env
 from actors.episodes import EpisodeTally
-from actors.messages import EpisodeStats, Fragment, PolicyWeights, Sightings, side_by_side
+from actors.messages import EpisodeStats, Fragment, PolicyWeights, Sightings
 from actors.nle_buffers import holds_observations, share_buffers
 from actors.observation_slots import ObservationSlots, release_observations
 from actors.sampling import gumbel_noise, log_probs
@@ -166,19 +166,25 @@ class RolloutWorker:
                 key: np.empty((steps + 1, unrolls * num_envs, *shape), dtype)
                 for key, (shape, dtype) in self._obs_spec.items()
             }
-        columns = [slice(u * num_envs, (u + 1) * num_envs) for u in range(unrolls)]
+        rows = _StepRows(unrolls * steps, num_envs)
         try:
-            unrolled = [self._unroll({k: b[:, c] for k, b in buffers.items()}) for c in columns]
+            for u in range(unrolls):
+                columns = slice(u * num_envs, (u + 1) * num_envs)
+                rows.initial_states.append(self._state.numpy().copy())
+                self._unroll({k: b[:, columns] for k, b in buffers.items()}, rows, u * steps)
+                rows.versions.append(self.acting_version)
         except BaseException:  # e.g. the policy's actor lost: no consumer will free the slot
             self._aborted = True  # the envs and the episode rows stopped part way
             release_observations(buffers)
             raise
-        fragment = side_by_side(unrolled, obs=buffers)
+        # A copy: a view would keep the whole sample's buffers alive after it is handed over.
+        self._next_obs = {key: obs.copy() for key, obs in self._next_obs.items()}
+        fragment = self._fragment(buffers, rows)
         return fragment, fragment.episodes
 
-    def _unroll(self, buffers: dict[str, np.ndarray]) -> Fragment:
+    def _unroll(self, buffers: dict[str, np.ndarray], rows: _StepRows, first: int) -> None:
         """One unroll into `buffers` {key: [T + 1, B, ...]} (views; row 0 is where the last
-        unroll left the envs), returned as a fragment holding them."""
+        unroll left the envs), its steps kept as rows `first` .. `first + T - 1` of `rows`."""
         steps, num_envs, blocks = self.unroll_length, self.num_envs, self._blocks
         for key, buf in buffers.items():
             buf[0] = self._next_obs[key]
@@ -195,20 +201,17 @@ class RolloutWorker:
             ]
         # The policy's [1, B, ...] input of each step: tensors sharing the buffers' memory.
         obs_rows = _by_step(buffers, lambda buf: torch.from_numpy(buf[:steps, None]).unbind())
-        final_values = np.zeros((steps, num_envs), np.float32)
-        initial_state = self._state.numpy().copy()
+        final_values = rows.final_values[first : first + steps]
         no_starts = torch.zeros(1, num_envs, dtype=torch.bool)
         noise = gumbel_noise(self._rng, (steps, num_envs, self._num_actions))
-        # Rows of the unroll, one entry per step: the policy's [1, B, A] logits and [1, B]
-        # values (joined by torch.cat, never written: a policy may return the same tensors
-        # every call), then [B] tuples and lists.
-        logits, values, actions, terminated, truncated = [], [], [], [], []
+        logits, values, actions = rows.logits, rows.values, rows.actions
+        terminated, truncated = rows.terminated, rows.truncated
 
         # Between two steps of the envs, whose NetHack code fills the core's caches, every
         # distinct call finds its own code and data evicted and costs several times what it
         # costs in a tight loop. So a step does only what the next one needs (the policy, the
         # draw, the observations) and keeps the rest as Python rows; arrays and episode
-        # bookkeeping are made from them once, after the last step.
+        # bookkeeping are made from them once per sample, after the last step (`_fragment`).
         with torch.no_grad(), self.policy.autocast("cpu"):  # weights cast once per unroll
             for t in range(steps):
                 step_actions, step_logits, value, self._state = self.policy.act(
@@ -233,29 +236,35 @@ class RolloutWorker:
                 else:
                     for key, out in rows_out[t].items():
                         np.concatenate([o[key] for o in obs], out=out)
-        # A copy: a view would keep the whole sample's buffers alive after it is handed over.
-        self._next_obs = {key: buf[steps].copy() for key, buf in buffers.items()}
+        self._next_obs = {key: buf[steps] for key, buf in buffers.items()}  # views, for now
 
-        logits = torch.cat(logits).numpy()
-        terminated = np.array(terminated, bool)
+    def _fragment(self, buffers: dict[str, np.ndarray], rows: _StepRows) -> Fragment:
+        """The sample's fragment from its observation `buffers` and its steps' `rows` (all the
+        unrolls in time order, [U * T, B]): the episode books, the log-probabilities and the
+        arrays, each made once per sample, with the unrolls set side by side, [T, U * B]."""
+        unrolls = self.unrolls_per_sample
+        logits = torch.cat(rows.logits).numpy()
+        terminated = np.array(rows.terminated, bool)
         # An episode that ended by its own rules is not cut, whatever the time limit says.
-        truncated = np.array(truncated, bool) & ~terminated
+        truncated = np.array(rows.truncated, bool) & ~terminated
         tally = self._episodes.end_unroll(terminated | truncated, truncated)
-        actions = np.array(actions, np.int64)
+        actions = np.array(rows.actions, np.int64)
+        values = torch.cat(rows.values).numpy().astype(np.float32, copy=False)
         fragment = Fragment(
             obs=buffers,
-            actions=actions,
-            logp=log_probs(logits, actions),
-            values=torch.cat(values).numpy().astype(np.float32, copy=False),
-            rewards=tally.rewards,
-            terminated=terminated,
-            truncated=truncated,
-            final_values=final_values,
-            caption_ids=tally.caption_ids,
-            caption_counts=tally.caption_counts,
+            actions=_beside(actions, unrolls),
+            logp=_beside(log_probs(logits, actions), unrolls),
+            values=_beside(values, unrolls),
+            rewards=_beside(tally.rewards, unrolls),
+            terminated=_beside(terminated, unrolls),
+            truncated=_beside(truncated, unrolls),
+            final_values=_beside(rows.final_values, unrolls),
+            caption_ids=_beside(tally.caption_ids, unrolls),
+            caption_counts=_beside(tally.caption_counts, unrolls),
             captions=tally.captions,
-            initial_state=initial_state,
-            policy_version=self.acting_version,
+            initial_state=np.concatenate(rows.initial_states),
+            # The oldest weights behind the sample (a remote policy's answers may move on).
+            policy_version=min(rows.versions),
             worker_id=self.worker_id,
             episodes=tuple(tally.finished),
         )
@@ -319,3 +328,30 @@ def _by_step(buffers: dict[str, np.ndarray], rows) -> list[dict]:
 def _stacked(observations: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """One observation per env -> {key: [B, ...]}."""
     return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+
+
+class _StepRows:
+    """A sample's per-step rows, kept as Python lists while its envs step (`_unroll`): the
+    policy's [1, B, A] logits and [1, B] values (joined by torch.cat, never written: a policy
+    may return the same tensors every call), the [B] actions and end flags, and per unroll the
+    recurrent state it began from and the version of the weights that acted."""
+
+    def __init__(self, steps: int, num_envs: int) -> None:
+        self.logits: list = []
+        self.values: list = []
+        self.actions: list = []
+        self.terminated: list = []
+        self.truncated: list = []
+        self.final_values = np.zeros((steps, num_envs), np.float32)  # see _start_episodes
+        self.initial_states: list[np.ndarray] = []
+        self.versions: list[int] = []
+
+
+def _beside(rows: np.ndarray, unrolls: int) -> np.ndarray:
+    """[U * T, B, ...] (U consecutive unrolls, in time order) -> [T, U * B, ...] (side by side:
+    unroll u in columns u*B .. (u+1)*B - 1)."""
+    if unrolls == 1:
+        return rows
+    steps, num_envs = rows.shape[0] // unrolls, rows.shape[1]
+    stacked = rows.reshape(unrolls, steps, num_envs, *rows.shape[2:]).swapaxes(0, 1)
+    return stacked.reshape(steps, unrolls * num_envs, *rows.shape[2:])
