@@ -173,13 +173,13 @@ class RolloutWorker:
                 rows.initial_states.append(self._state.numpy().copy())
                 self._unroll({k: b[:, columns] for k, b in buffers.items()}, rows, u * steps)
                 rows.versions.append(self.acting_version)
+            # A copy: a view would keep the whole sample's buffers alive once handed over.
+            self._next_obs = {key: obs.copy() for key, obs in self._next_obs.items()}
+            fragment = self._fragment(buffers, rows)
         except BaseException:  # e.g. the policy's actor lost: no consumer will free the slot
             self._aborted = True  # the envs and the episode rows stopped part way
             release_observations(buffers)
             raise
-        # A copy: a view would keep the whole sample's buffers alive after it is handed over.
-        self._next_obs = {key: obs.copy() for key, obs in self._next_obs.items()}
-        fragment = self._fragment(buffers, rows)
         return fragment, fragment.episodes
 
     def _unroll(self, buffers: dict[str, np.ndarray], rows: _StepRows, first: int) -> None:

@@ -117,6 +117,26 @@ def test_unrolls_per_sample_are_consecutive_unrolls_side_by_side():
     assert episodes == expected[0].episodes + expected[1].episodes and len(episodes) == 2
 
 
+class CountingRemotePolicyDouble(UniformPolicy):
+    """Test double of a policy answered elsewhere (cluster/inference.py's RemotePolicy): the
+    version behind its latest answer moves on by one with every step."""
+
+    weights_version = 0
+
+    def act(self, obs, state, starts, noise):
+        self.weights_version += 1
+        return super().act(obs, state, starts, noise)
+
+
+def test_a_sample_carries_the_oldest_version_that_ended_an_unroll():
+    """With answers from newer weights arriving mid-sample, the fragment's policy_version is the
+    version read at the end of its first unroll (steps 1-4), not its last (steps 5-8)."""
+    worker = _worker(unroll=4, policy=CountingRemotePolicyDouble(2), unrolls_per_sample=2)
+    first, _ = worker.sample()
+    second, _ = worker.sample()
+    assert (first.policy_version, second.policy_version) == (4, 12)
+
+
 def test_fragments_keep_their_observations_after_later_samples():
     """Each fragment owns its observation arrays: later samples and a move onto restart streams
     (which resets every env) write elsewhere."""
