@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -86,6 +87,7 @@ class RolloutWorker:
         self._next_obs = _stacked(first)  # [B, ...] per key: what each env shows now
         self._num_actions = int(self.envs[0].action_space.n)
         self._state = policy.initial_state(num_envs)
+        self._no_starts = torch.zeros(1, num_envs, dtype=torch.bool)  # no step starts an episode
         self._episodes = self._new_tally()
         self.slots: ObservationSlots | None = None  # see share_observations
         self._aborted = False  # a sample failed part way: new seed streams before the next
@@ -167,11 +169,13 @@ class RolloutWorker:
                 for key, (shape, dtype) in self._obs_spec.items()
             }
         rows = _StepRows(unrolls * steps, num_envs)
+        # What the unrolls' steps read and write, made once per sample: per-call costs are
+        # paid once rather than once per unroll (see `_unroll`).
+        noise = gumbel_noise(self._rng, (unrolls * steps, num_envs, self._num_actions))
         try:
-            for u in range(unrolls):
-                columns = slice(u * num_envs, (u + 1) * num_envs)
+            for u, views in enumerate(self._unroll_views(buffers)):
                 rows.initial_states.append(self._state.numpy().copy())
-                self._unroll({k: b[:, columns] for k, b in buffers.items()}, rows, u * steps)
+                self._unroll(views, rows, u * steps, noise[u * steps : (u + 1) * steps])
                 rows.versions.append(self.acting_version)
             # A copy: a view would keep the whole sample's buffers alive once handed over.
             self._next_obs = {key: obs.copy() for key, obs in self._next_obs.items()}
@@ -182,28 +186,35 @@ class RolloutWorker:
             raise
         return fragment, fragment.episodes
 
-    def _unroll(self, buffers: dict[str, np.ndarray], rows: _StepRows, first: int) -> None:
-        """One unroll into `buffers` {key: [T + 1, B, ...]} (views; row 0 is where the last
-        unroll left the envs), its steps kept as rows `first` .. `first + T - 1` of `rows`."""
-        steps, num_envs, blocks = self.unroll_length, self.num_envs, self._blocks
-        for key, buf in buffers.items():
+    def _unroll_views(self, buffers: dict[str, np.ndarray]) -> list[_UnrollViews]:
+        """Per unroll u, views of columns u*B .. (u+1)*B - 1 of the sample's `buffers`
+        {key: [T + 1, U * B, ...]}: the columns, each step's rows to write, its policy inputs."""
+        steps, num_envs = self.unroll_length, self.num_envs
+        views = []
+        for u in range(self.unrolls_per_sample):
+            columns = {k: b[:, u * num_envs : (u + 1) * num_envs] for k, b in buffers.items()}
+            # Each step's observations go into row t + 1 in one call per key: NetHack's block
+            # [B, ...] (actors/nle_buffers.py), or else the envs' arrays joined along their
+            # first axis, [B * d0, d1, ...] (a view: the row's B columns are contiguous; every
+            # observation has at least one axis).
+            if self._blocks is not None:
+                writes = _by_step(columns, lambda buf: buf[1:])
+            else:
+                writes = _by_step(columns, lambda buf: _joined_rows(buf[1:]))
+            # The policy's [1, B, ...] input of each step: tensors sharing the buffers' memory.
+            inputs = _by_step(columns, lambda buf: torch.from_numpy(buf[:steps, None]).unbind())
+            views.append(_UnrollViews(columns, writes, inputs))
+        return views
+
+    def _unroll(self, views: _UnrollViews, rows: _StepRows, first: int, noise: np.ndarray):
+        """One unroll into `views.columns` {key: [T + 1, B, ...]} (row 0 is where the last
+        unroll left the envs), its steps kept as rows `first` .. `first + T - 1` of `rows`;
+        `noise` [T, B, A]: the steps' Gumbel noise."""
+        steps, blocks = self.unroll_length, self._blocks
+        for key, buf in views.columns.items():
             buf[0] = self._next_obs[key]
-        # Each step's observations go into row t + 1 in one call per key: NetHack's block
-        # [B, ...] (actors/nle_buffers.py), or else the envs' arrays joined along their first
-        # axis, [B * d0, d1, ...] (a view: the row's B columns are contiguous; every
-        # observation has at least one axis).
-        if blocks is not None:
-            rows_out = _by_step(buffers, lambda buf: buf[1:])
-        else:
-            rows_out = [
-                {key: buf[t + 1].reshape(-1, *buf.shape[3:]) for key, buf in buffers.items()}
-                for t in range(steps)
-            ]
-        # The policy's [1, B, ...] input of each step: tensors sharing the buffers' memory.
-        obs_rows = _by_step(buffers, lambda buf: torch.from_numpy(buf[:steps, None]).unbind())
+        rows_out, obs_rows, no_starts = views.writes, views.inputs, self._no_starts
         final_values = rows.final_values[first : first + steps]
-        no_starts = torch.zeros(1, num_envs, dtype=torch.bool)
-        noise = gumbel_noise(self._rng, (steps, num_envs, self._num_actions))
         logits, values, actions = rows.logits, rows.values, rows.actions
         terminated, truncated = rows.terminated, rows.truncated
 
@@ -226,8 +237,9 @@ class RolloutWorker:
                 actions.append(step_actions)
                 terminated.append(term)
                 truncated.append(trunc)
-                self._episodes.add_step(reward, info)
-                if any(term) or any(trunc):
+                ended = any(term) or any(trunc)
+                self._episodes.add_step(reward, info, ended)
+                if ended:
                     obs = list(obs)
                     final_values[t] = self._start_episodes(obs, term, trunc)
                 if blocks is not None:
@@ -236,7 +248,7 @@ class RolloutWorker:
                 else:
                     for key, out in rows_out[t].items():
                         np.concatenate([o[key] for o in obs], out=out)
-        self._next_obs = {key: buf[steps] for key, buf in buffers.items()}  # views, for now
+        self._next_obs = {key: buf[steps] for key, buf in views.columns.items()}  # views, for now
 
     def _fragment(self, buffers: dict[str, np.ndarray], rows: _StepRows) -> Fragment:
         """The sample's fragment from its observation `buffers` and its steps' `rows` (all the
@@ -345,6 +357,20 @@ class _StepRows:
         self.final_values = np.zeros((steps, num_envs), np.float32)  # see _start_episodes
         self.initial_states: list[np.ndarray] = []
         self.versions: list[int] = []
+
+
+@dataclass(frozen=True)
+class _UnrollViews:
+    """One unroll's share of a sample's buffers (`RolloutWorker._unroll_views`)."""
+
+    columns: dict[str, np.ndarray]  # {key: [T + 1, B, ...]}
+    writes: list[dict[str, np.ndarray]]  # per step t: where its observations go (row t + 1)
+    inputs: list[dict[str, torch.Tensor]]  # per step t: the policy's [1, B, ...] input (row t)
+
+
+def _joined_rows(buf: np.ndarray) -> np.ndarray:
+    """[T, B, d0, d1, ...] -> [T, B * d0, d1, ...], a view (raises rather than copy)."""
+    return np.reshape(buf, (buf.shape[0], -1, *buf.shape[3:]), copy=False)
 
 
 def _beside(rows: np.ndarray, unrolls: int) -> np.ndarray:
