@@ -61,9 +61,9 @@ def _unroll(rng, steps, num_envs):
         for row in rng.normal(size=(steps, num_envs)) / 3
     ]
     infos = []
-    for t in range(steps):
+    for _t in range(steps):
         row = []
-        for i in range(num_envs):
+        for _i in range(num_envs):
             info = {"depth": int(rng.integers(1, 5))}
             caption = CAPTIONS[rng.integers(len(CAPTIONS))]
             if caption is not None:
