@@ -46,7 +46,9 @@ def sample_loop(env_id: str, shape: tuple[int, int], seed: int, warmup: float, s
     cpu, begin, steps = time.process_time(), time.perf_counter(), 0
     while time.perf_counter() - begin < seconds:
         steps += worker.sample()[0].num_steps
-    return steps / (time.perf_counter() - begin), steps / (time.process_time() - cpu)
+    rates = steps / (time.perf_counter() - begin), steps / (time.process_time() - cpu)
+    worker.close()  # NLE removes its directories (a process ending by os._exit would not)
+    return rates
 
 
 def _plain_process(args, seed, barrier, results) -> None:

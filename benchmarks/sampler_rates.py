@@ -17,7 +17,7 @@ from timing import log, machine_busy_s, median, window_rates
 from actors.observation_slots import release_observations
 from cluster.config import RolloutConfig
 from cluster.placement import NO_TASK_EVENTS
-from cluster.worker_actor import WorkerActor
+from cluster.worker_actor import WorkerActor, stop_workers
 
 IN_FLIGHT = RolloutConfig().samples_in_flight  # samples requested per worker at once
 
@@ -82,8 +82,7 @@ def start_actors(policy_kind: str, shape: tuple[int, int], args) -> tuple[list, 
 
 
 def stop_actors(actors: list) -> None:
-    for actor in actors:
-        ray.kill(actor)
+    stop_workers(actors)  # their envs closed first: NLE's directories are removed
     time.sleep(0.5)  # let the actor processes exit before the next measurement
 
 

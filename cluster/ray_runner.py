@@ -30,7 +30,7 @@ from cluster.placement import (
     sliver,
 )
 from cluster.runner import CaptionRow
-from cluster.worker_actor import WorkerActor
+from cluster.worker_actor import WorkerActor, stop_workers
 from cluster.worker_settings import InferenceSettings, WorkerSettings
 
 START_WAIT_S = 300.0  # `start` waits this long at most for the processes to be constructed
@@ -361,7 +361,7 @@ class RayRunner:
     def _retire_when_done(self, worker_id: int) -> None:
         """Let a retiring worker go once none of its samples is in flight."""
         if all(w != worker_id for w, *_ in self._samples.values()):
-            ray.kill(self._retiring.pop(worker_id))
+            stop_workers([self._retiring.pop(worker_id)])  # its envs closed first
 
     def can_train(self) -> bool:
         return len(self._updates) < MAX_UPDATES_IN_FLIGHT
@@ -386,8 +386,8 @@ class RayRunner:
                 ray.get(self.annotator.stop.remote(), timeout=30)
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
-        others = [self.learner, *[a for a in (self.annotator,) if a is not None]]
-        for actor in [*self.workers.values(), *self._retiring.values(), *others]:
+        stop_workers([*self.workers.values(), *self._retiring.values()])
+        for actor in [self.learner, *[a for a in (self.annotator,) if a is not None]]:
             ray.kill(actor)
         if self.inference is not None:
             self.inference.kill()

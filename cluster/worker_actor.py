@@ -4,6 +4,8 @@ on the driver's request and handing observations over through shared memory when
 
 from __future__ import annotations
 
+import contextlib
+
 import ray
 
 from actors.messages import PolicyWeights
@@ -14,6 +16,7 @@ from cluster.worker_settings import WorkerSettings
 # Shared-memory observation slots per worker on the learner's node (actors/observation_slots.py);
 # only those in use at once are touched (the lowest free is taken); beyond, the object store.
 SHARED_SLOTS = 32
+CLOSE_WAIT_S = 10.0  # for workers mid-sample to close their envs before they are killed
 
 
 class WorkerActor:
@@ -44,6 +47,11 @@ class WorkerActor:
     def set_weights(self, weights: PolicyWeights) -> None:
         self.worker.set_weights(weights)
 
+    def close(self) -> None:
+        """Close the envs: NLE removes each env's directory under the temporary directory then,
+        which a killed process leaves behind (a copy of NetHack's files per env and run)."""
+        self.worker.close()
+
     @ray.method(num_returns=2)
     def sample(self, restarts: int = 0, consumer_node: str | None = None):
         """`restarts`: the driver's count of this worker's lost samples (its process died, or its
@@ -68,3 +76,16 @@ class WorkerActor:
             except OSError as err:  # no memfd (not Linux) or no memory: the object store
                 self._sharing = False
                 print(f"observations go through Ray's object store: no shared memory ({err})")
+
+
+def stop_workers(actors: list) -> None:
+    """Have worker actors close their envs (`WorkerActor.close`), waiting up to CLOSE_WAIT_S for
+    those still sampling (an actor's calls run in order), then kill them. Dead ones are skipped."""
+    refs = [actor.close.remote() for actor in actors]
+    if refs:
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=CLOSE_WAIT_S)
+        for ref in ready:  # taken, so that Ray does not report a dead actor's error as unhandled
+            with contextlib.suppress(Exception):
+                ray.get(ref)
+    for actor in actors:
+        ray.kill(actor)
