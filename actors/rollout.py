@@ -168,11 +168,11 @@ class RolloutWorker:
                 key: np.empty((steps + 1, unrolls * num_envs, *shape), dtype)
                 for key, (shape, dtype) in self._obs_spec.items()
             }
-        rows = _StepRows(unrolls * steps, num_envs)
-        # What the unrolls' steps read and write, made once per sample: per-call costs are
-        # paid once rather than once per unroll (see `_unroll`).
-        noise = gumbel_noise(self._rng, (unrolls * steps, num_envs, self._num_actions))
         try:
+            rows = _StepRows(unrolls * steps, num_envs)
+            # What the unrolls' steps read and write, made once per sample: per-call costs are
+            # paid once rather than once per unroll (see `_unroll`).
+            noise = gumbel_noise(self._rng, (unrolls * steps, num_envs, self._num_actions))
             for u, views in enumerate(self._unroll_views(buffers)):
                 rows.initial_states.append(self._state.numpy().copy())
                 self._unroll(views, rows, u * steps, noise[u * steps : (u + 1) * steps])
@@ -369,8 +369,12 @@ class _UnrollViews:
 
 
 def _joined_rows(buf: np.ndarray) -> np.ndarray:
-    """[T, B, d0, d1, ...] -> [T, B * d0, d1, ...], a view (raises rather than copy)."""
-    return np.reshape(buf, (buf.shape[0], -1, *buf.shape[3:]), copy=False)
+    """[T, B, d0, d1, ...] -> [T, B * d0, d1, ...], a view: writes into it reach `buf`. Raises
+    ValueError where numpy would have to copy (it reshapes into a copy without a word)."""
+    joined = buf.reshape(buf.shape[0], -1, *buf.shape[3:])
+    if not np.may_share_memory(joined, buf):
+        raise ValueError(f"rows of shape {buf.shape} and strides {buf.strides} cannot be joined")
+    return joined
 
 
 def _beside(rows: np.ndarray, unrolls: int) -> np.ndarray:

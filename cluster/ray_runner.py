@@ -361,7 +361,7 @@ class RayRunner:
     def _retire_when_done(self, worker_id: int) -> None:
         """Let a retiring worker go once none of its samples is in flight."""
         if all(w != worker_id for w, *_ in self._samples.values()):
-            stop_workers([self._retiring.pop(worker_id)])  # its envs closed first
+            ray.kill(self._retiring.pop(worker_id))
 
     def can_train(self) -> bool:
         return len(self._updates) < MAX_UPDATES_IN_FLIGHT
@@ -381,12 +381,11 @@ class RayRunner:
         return ray.get(ready)
 
     def close(self) -> None:
-        if self.annotator is not None:
-            try:  # let it flush sightings and close the LLM cleanly
+        if self.annotator is not None:  # let it flush sightings and close the LLM cleanly
+            with contextlib.suppress(Exception):  # closing anyway
                 ray.get(self.annotator.stop.remote(), timeout=30)
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
-        stop_workers([*self.workers.values(), *self._retiring.values()])
+        unready = [actor for w, actor in self.workers.items() if w in self._waiting]
+        stop_workers([*self.workers.values(), *self._retiring.values()], unready)
         for actor in [self.learner, *[a for a in (self.annotator,) if a is not None]]:
             ray.kill(actor)
         if self.inference is not None:

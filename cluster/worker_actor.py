@@ -16,7 +16,7 @@ from cluster.worker_settings import WorkerSettings
 # Shared-memory observation slots per worker on the learner's node (actors/observation_slots.py);
 # only those in use at once are touched (the lowest free is taken); beyond, the object store.
 SHARED_SLOTS = 32
-CLOSE_WAIT_S = 10.0  # for workers mid-sample to close their envs before they are killed
+CLOSE_WAIT_S = 5.0  # for workers mid-sample to close their envs before they are killed
 
 
 class WorkerActor:
@@ -78,10 +78,12 @@ class WorkerActor:
                 print(f"observations go through Ray's object store: no shared memory ({err})")
 
 
-def stop_workers(actors: list) -> None:
-    """Have worker actors close their envs (`WorkerActor.close`), waiting up to CLOSE_WAIT_S for
-    those still sampling (an actor's calls run in order), then kill them. Dead ones are skipped."""
-    refs = [actor.close.remote() for actor in actors]
+def stop_workers(actors: list, unready: list = ()) -> None:
+    """Have worker actors close their envs (`WorkerActor.close`), waiting up to CLOSE_WAIT_S in
+    all for those still sampling (an actor's calls run in order), then kill them all. Those of
+    them in `unready` (still waiting for resources, or being rebuilt: a close would wait for the
+    constructor) are not asked. A dead actor's close fails at once and is skipped."""
+    refs = [actor.close.remote() for actor in actors if all(actor is not u for u in unready)]
     if refs:
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=CLOSE_WAIT_S)
         for ref in ready:  # taken, so that Ray does not report a dead actor's error as unhandled

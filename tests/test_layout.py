@@ -23,7 +23,6 @@ each other (labels reach the learner through the driver)."""
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
 LONG_FILES: dict[str, str] = {}  # file -> why it may be longer: none at present
 LONG_FUNCTIONS = {
-    "actors/rollout.py:_unroll": "the per-step hot loop: a call per step costs measurable time",
     "learner/losses.py:appo_loss": "one loss, term by term, compared against a slow reference",
 }
 

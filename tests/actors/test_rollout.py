@@ -1,6 +1,8 @@
 """RolloutWorker against real environments: fragment layout, continuity between fragments,
 episode bookkeeping, captions and their per-episode counts, and bootstrapping at time limits."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -89,22 +91,37 @@ def test_nethack_captions_counts_and_sink():
     assert set(sent[0]) == set(fragment.captions)
 
 
-def test_unrolls_per_sample_are_consecutive_unrolls_side_by_side():
-    """k unrolls per call give exactly the fragments of k calls, stacked along the env axis."""
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_unrolls_per_sample_are_consecutive_unrolls_side_by_side(recurrent):
+    """k unrolls per call give exactly the fragments of k calls, stacked along the env axis:
+    with the uniform policy, and with a recurrent NetHack network (values, the values of cut
+    episodes and each unroll's initial state), and the caption sightings sent."""
+    from actors.envs import observation_spec
+
     env_id = "NetHackScoreExtendedActions-v1"
+    torch.manual_seed(0)
     policy = UniformPolicy(28)
-    one = _worker(env_id, num_envs=2, unroll=8, policy=policy, seed=5, max_episode_steps=12)
+    if recurrent:
+        policy = build_policy("nethack", observation_spec(env_id), 28, 16, recurrent=True)
+    sent = {"one": [], "two": []}
+    one = _worker(
+        env_id, num_envs=2, unroll=8, policy=policy, seed=5, max_episode_steps=12,
+        caption_sink=sent["one"].append,
+    )  # fmt: skip
     two = _worker(
         env_id, num_envs=2, unroll=8, policy=policy, seed=5, max_episode_steps=12,
-        unrolls_per_sample=2,
+        unrolls_per_sample=2, caption_sink=sent["two"].append,
     )  # fmt: skip
     expected = [one.sample()[0] for _ in range(2)]
     fragment, episodes = two.sample()
     assert fragment.actions.shape == (8, 4) and fragment.obs["glyphs"].shape == (9, 4, 21, 79)
-    for name in ("actions", "logp", "rewards", "terminated", "truncated", "caption_counts"):
-        np.testing.assert_array_equal(
-            getattr(fragment, name), np.concatenate([getattr(f, name) for f in expected], axis=1)
+    names = ("actions", "logp", "values", "rewards", "terminated", "truncated", "final_values")
+    for name in (*names, "caption_counts", "initial_state"):
+        joined = np.concatenate(
+            [getattr(f, name) for f in expected], axis=int(name != "initial_state")
         )
+        np.testing.assert_array_equal(getattr(fragment, name), joined, err_msg=name)
+    assert fragment.truncated.any() and (fragment.final_values != 0).any() == recurrent
     for key in fragment.obs:
         np.testing.assert_array_equal(
             fragment.obs[key], np.concatenate([f.obs[key] for f in expected], axis=1)
@@ -115,6 +132,8 @@ def test_unrolls_per_sample_are_consecutive_unrolls_side_by_side():
     assert got == want
     assert len(set(fragment.captions)) == len(fragment.captions)
     assert episodes == expected[0].episodes + expected[1].episodes and len(episodes) == 2
+    assert len(sent["two"]) == 1  # one message per sample, with the counts of both unrolls
+    assert Counter(sent["two"][0]) == Counter(sent["one"][0]) + Counter(sent["one"][1])
 
 
 class CountingRemotePolicyDouble(UniformPolicy):
