@@ -22,7 +22,7 @@ import ray
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from raw_env_rates import measure_raw  # noqa: E402
-from throughput import DEFAULT_ENV  # noqa: E402
+from throughput import DEFAULT_ENV, start_ray  # noqa: E402
 from timing import emit, log, median  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ray.init(address="local", num_cpus=args.procs, include_dashboard=False, log_to_driver=False)
+    start_ray(args.procs)  # throughput.py's: the actors at the product's niceness, 0, as raw's
     from cluster.placement import NO_TASK_EVENTS
 
     class Looper:
