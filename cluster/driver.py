@@ -210,7 +210,7 @@ def _finished_result(config: RunConfig, checkpoint: dict) -> TrainResult:
     say(
         f"[rogueray] {config.run_dir} has already reached total_env_steps="
         f"{config.total_env_steps:,d} ({done:,d} env steps done); nothing to train. To "
-        f"continue it: {to_continue}"
+        f"continue it: {to_continue}; a new run goes in another run_dir (run_dir=runs/NEW_NAME)"
     )
     window = m.EpisodeWindow(m.WINDOW_SIZE)
     window.load_state_dict(counters.get("recent_episodes"))

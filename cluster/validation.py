@@ -111,7 +111,8 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(
             f"config key 'learner.batch_size' ({config.learner.batch_size}) must be a positive "
             "multiple of rollout.unroll_length * env.num_envs_per_worker * "
-            f"rollout.unrolls_per_sample = {per_fragment}"
+            f"rollout.unrolls_per_sample = {per_fragment}, e.g. learner.batch_size="
+            f"{per_fragment * max(1, round(config.learner.batch_size / per_fragment))}"
         )
     _check_device(config.learner.device)
     _check_device(config.rollout.inference_device, "rollout.inference_device")

@@ -79,6 +79,7 @@ def test_optional_value_can_be_null(tmp_path):
         (["model.kind=transformer"], "'model.kind' must be one of auto, nethack, mlp"),
         (["learner.gamma=1.5"], "'learner.gamma' is 1.5; allowed: a number in (0, 1]"),
         (["learner.batch_size=100"], "'learner.batch_size' (100) must be a positive multiple of"),
+        (["learner.batch_size=100"], "= 256, e.g. learner.batch_size=256"),
         (
             ["rollout.unrolls_per_sample=0"],
             "'rollout.unrolls_per_sample' is 0; allowed: an integer",
@@ -86,7 +87,7 @@ def test_optional_value_can_be_null(tmp_path):
         (["rollout.node_resource=GPU"], "'rollout.node_resource' must name a custom Ray resource"),
         (
             ["rollout.unrolls_per_sample=3"],  # 32 x 8 x 3 = 768 does not divide 1024
-            "rollout.unrolls_per_sample = 768",
+            "rollout.unrolls_per_sample = 768, e.g. learner.batch_size=768",
         ),
         (["learner.device=tpu"], "'learner.device' must be auto, cpu, cuda or cuda:N; got 'tpu'"),
         (["env.id=NetHackScor-v0"], "'env.id'"),

@@ -36,6 +36,7 @@ def test_finished_run_says_so_before_starting_anything(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "has already reached total_env_steps=512 (512 env steps done)" in out
     assert f"rogueray resume {run_dir} total_env_steps=1024" in out
+    assert "a new run goes in another run_dir (run_dir=runs/NEW_NAME)" in out
     assert "done:" not in out
     assert _snapshot(run_dir) == before  # no config.yaml rewritten, no checkpoint
 
