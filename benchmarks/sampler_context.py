@@ -69,12 +69,16 @@ def plain(args) -> tuple[float, float]:
     out = [results.get(timeout=args.warmup + args.seconds + 300) for _ in procs]
     for p in procs:
         p.join()
-    return sum(o[0] for o in out), sum(o[1] for o in out) / len(out)
+    return _together(out)
 
 
 def in_actors(actors, args) -> tuple[float, float]:
     start_at = time.time() + args.warmup + 1.0  # every actor starts its timed loop together
-    out = ray.get([a.run.remote(args.warmup, args.seconds, start_at) for a in actors])
+    return _together(ray.get([a.run.remote(args.warmup, args.seconds, start_at) for a in actors]))
+
+
+def _together(out: list[tuple[float, float]]) -> tuple[float, float]:
+    """`sample_loop`'s results of processes run at once: (summed steps/s, mean per CPU-s)."""
     return sum(o[0] for o in out), sum(o[1] for o in out) / len(out)
 
 
