@@ -16,7 +16,7 @@ from actors.envs import copied, make_env
 from actors.episodes import EpisodeTally
 from actors.messages import EpisodeStats, Fragment, PolicyWeights, Sightings
 from actors.nle_buffers import holds_observations, share_buffers
-from actors.observation_slots import ObservationSlots, release_observations
+from actors.observation_slots import ObservationSlots, SlotObservations, release_observations
 from actors.sampling import gumbel_noise, log_probs
 
 _ENV_STREAM, _ACTION_STREAM = 0, 1  # spawn-key tags: env resets and action draws never share
@@ -90,6 +90,7 @@ class RolloutWorker:
         self._no_starts = torch.zeros(1, num_envs, dtype=torch.bool)  # no step starts an episode
         self._episodes = self._new_tally()
         self.slots: ObservationSlots | None = None  # see share_observations
+        self._slot_views: dict[int, list[_UnrollViews]] = {}  # per slot index: `_views_of`
         self._aborted = False  # a sample failed part way: new seed streams before the next
 
     @property
@@ -173,7 +174,7 @@ class RolloutWorker:
             # What the unrolls' steps read and write, made once per sample: per-call costs are
             # paid once rather than once per unroll (see `_unroll`).
             noise = gumbel_noise(self._rng, (unrolls * steps, num_envs, self._num_actions))
-            for u, views in enumerate(self._unroll_views(buffers)):
+            for u, views in enumerate(self._views_of(buffers)):
                 rows.initial_states.append(self._state.numpy().copy())
                 self._unroll(views, rows, u * steps, noise[u * steps : (u + 1) * steps])
                 rows.versions.append(self.acting_version)
@@ -185,6 +186,16 @@ class RolloutWorker:
             release_observations(buffers)
             raise
         return fragment, fragment.episodes
+
+    def _views_of(self, buffers: dict[str, np.ndarray]) -> list[_UnrollViews]:
+        """`_unroll_views(buffers)`, made once per shared-memory slot (a slot's arrays are the
+        same memory every time it is taken) and for ordinary arrays once per sample."""
+        if not isinstance(buffers, SlotObservations):
+            return self._unroll_views(buffers)
+        slot = buffers.address.slot
+        if slot not in self._slot_views:
+            self._slot_views[slot] = self._unroll_views(buffers)
+        return self._slot_views[slot]
 
     def _unroll_views(self, buffers: dict[str, np.ndarray]) -> list[_UnrollViews]:
         """Per unroll u, views of columns u*B .. (u+1)*B - 1 of the sample's `buffers`

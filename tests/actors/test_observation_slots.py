@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from actors.envs import observation_spec
 from actors.observation_slots import (
     ObservationsLost,
     SlotObservations,
@@ -21,7 +23,7 @@ from actors.observation_slots import (
 )
 from actors.rollout import RolloutWorker, SampleAborted
 from learner import metrics as lm
-from learner.models import UniformPolicy
+from learner.models import UniformPolicy, build_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 NETHACK = "NetHackScoreExtendedActions-v1"
@@ -73,12 +75,12 @@ def _fragment_of_a_gone_worker():
     return worker.fragment
 
 
-def _worker(slots: int | None, env_id=NETHACK, **kwargs) -> RolloutWorker:
+def _worker(slots: int | None, env_id=NETHACK, policy=None, **kwargs) -> RolloutWorker:
     worker = RolloutWorker(
         env_id=env_id,
         num_envs=3,
         unroll_length=8,
-        policy=UniformPolicy(28 if env_id == NETHACK else 2),
+        policy=policy or UniformPolicy(28 if env_id == NETHACK else 2),
         seed=7,
         max_episode_steps=12,
         **kwargs,
@@ -117,6 +119,25 @@ def test_slot_fragments_equal_array_fragments_and_read_elsewhere(tmp_path):
             np.testing.assert_array_equal(child[key], want.obs[key])
         assert not got.obs.busy  # the child's release reached the worker's slot
     assert shared.slots.busy == 0
+
+
+@pytest.mark.nle
+def test_a_slot_taken_again_feeds_the_policy_this_samples_observations():
+    # The worker makes a slot's views and policy inputs once and keeps them: with a network
+    # that reads its inputs, the actions and values must still be the arrays' ones, sample by
+    # sample in the same slot.
+    torch.manual_seed(3)
+    policy = build_policy("nethack", observation_spec(NETHACK), 28, 16, recurrent=True)
+    shared = _worker(2, unrolls_per_sample=2, policy=policy)
+    plain = _worker(None, unrolls_per_sample=2, policy=policy)
+    for _ in range(3):
+        got, want = shared.sample()[0], plain.sample()[0]
+        assert got.obs.address.slot == 0  # released below: the same slot every time
+        np.testing.assert_array_equal(got.obs["glyphs"], want.obs["glyphs"])
+        np.testing.assert_array_equal(got.actions, want.actions)
+        np.testing.assert_array_equal(got.values, want.values)
+        np.testing.assert_array_equal(got.logp, want.logp)
+        got.obs.release()
 
 
 def test_busy_slots_fall_back_to_arrays_and_release_frees_them(tmp_path):
