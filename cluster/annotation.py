@@ -362,11 +362,14 @@ class AnnotatorActor:
     async def backlog(self) -> list:
         return self.annotator.backlog()
 
-    async def stop(self) -> None:
+    async def stop(self) -> dict[str, float]:
+        """Stops labelling (nothing is stored after this) and returns the stats then; again
+        after that, only the stats."""
         self._stop.set()
         if self._task is not None:
             await self._task
         self.annotator.store.close()  # the last connection: SQLite folds its -wal file in
+        return self.annotator.stats()
 
 
 WAIT_NOTICE_MIN_S = 2.0

@@ -47,8 +47,8 @@ class TrainResult:
     resumed_from: int | None
     run_dir: str
     already_done: bool = False  # the run had reached total_env_steps; nothing was started
-    labels: int | None = None  # stored labels at the last exchange (None: no annotator)
-    labels_in_reward_model: int | None = None  # the reward model's dataset size then
+    labels: int | None = None  # stored labels once the annotator stopped (None: no annotator)
+    labels_in_reward_model: int | None = None  # the reward model's dataset, last exchange
     captions_pending: int | None = None  # seen, not labelled yet: the checkpoint keeps them
     total_env_steps: int | None = None  # the run's target: more than env_steps when stopped early
 
@@ -278,7 +278,9 @@ def _loop(
     loop.close()
     if not quiet:
         print("[rogueray] final checkpoint written; shutting down", flush=True)
-    verdict = labels_verdict(config, loop.annotator_stats)
+    # The annotator labels on after the last exchange: its stats once stopped count every label.
+    stats = runner.stop_annotator() or loop.annotator_stats
+    verdict = labels_verdict(config, stats)
     if verdict is not None:
         _notify(verdict, quiet=False)
     return TrainResult(
@@ -290,21 +292,23 @@ def _loop(
         resumed_from=loop.start_step if resumed else None,
         run_dir=str(config.run_dir),
         total_env_steps=config.total_env_steps,
-        **_label_counts(loop),
+        **_label_counts(stats, loop.logger.latest),
     )
 
 
-def _label_counts(loop: TrainingLoop) -> dict[str, int]:
-    """The labels the annotator had stored at the run's last exchange, how many of them the
-    reward model had taken (labels stored later are handed over first on resume) and the
-    captions still waiting for a label (the checkpoint keeps them); {} without an annotator."""
+def _label_counts(stats: dict[str, float] | None, latest: dict[str, float]) -> dict[str, int]:
+    """From the annotator's `stats` once it stopped (else the last exchange's): the labels it
+    had stored, which is what the label store holds, and the captions still waiting for a label;
+    from `latest`, the logger's last scalars: how many labels the reward model had taken at the
+    last exchange (labels stored later are handed over first on resume). {} without an
+    annotator."""
     from annotator.metrics import LABELS_TOTAL, PENDING
     from reward_models.base import DATASET_SIZE
 
-    stats = loop.annotator_stats or {}
+    stats = stats or {}
     if LABELS_TOTAL not in stats:
         return {}
     counts = {"labels": int(stats[LABELS_TOTAL]), "captions_pending": int(stats.get(PENDING, 0))}
-    if DATASET_SIZE in loop.logger.latest:
-        counts["labels_in_reward_model"] = int(loop.logger.latest[DATASET_SIZE])
+    if DATASET_SIZE in latest:
+        counts["labels_in_reward_model"] = int(latest[DATASET_SIZE])
     return counts

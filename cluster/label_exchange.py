@@ -19,6 +19,7 @@ asks and collects the answer at a later turn of its loop instead of waiting for 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,15 @@ class LabelExchange:
         # their labels are in the store, and a resumed run hands them over first.
         self._polls = []
         return self._finished()
+
+    def stop_annotator(self, timeout_s: float = 30.0) -> dict[str, float] | None:
+        """The run's very end, after `last` and the final checkpoint: stop the annotator (it
+        labels on until then, so labels may have been stored since the last poll) and return
+        its stats once it has stopped, which count every label it stored; None when it did not
+        stop within `timeout_s`. Called again, it stops nothing and returns the stats again."""
+        with contextlib.suppress(Exception):  # closing anyway: the last exchange's stats stand
+            return ray.get(self.annotator.stop.remote(), timeout=timeout_s)
+        return None
 
     def take_notices(self) -> list[str]:
         """The annotator's console lines (and this exchange's) since the last call."""

@@ -380,10 +380,11 @@ class RayRunner:
         )
         return ray.get(ready)
 
+    def stop_annotator(self) -> dict[str, float] | None:
+        return self._labels.stop_annotator() if self._labels is not None else None
+
     def close(self) -> None:
-        if self.annotator is not None:  # let it flush sightings and close the LLM cleanly
-            with contextlib.suppress(Exception):  # closing anyway
-                ray.get(self.annotator.stop.remote(), timeout=30)
+        self.stop_annotator()  # let it flush sightings and close the LLM cleanly (30 s at most)
         unready = [actor for w, actor in self.workers.items() if w in self._waiting]
         stop_workers([*self.workers.values(), *self._retiring.values()], unready)
         for actor in [self.learner, *[a for a in (self.annotator,) if a is not None]]:

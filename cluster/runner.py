@@ -105,5 +105,12 @@ class Runner(Protocol):
         then the learner, whose answer waits behind the updates in flight) and returns None
         until its table is ready; the call after a table was returned asks anew."""
 
+    def stop_annotator(self) -> dict[str, float] | None:
+        """The run's end, after the final checkpoint: stop the annotator, which labels until
+        then (labels stored after the last `exchange_labels` are handed over on resume), and
+        return its stats once it has stopped: `annotator/labels_total` counts every label it
+        stored. None without an annotator, or when it did not stop within 30 s. Blocks; `close`
+        calls it too (a second call stops nothing)."""
+
     def close(self) -> None:
         """Stop the annotator (letting it flush) and every worker. Blocks."""

@@ -114,6 +114,13 @@ class SerialRunner:
         rewards = self.learner.intrinsic_rewards([caption for caption, _, _ in top])
         return [(*row, r) for row, r in zip(top, rewards, strict=True)]
 
+    def stop_annotator(self) -> dict[str, float] | None:
+        """Stop the annotator's thread (`close` then finds it stopped); its stats then."""
+        if self.annotator is None:
+            return None
+        self._thread.stop()
+        return self.annotator.stats()
+
     def close(self) -> None:
         if self._thread is not None:
             self._thread.stop()

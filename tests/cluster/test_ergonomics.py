@@ -151,8 +151,9 @@ def test_scale_cancel_withdraws_a_standing_request(tmp_path, capsys):
 @pytest.mark.slow
 def test_the_done_line_counts_the_labels_and_what_the_reward_model_took(tmp_path, capsys):
     """The console's status lines count labels as they come; the done line says where they
-    stand at the end: stored at the last exchange, and how many of those the reward model took
-    (the rest are handed over first on resume). Real NetHack, serial mode, the rules judge."""
+    stand at the end: every label in the store (the annotator stopped), and how many of those
+    the reward model took (the rest are handed over first on resume). Real NetHack, serial
+    mode, the rules judge."""
     import re
 
     from annotator.label_store import open_readonly
@@ -172,7 +173,7 @@ def test_the_done_line_counts_the_labels_and_what_the_reward_model_took(tmp_path
     labels, taken = (int(group.replace(",", "")) for group in found.groups())
     with open_readonly(tmp_path / "labels.sqlite") as store:
         stored = sum(group[2] for group in store.groups())
-    assert 0 < labels <= stored and taken <= labels, (labels, taken, stored)
+    assert 0 < labels == stored and taken <= labels, (labels, taken, stored)
 
 
 def test_the_done_line_says_how_many_captions_wait_for_a_label():

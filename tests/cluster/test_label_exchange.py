@@ -5,16 +5,22 @@ calls in order, so a learner call waiting for its argument would hold every upda
 import asyncio
 import os
 import time
+from pathlib import Path
 
 import pytest
 import ray
 
+from annotator.label_store import open_readonly
+from annotator.metrics import LABELS_TOTAL
+from cluster.annotation import AnnotatorActor
+from cluster.config import load_config
 from cluster.label_exchange import (
     LABELS_GROUP,
     MAX_IN_FLIGHT,
     CaptionTableRequest,
     LabelExchange,
 )
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +192,37 @@ def test_the_last_exchange_takes_every_label_stored_and_returns_its_metrics(loca
     assert len(ray.get(learner.received.remote())) == 7
     assert metrics[-1]["annotator/labels_total"] == 7.0
     assert metrics[-1]["reward_model/dataset_size"] == 7.0
+
+
+def test_the_annotator_stopped_at_the_end_counts_labels_stored_after_the_last_exchange(
+    local_ray, tmp_path
+):
+    """The real annotator actor (the rules judge) labels on after the run's last exchange until
+    it is stopped: its stats then count every label in the store, what the done line says."""
+    overrides = [
+        f"run_dir={tmp_path}", "reward_model.name=hashing", "reward.intrinsic_coef=0.4",
+        "annotator.backend=rules",
+    ]  # fmt: skip
+    config = load_config(Path(__file__).resolve().parents[2] / "configs/cartpole.yaml", overrides)
+    annotator, learner = ray.remote(AnnotatorActor).remote(config), LearnerDouble.remote()
+    ray.get(annotator.start.remote([]))
+    exchange = LabelExchange(annotator, learner)
+
+    def labelled(n):
+        def check():
+            total = ray.get(annotator.stats.remote())[LABELS_TOTAL]
+            return total == n, f"{total:.0f} labels"
+
+        wait_for(f"{n} labels stored", check, interval_s=0.05)
+
+    ray.get(annotator.submit.remote({"You find a hidden door.": 1}))
+    labelled(1)
+    assert exchange.last()[-1][LABELS_TOTAL] == 1.0
+    ray.get(annotator.submit.remote({"You kill the newt!": 2, "It's a wall.": 1}))
+    labelled(3)  # stored after the last exchange, as during the final checkpoint
+
+    stats = exchange.stop_annotator()
+    with open_readonly(tmp_path / "labels.sqlite") as store:
+        stored = sum(group[2] for group in store.groups())
+    assert stats[LABELS_TOTAL] == stored == 3
+    assert exchange.stop_annotator()[LABELS_TOTAL] == 3.0  # again (the runner's close): the same

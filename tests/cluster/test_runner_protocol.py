@@ -68,6 +68,8 @@ def _exercise(runner, config, fragment_type) -> list:
     assert isinstance(runner.annotator_backlog(), list)
     assert runner.resize(2) == "rollout workers: 1 -> 2"
     assert (runner.workers_alive, runner.workers_waiting, runner.restarts) == (2, 0, 0)
+    stats = runner.stop_annotator()  # the run's end (the caller's close stops it again)
+    assert stats["annotator/labels_total"] == 0.0  # CartPole has no captions to label
     return handles[:2]
 
 
