@@ -13,7 +13,10 @@ process, on the CPU, as `rogueray evaluate` does) and record what it did:
   line (no ttyrec);
 - an MP4 beside each GIF when imageio can find ffmpeg (`pip install imageio-ffmpeg`);
 - a transcript per episode (`episode_000.txt`, tab-separated: step, action, caption, label,
-  r_int, reward).
+  r_int, reward; `read_transcript` reads it back). NetHack's empty message is written
+  `(no message)`, as the LLM was asked about it; the label is the one the run's label store
+  holds for the caption, `pending` where it holds none, and empty for a step without a caption
+  (an env without messages); r_int is empty without a reward model.
 
 Checkpoint and policy loading are `cluster.evaluate`'s; the frames and videos
 `cluster/replay_render.py`'s; the ttyrec conversion `cluster/ttyrec.py`'s."""
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from annotator.prompts import EMPTY_CAPTION
 from cluster.console import counted
 from cluster.replay_render import Renderer, Step, write_videos
 from cluster.ttyrec import classic_ttyrec
@@ -212,14 +216,24 @@ def _rendered(env, obs: dict):
 
 
 def write_transcript(path: Path, record: EpisodeRecord) -> None:
+    """A row of TRANSCRIPT_FIELDS per step, tab-separated (the module docstring says how)."""
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\t".join(TRANSCRIPT_FIELDS) + "\n")
         for s in record.steps:
-            caption = (s.caption or "").replace("\t", " ").replace("\n", " ")
-            # As on the GIF: a caption the LLM has not labelled is "pending".
-            label = f"{s.label:.4f}" if s.label is not None else "pending" if caption else ""
+            caption, label = transcript_caption_and_label(s)
             r_int = "" if s.r_int is None else f"{s.r_int:.6f}"
             handle.write(f"{s.step}\t{s.action}\t{caption}\t{label}\t{r_int}\t{s.reward:g}\n")
+
+
+def transcript_caption_and_label(step: Step) -> tuple[str, str]:
+    """A step's caption and label fields. Without a caption, both empty: there is nothing to
+    label. NetHack's empty message is a caption the LLM labels like any other: written
+    EMPTY_CAPTION, so that its label never reads as the label of a step without a caption. A
+    caption the store holds no label for reads `pending`, as on the GIF, never a number."""
+    if step.caption is None:
+        return "", ""
+    caption = (step.caption or EMPTY_CAPTION).replace("\t", " ").replace("\n", " ")
+    return caption, "pending" if step.label is None else f"{step.label:.4f}"
 
 
 def read_transcript(path: str | Path) -> list[dict[str, str]]:

@@ -75,8 +75,8 @@ class Renderer:
 
     def status(self, step: Step) -> list[str]:
         label = f"{step.label:.2f}" if step.label is not None else "pending"
-        if step.label is None and step.r_int is None:  # no reward model, so no labels
-            label = "n/a"
+        if step.label is None and (step.r_int is None or step.caption is None):
+            label = "n/a"  # no reward model (so no labels), or no caption to label
         r_int = "n/a" if step.r_int is None else f"{step.r_int:+.4f}"
         return [
             f"step {step.step}  action {step.action}  reward {step.reward:+g}  "

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cluster.cli import main
-from cluster.replay import Renderer, Step, read_transcript
+from cluster.replay import EpisodeRecord, Renderer, Step, read_transcript, write_transcript
 from cluster.ttyrec import read_ttyrec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,10 +72,11 @@ def test_nethack_replay_ttyrec_gif_and_transcript(tmp_path, capsys):
     assert labels  # the rules backend labelled the training's captions
     for row in rows:
         assert row["r_int"] != ""  # a reward model: every step has its intrinsic reward
-        if row["caption"] in labels:
-            assert float(row["label"]) == pytest.approx(labels[row["caption"]], abs=1e-4)
-        else:  # as on the GIF: unlabelled captions are pending, no caption no label
-            assert row["label"] == ("pending" if row["caption"] else "")
+        caption = "" if row["caption"] == "(no message)" else row["caption"]  # the empty message
+        if caption in labels:
+            assert float(row["label"]) == pytest.approx(labels[caption], abs=1e-4)
+        else:  # as on the GIF: unlabelled captions are pending (every NetHack step has one)
+            assert row["label"] == "pending"
     assert any(row["caption"] in labels for row in rows)
 
     # NLE's ttyrec, read with NLE's own converter (the reader of nle.dataset): it holds the
@@ -127,3 +128,35 @@ def test_renderer_draws_the_status_line_under_the_terminal():
         "step 3  action N(1)  reward -0.01  r_int +0.1250  LLM label 0.75",
         "caption: It's a wall.",
     ]
+
+
+def test_a_step_without_a_label_never_reads_as_labelled(tmp_path):
+    """The transcript tells a label of 0 ("no progress", the LLM's word) from no label: a step
+    without a caption has an empty label; NetHack's empty message is a caption the LLM labels,
+    written `(no message)` as it was asked about it, so that its label is not read as the label
+    of a step without a caption; a caption not labelled yet reads `pending`."""
+    steps = [
+        Step(1, "0", None, None, 0.0, 1.0),  # an env without messages (a reward model's r_int 0)
+        Step(2, "N(1)", "", 0.0, -0.01, 0.0),  # the empty message, labelled 0
+        Step(3, "N(1)", "", None, 0.0, 0.0),  # the empty message, not labelled yet
+        Step(4, "S(2)", "It's a wall.", None, 0.0, 0.0),
+        Step(5, "S(2)", "It's a wall.", 0.0, 0.0, 0.0),
+        Step(6, "S(2)", "You find a\thidden door.", 1.0, 0.4, 0.0),
+    ]
+    path = tmp_path / "episode_000.txt"
+    write_transcript(path, EpisodeRecord(0, 7, steps))
+    rows = read_transcript(path)
+    assert [(row["caption"], row["label"]) for row in rows] == [
+        ("", ""),
+        ("(no message)", "0.0000"),
+        ("(no message)", "pending"),
+        ("It's a wall.", "pending"),
+        ("It's a wall.", "0.0000"),
+        ("You find a hidden door.", "1.0000"),
+    ]
+    assert [row["r_int"] for row in rows][:2] == ["0.000000", "-0.010000"]
+    # The GIF says the same: no caption, no label to wait for.
+    renderer = Renderer()
+    assert renderer.status(steps[0])[0].endswith("LLM label n/a")
+    assert renderer.status(steps[2])[0].endswith("LLM label pending")
+    assert renderer.status(steps[1])[1] == "caption: (no message)"
