@@ -3,7 +3,6 @@ only: fragments go from a worker's node to the learner's, weights from the learn
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import uuid
@@ -30,7 +29,7 @@ from cluster.placement import (
     sliver,
 )
 from cluster.runner import CaptionRow
-from cluster.worker_actor import WorkerActor, stop_workers
+from cluster.worker_actor import WorkerActor, forget, retire_worker, stop_workers
 from cluster.worker_settings import InferenceSettings, WorkerSettings
 
 START_WAIT_S = 300.0  # `start` waits this long at most for the processes to be constructed
@@ -218,9 +217,9 @@ class RayRunner:
         in_flight = {w for w, *_ in self._samples.values()}
         for worker_id in sorted(self.workers)[num_workers:]:  # the newest go first
             actor = self.workers.pop(worker_id)
-            if worker_id in self._waiting or worker_id not in in_flight:
+            if worker_id in self._waiting or worker_id not in in_flight:  # nothing to hand over
+                retire_worker(actor, kill=worker_id in self._waiting)
                 self._waiting.discard(worker_id)
-                ray.kill(actor)  # nothing to hand over (its sample, if any, never started)
             else:
                 self._retiring[worker_id] = actor
         done = f"rollout workers: {current} -> {len(self.workers)}"
@@ -281,13 +280,13 @@ class RayRunner:
             try:
                 finished, num_steps = ray.get(stats_ref)
             except (InferenceMissing, InferenceLost, SampleAborted) as exc:
-                _forget(fragment_ref)
+                forget(fragment_ref)
                 self._redo(worker_id, lives, retiring, getattr(exc, "cause", exc))
                 continue
             except WORKER_LOST:
-                _forget(fragment_ref)
+                forget(fragment_ref)
                 if retiring is not None:
-                    self._retire_when_done(worker_id)
+                    self._retire_when_done(worker_id, lost=True)
                     continue
                 # Ray restarts the actor by itself: count the death once, then keep asking until
                 # the new process answers, and give it current weights before it samples.
@@ -358,10 +357,11 @@ class RayRunner:
         else:
             self._submit(worker_id)
 
-    def _retire_when_done(self, worker_id: int) -> None:
-        """Let a retiring worker go once none of its samples is in flight."""
+    def _retire_when_done(self, worker_id: int, lost: bool = False) -> None:
+        """Let a retiring worker go once none of its samples is in flight; one whose process
+        was `lost` is killed before Ray rebuilds it (`retire_worker`)."""
         if all(w != worker_id for w, *_ in self._samples.values()):
-            ray.kill(self._retiring.pop(worker_id))
+            retire_worker(self._retiring.pop(worker_id), kill=lost)
 
     def can_train(self) -> bool:
         return len(self._updates) < MAX_UPDATES_IN_FLIGHT
@@ -391,10 +391,3 @@ class RayRunner:
             ray.kill(actor)
         if self.inference is not None:
             self.inference.kill()
-
-
-def _forget(ref) -> None:
-    """Take a failed sample's error, so that Ray does not print it as unhandled when the
-    reference goes (the stats reference beside it failed with it and says what happened)."""
-    with contextlib.suppress(Exception):
-        ray.get(ref, timeout=0)

@@ -52,6 +52,12 @@ class WorkerActor:
         which a killed process leaves behind (a copy of NetHack's files per env and run)."""
         self.worker.close()
 
+    def leave(self) -> None:
+        """Close the envs and end this actor for good (Ray does not restart it): a worker
+        retired mid-run (`retire_worker`), after the calls sent before this one."""
+        self.worker.close()
+        ray.actor.exit_actor()
+
     @ray.method(num_returns=2)
     def sample(self, restarts: int = 0, consumer_node: str | None = None):
         """`restarts`: the driver's count of this worker's lost samples (its process died, or its
@@ -78,6 +84,25 @@ class WorkerActor:
                 print(f"observations go through Ray's object store: no shared memory ({err})")
 
 
+def retire_worker(actor, kill: bool = False) -> None:
+    """Let a worker go mid-run without waiting for it: it closes its envs once the calls sent
+    before are done (an actor runs its calls in order) and exits (`WorkerActor.leave`). With
+    `kill`, for one that has no envs (still waiting for a CPU: its constructor has not run) or
+    whose process was lost (Ray would rebuild it first), it is killed at once."""
+    if kill:
+        ray.kill(actor)
+    else:
+        actor.leave.remote()
+
+
+def forget(ref) -> None:
+    """Take a failed call's error, so that Ray does not print it as unhandled when the
+    reference goes (e.g. a sample's fragment, whose stats reference failed with it and says
+    what happened; a dead worker's `close`)."""
+    with contextlib.suppress(Exception):
+        ray.get(ref, timeout=0)
+
+
 def stop_workers(actors: list, unready: list = ()) -> None:
     """Have worker actors close their envs (`WorkerActor.close`), waiting up to CLOSE_WAIT_S in
     all for those still sampling (an actor's calls run in order), then kill them all. Those of
@@ -86,8 +111,7 @@ def stop_workers(actors: list, unready: list = ()) -> None:
     refs = [actor.close.remote() for actor in actors if all(actor is not u for u in unready)]
     if refs:
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=CLOSE_WAIT_S)
-        for ref in ready:  # taken, so that Ray does not report a dead actor's error as unhandled
-            with contextlib.suppress(Exception):
-                ray.get(ref)
+        for ref in ready:
+            forget(ref)
     for actor in actors:
         ray.kill(actor)

@@ -1,5 +1,6 @@
-"""Workers close their envs before they are killed: NLE removes each env's directory under the
-temporary directory on close, which a killed process leaves behind for good."""
+"""Workers close their envs before they are killed at the run's end or retired mid-run: NLE
+removes each env's directory under the temporary directory on close, which a killed process
+leaves behind for good."""
 
 import os
 import time
@@ -8,7 +9,10 @@ import pytest
 import ray
 
 from actors.rollout import RolloutWorker
-from cluster.worker_actor import stop_workers
+from cluster.components import env_spec
+from cluster.config import load_config
+from cluster.worker_actor import WorkerActor, retire_worker, stop_workers
+from cluster.worker_settings import WorkerSettings
 from learner.models import UniformPolicy
 
 
@@ -46,6 +50,36 @@ def test_stop_workers_closes_after_the_sample_in_flight_then_kills(tmp_path):
         while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(_alive(pid) for pid in pids)  # killed
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.nle
+def test_a_retired_worker_closes_its_envs_after_its_sample_and_exits(tmp_path):
+    # The product's worker actor on NetHack, its NLE directories under a temporary directory
+    # of its own; retired (as `rogueray scale` does) with a sample in flight, without waiting.
+    config = load_config(None, [f"run_dir={tmp_path}", "env.num_envs_per_worker=2"])
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        actor = (
+            ray.remote(WorkerActor)
+            .options(runtime_env={"env_vars": {"TMPDIR": str(temp)}}, max_restarts=1)
+            .remote(WorkerSettings.from_config(config), env_spec(config), 0)
+        )
+        ray.get(actor.sample.remote()[1])
+        assert len(list(temp.iterdir())) == 2  # one directory per env
+        in_flight = actor.sample.remote()
+        retire_worker(actor)
+        assert ray.get(in_flight[1])[1] > 0  # the sample sent before is answered
+        deadline = time.monotonic() + 60
+        while list(temp.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(temp.iterdir()) == []  # closed: NLE removed its directories
+        with pytest.raises(ray.exceptions.RayActorError):  # gone for good, not restarted
+            ray.get(actor.sample.remote()[1], timeout=60)
     finally:
         ray.shutdown()
 
