@@ -32,12 +32,14 @@ def sample_loop(env_id: str, shape: tuple[int, int], seed: int, warmup: float, s
     after `warmup`; returns (env steps per second, per CPU-second of this process)."""
     from actors.envs import num_actions
     from actors.rollout import RolloutWorker
+    from cluster.worker_actor import freeze_start_up_objects
     from learner.models import UniformPolicy
 
     worker = RolloutWorker(
         env_id=env_id, num_envs=shape[0], unroll_length=32, unrolls_per_sample=shape[1],
         policy=UniformPolicy(num_actions(env_id)), seed=seed, worker_id=seed,
     )  # fmt: skip
+    freeze_start_up_objects()  # as the product's worker actor
     begin = time.perf_counter()
     while time.perf_counter() - begin < warmup:
         worker.sample()

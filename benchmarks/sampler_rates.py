@@ -17,7 +17,7 @@ from timing import log, machine_busy_s, median, window_rates
 from actors.observation_slots import release_observations
 from cluster.config import RolloutConfig
 from cluster.placement import NO_TASK_EVENTS
-from cluster.worker_actor import WorkerActor, stop_workers
+from cluster.worker_actor import WorkerActor, freeze_start_up_objects, stop_workers
 
 IN_FLIGHT = RolloutConfig().samples_in_flight  # samples requested per worker at once
 
@@ -51,6 +51,7 @@ class _SamplerActor(WorkerActor):
             seed=seed,
             worker_id=worker_id,
         )
+        freeze_start_up_objects()  # as the product's worker actor
 
     def ready(self) -> int:
         return os.getpid()

@@ -2,6 +2,7 @@
 removes each env's directory under the temporary directory on close, which a killed process
 leaves behind for good."""
 
+import gc
 import os
 import time
 
@@ -71,6 +72,8 @@ def test_a_retired_worker_closes_its_envs_after_its_sample_and_exits(tmp_path):
         )
         ray.get(actor.sample.remote()[1])
         assert len(list(temp.iterdir())) == 2  # one directory per env
+        # Its start-up objects out of full collections (`freeze_start_up_objects`).
+        assert ray.get(actor.__ray_call__.remote(lambda _: gc.get_freeze_count())) > 10_000
         in_flight = actor.sample.remote()
         retire_worker(actor)
         assert ray.get(in_flight[1])[1] > 0  # the sample sent before is answered
