@@ -58,6 +58,7 @@ class LabelExchange:
         self._polls: list[_Poll] = []
         self._handovers: list[_Handover] = []
         self._notices: list[str] = []
+        self._stop: tuple[ray.ObjectRef, float] | None = None  # `stop_annotator`'s call, deadline
 
     def exchange(self) -> list[dict[str, float]]:
         """Hand over the polls that finished, start a poll if fewer than MAX_IN_FLIGHT are
@@ -86,10 +87,14 @@ class LabelExchange:
     def stop_annotator(self, timeout_s: float = 30.0) -> dict[str, float] | None:
         """The run's very end, after `last` and the final checkpoint: stop the annotator (it
         labels on until then, so labels may have been stored since the last poll) and return
-        its stats once it has stopped, which count every label it stored; None when it did not
-        stop within `timeout_s`. Called again, it stops nothing and returns the stats again."""
+        its stats once it has stopped, which count every label it stored; None when it has not
+        stopped within `timeout_s` of the first call. A later call asks nothing new: it waits
+        for what is left of that time and returns the same."""
+        if self._stop is None:
+            self._stop = self.annotator.stop.remote(), time.monotonic() + timeout_s
+        ref, deadline = self._stop
         with contextlib.suppress(Exception):  # closing anyway: the last exchange's stats stand
-            return ray.get(self.annotator.stop.remote(), timeout=timeout_s)
+            return ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
         return None
 
     def take_notices(self) -> list[str]:

@@ -109,8 +109,9 @@ class Runner(Protocol):
         """The run's end, after the final checkpoint: stop the annotator, which labels until
         then (labels stored after the last `exchange_labels` are handed over on resume), and
         return its stats once it has stopped: `annotator/labels_total` counts every label it
-        stored. None without an annotator, or when it did not stop within 30 s. Blocks; `close`
-        calls it too (a second call stops nothing)."""
+        stored. None without an annotator, or (Ray mode) when it has not stopped within 30 s.
+        Blocks: serial mode until its thread has stopped. `close` calls it too; a second call
+        asks nothing new."""
 
     def close(self) -> None:
         """Stop the annotator (letting it flush) and every worker. Blocks."""
