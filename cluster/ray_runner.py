@@ -71,14 +71,7 @@ class RayRunner:
             )
             if not self._joined:  # one machine: its actor now, not after the first sample
                 self.inference.ensure(ray.get_runtime_context().get_node_id(), num_cpus=1)
-        self.annotator = None
-        if wants_annotator(config):
-            # Named, so that workers (and their restarts) find it without holding its handle as a
-            # constructor argument, which Ray cannot always restore.
-            self._annotator_name = f"rogueray-annotator-{uuid.uuid4().hex[:12]}"
-            self.annotator = ray.remote(**annotator_options(config, self._annotator_name))(
-                AnnotatorActor
-            ).remote(config)
+        self.annotator = self._start_annotator(config) if wants_annotator(config) else None
         self._config, self._spec = config, spec
         self._worker_settings = WorkerSettings.from_config(config)  # all a worker is sent
         self._worker_cls = ray.remote(
@@ -90,6 +83,7 @@ class RayRunner:
         )(WorkerActor)
         self.workers: dict[int, ray.actor.ActorHandle] = {}  # worker id -> actor
         self._retiring: dict[int, ray.actor.ActorHandle] = {}  # finishing their last sample
+        self._leaving: list = []  # retired workers' `leave` calls, waited for by `close`
         self._waiting: set[int] = set()  # added beyond the cluster's free CPUs, not placed yet
         self._next_id = 0
         for _ in range(config.rollout.num_workers):
@@ -108,6 +102,13 @@ class RayRunner:
         self._learner_node_ref = self.learner.node_id.remote()  # read at the first sample
         self._weights_ref, self._learner_node = None, None
         self.restarts = 0
+
+    def _start_annotator(self, config: RunConfig):
+        """The annotator actor, named, so that workers (and their restarts) find it without
+        holding its handle as a constructor argument, which Ray cannot always restore."""
+        self._annotator_name = f"rogueray-annotator-{uuid.uuid4().hex[:12]}"
+        options = annotator_options(config, self._annotator_name)
+        return ray.remote(**options)(AnnotatorActor).remote(config)
 
     @property
     def workers_alive(self) -> int:
@@ -218,7 +219,7 @@ class RayRunner:
         for worker_id in sorted(self.workers)[num_workers:]:  # the newest go first
             actor = self.workers.pop(worker_id)
             if worker_id in self._waiting or worker_id not in in_flight:  # nothing to hand over
-                retire_worker(actor, kill=worker_id in self._waiting)
+                self._leaving.append(retire_worker(actor, kill=worker_id in self._waiting))
                 self._waiting.discard(worker_id)
             else:
                 self._retiring[worker_id] = actor
@@ -361,7 +362,7 @@ class RayRunner:
         """Let a retiring worker go once none of its samples is in flight; one whose process
         was `lost` is killed before Ray rebuilds it (`retire_worker`)."""
         if all(w != worker_id for w, *_ in self._samples.values()):
-            retire_worker(self._retiring.pop(worker_id), kill=lost)
+            self._leaving.append(retire_worker(self._retiring.pop(worker_id), kill=lost))
 
     def can_train(self) -> bool:
         return len(self._updates) < MAX_UPDATES_IN_FLIGHT
@@ -386,7 +387,8 @@ class RayRunner:
     def close(self) -> None:
         self.stop_annotator()  # let it flush sightings and close the LLM cleanly (30 s at most)
         unready = [actor for w, actor in self.workers.items() if w in self._waiting]
-        stop_workers([*self.workers.values(), *self._retiring.values()], unready)
+        leaving = [ref for ref in self._leaving if ref is not None]
+        stop_workers([*self.workers.values(), *self._retiring.values()], unready, leaving)
         for actor in [self.learner, *[a for a in (self.annotator,) if a is not None]]:
             ray.kill(actor)
         if self.inference is not None:

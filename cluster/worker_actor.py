@@ -57,8 +57,10 @@ class WorkerActor:
     def leave(self) -> None:
         """Close the envs and end this actor for good (Ray does not restart it): a worker
         retired mid-run (`retire_worker`), after the calls sent before this one."""
-        self.worker.close()
-        ray.actor.exit_actor()
+        try:
+            self.worker.close()
+        finally:  # gone even if an env fails to close
+            ray.actor.exit_actor()
 
     @ray.method(num_returns=2)
     def sample(self, restarts: int = 0, consumer_node: str | None = None):
@@ -95,15 +97,16 @@ def freeze_start_up_objects() -> None:
     gc.freeze()
 
 
-def retire_worker(actor, kill: bool = False) -> None:
+def retire_worker(actor, kill: bool = False) -> ray.ObjectRef | None:
     """Let a worker go mid-run without waiting for it: it closes its envs once the calls sent
-    before are done (an actor runs its calls in order) and exits (`WorkerActor.leave`). With
-    `kill`, for one that has no envs (still waiting for a CPU: its constructor has not run) or
-    whose process was lost (Ray would rebuild it first), it is killed at once."""
+    before are done (an actor runs its calls in order) and exits (`WorkerActor.leave`); returns
+    that call's reference, for `stop_workers` to wait for at the run's end. With `kill`, for one
+    that has no envs (still waiting for a CPU: its constructor has not run) or whose process was
+    lost (Ray would rebuild it first), it is killed at once (None)."""
     if kill:
         ray.kill(actor)
-    else:
-        actor.leave.remote()
+        return None
+    return actor.leave.remote()
 
 
 def forget(ref) -> None:
@@ -114,12 +117,14 @@ def forget(ref) -> None:
         ray.get(ref, timeout=0)
 
 
-def stop_workers(actors: list, unready: list = ()) -> None:
+def stop_workers(actors: list, unready: list = (), leaving: list = ()) -> None:
     """Have worker actors close their envs (`WorkerActor.close`), waiting up to CLOSE_WAIT_S in
-    all for those still sampling (an actor's calls run in order), then kill them all. Those of
-    them in `unready` (still waiting for resources, or being rebuilt: a close would wait for the
-    constructor) are not asked. A dead actor's close fails at once and is skipped."""
+    all for those still sampling (an actor's calls run in order) and for the `leaving` calls of
+    workers retired earlier (`retire_worker`), then kill them all. Those in `unready` (still
+    waiting for resources, or being rebuilt: a close would wait for the constructor) are not
+    asked. A dead actor's close fails at once and is skipped."""
     refs = [actor.close.remote() for actor in actors if all(actor is not u for u in unready)]
+    refs += leaving
     if refs:
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=CLOSE_WAIT_S)
         for ref in ready:

@@ -144,7 +144,7 @@ def test_ray_runner_adds_retires_and_refuses_workers(tmp_path):
             producers(1)
         assert runner.workers_alive == 1
         assert producers(6) == {0}
-        deadline = time.monotonic() + 30  # Ray frees a killed actor's CPU a moment later
+        deadline = time.monotonic() + 30  # Ray frees a retired actor's CPU a moment later
         while ray.available_resources().get("CPU") != 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         refused = runner.resize(4)  # 1 worker + learner hold 2 of 4 CPUs: 3 more do not fit
