@@ -292,23 +292,24 @@ def _loop(
         resumed_from=loop.start_step if resumed else None,
         run_dir=str(config.run_dir),
         total_env_steps=config.total_env_steps,
-        **_label_counts(stats, loop.logger.latest),
+        **_label_counts(stats, loop),
     )
 
 
-def _label_counts(stats: dict[str, float] | None, latest: dict[str, float]) -> dict[str, int]:
+def _label_counts(stats: dict[str, float] | None, loop: TrainingLoop) -> dict[str, int]:
     """From the annotator's `stats` once it stopped (else the last exchange's): the labels it
-    had stored, which is what the label store holds, and the captions still waiting for a label;
-    from `latest`, the logger's last scalars: how many labels the reward model had taken at the
-    last exchange (labels stored later are handed over first on resume). {} without an
-    annotator."""
+    had stored, which is what the label store holds. From the last exchange, before the final
+    checkpoint: how many labels the reward model had taken (labels stored later are handed over
+    first on resume) and the captions waiting for a label, which the checkpoint keeps. {}
+    without an annotator."""
     from annotator.metrics import LABELS_TOTAL, PENDING
     from reward_models.base import DATASET_SIZE
 
-    stats = stats or {}
+    stats, last = stats or {}, loop.annotator_stats or {}
     if LABELS_TOTAL not in stats:
         return {}
-    counts = {"labels": int(stats[LABELS_TOTAL]), "captions_pending": int(stats.get(PENDING, 0))}
-    if DATASET_SIZE in latest:
-        counts["labels_in_reward_model"] = int(latest[DATASET_SIZE])
+    pending = last.get(PENDING, stats.get(PENDING, 0))
+    counts = {"labels": int(stats[LABELS_TOTAL]), "captions_pending": int(pending)}
+    if DATASET_SIZE in loop.logger.latest:
+        counts["labels_in_reward_model"] = int(loop.logger.latest[DATASET_SIZE])
     return counts
