@@ -31,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from annotator.prompts import EMPTY_CAPTION
 from cluster.console import counted
-from cluster.replay_render import Renderer, Step, write_videos
+from cluster.replay_render import Renderer, Step, shown_caption, write_videos
 from cluster.ttyrec import classic_ttyrec
 
 TTY_KEYS = ("tty_chars", "tty_colors")
@@ -232,7 +231,7 @@ def transcript_caption_and_label(step: Step) -> tuple[str, str]:
     caption the store holds no label for reads `pending`, as on the GIF, never a number."""
     if step.caption is None:
         return "", ""
-    caption = (step.caption or EMPTY_CAPTION).replace("\t", " ").replace("\n", " ")
+    caption = shown_caption(step.caption).replace("\t", " ").replace("\n", " ")
     return caption, "pending" if step.label is None else f"{step.label:.4f}"
 
 

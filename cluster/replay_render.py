@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from annotator.prompts import EMPTY_CAPTION
+
 # NetHack's 16 curses colours (black drawn dark grey, so that it shows on the black background).
 PALETTE = (
     (85, 85, 85), (170, 0, 0), (0, 170, 0), (170, 85, 0), (0, 0, 170), (170, 0, 170),
@@ -57,6 +59,14 @@ def find_font() -> Path | None:
     return None
 
 
+def shown_caption(caption: str | None) -> str:
+    """A step's caption as the LLM was asked about it: NetHack's empty (or blank) message is
+    EMPTY_CAPTION; "" for a step without a caption (an env without messages)."""
+    if caption is None:
+        return ""
+    return caption if caption.strip() else EMPTY_CAPTION
+
+
 class Renderer:
     """Draws terminal screens (NLE's tty_chars/tty_colors) or rgb frames with a status line."""
 
@@ -81,7 +91,7 @@ class Renderer:
         return [
             f"step {step.step}  action {step.action}  reward {step.reward:+g}  "
             f"r_int {r_int}  LLM label {label}",
-            f"caption: {step.caption or '(no message)'}",
+            f"caption: {shown_caption(step.caption) or 'n/a'}",
         ]
 
     def _draw_status(self, draw, top: int, width: int, lines: list[str]) -> None:

@@ -160,3 +160,6 @@ def test_a_step_without_a_label_never_reads_as_labelled(tmp_path):
     assert renderer.status(steps[0])[0].endswith("LLM label n/a")
     assert renderer.status(steps[2])[0].endswith("LLM label pending")
     assert renderer.status(steps[1])[1] == "caption: (no message)"
+    assert renderer.status(steps[0])[1] == "caption: n/a"  # not the empty message's words
+    blank = Step(7, "N(1)", "  ", None, 0.0, 0.0)  # blank: the LLM was asked "(no message)"
+    assert renderer.status(blank)[1] == "caption: (no message)"
