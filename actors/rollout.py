@@ -90,7 +90,7 @@ class RolloutWorker:
         self._no_starts = torch.zeros(1, num_envs, dtype=torch.bool)  # no step starts an episode
         self._episodes = self._new_tally()
         self.slots: ObservationSlots | None = None  # see share_observations
-        self._slot_views: dict[int, list[_UnrollViews]] = {}  # per slot index: `_views_of`
+        self._slot_views: dict[tuple, list[_UnrollViews]] = {}  # per slot: `_views_of`
         self._aborted = False  # a sample failed part way: new seed streams before the next
 
     @property
@@ -192,7 +192,7 @@ class RolloutWorker:
         same memory every time it is taken) and for ordinary arrays once per sample."""
         if not isinstance(buffers, SlotObservations):
             return self._unroll_views(buffers)
-        slot = buffers.address.slot
+        slot = buffers.address.token, buffers.address.slot  # the file's token: its memory
         if slot not in self._slot_views:
             self._slot_views[slot] = self._unroll_views(buffers)
         return self._slot_views[slot]

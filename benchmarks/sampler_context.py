@@ -12,6 +12,7 @@ that `benchmarks/throughput.py`'s sampler adds. Prints one JSON object; not part
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing as mp
 import os
 import sys
@@ -50,6 +51,7 @@ def sample_loop(env_id: str, shape: tuple[int, int], seed: int, warmup: float, s
         steps += worker.sample()[0].num_steps
     rates = steps / (time.perf_counter() - begin), steps / (time.process_time() - cpu)
     worker.close()  # NLE removes its directories (a process ending by os._exit would not)
+    gc.unfreeze()  # a Ray actor runs a loop per pair: the next one freezes its own objects
     return rates
 
 
