@@ -224,9 +224,10 @@ def evaluate(
     """Evaluate; returns the summary JSON's content and the paths written. `progress`: a bar on
     a terminal, else a line after 5 s and every 30 s on stderr (cluster/progress.py); False:
     neither."""
-    from cluster.progress import Progress
+    from cluster.progress import Progress, loading_note
 
-    loaded, policy, reward_model, config = prepare(target, env_id, episodes, max_episode_steps)
+    with loading_note("evaluate", target, enabled=progress):
+        loaded, policy, reward_model, config = prepare(target, env_id, episodes, max_episode_steps)
     cap = config.env.max_episode_steps
     results: list[EpisodeResult] = []
     total = episodes * len(modes)

@@ -12,6 +12,7 @@ Here a timer thread writes the line whether or not work ended since the last one
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -28,6 +29,22 @@ FIRST_LINE_S = 5.0
 longer than that says so early, one that ends before it prints only its last line."""
 NOTE_REFRESH_S = 0.5
 """At most this often a note alone redraws the bar (notes may come every env step)."""
+
+
+@contextlib.contextmanager
+def loading_note(command: str, target, enabled: bool = True, after_s: float = FIRST_LINE_S):
+    """Say on stderr that `command` is loading `target` when its set-up before the progress
+    starts (torch, the checkpoint, the env: half a minute on a loaded laptop) takes longer than
+    `after_s`; a quick set-up, or one refused at once (bad input: one error line), says nothing."""
+    line = f"{PREFIX} {command}: loading {target} (the checkpoint, its policy, the env) ..."
+    timer = threading.Timer(after_s, lambda: print(line, file=sys.stderr, flush=True))
+    timer.daemon = True
+    if enabled:
+        timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 class Progress:

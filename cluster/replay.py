@@ -257,21 +257,20 @@ def replay(
     records (with the paths written for each episode). `progress`: a bar on a terminal, else a
     line after 5 s and every 30 s on stderr (cluster/progress.py); False: neither."""
     from cluster.evaluate import EvaluationError, prepare
-    from cluster.progress import Progress
+    from cluster.progress import Progress, loading_note
 
     if mode not in ("greedy", "sampled"):
         raise EvaluationError(f"--mode must be greedy or sampled, got {mode!r}")
-    loaded, policy, reward_model, config = prepare(target, env_id, episodes, max_episode_steps)
-    cap = config.env.max_episode_steps
-    out = (
-        Path(out_dir) if out_dir is not None else loaded.run_dir / "replay" / loaded.checkpoint.stem
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    labels = caption_labels(loaded)
-    renderer = Renderer()
-    savedir = out / ".ttyrec-in-progress"
-    shutil.rmtree(savedir, ignore_errors=True)
-    env, nethack = _recording_env(config.env.id, cap, savedir)
+    with loading_note("replay", target, enabled=progress):
+        loaded, policy, reward_model, config = prepare(target, env_id, episodes, max_episode_steps)
+        default = loaded.run_dir / "replay" / loaded.checkpoint.stem
+        out = Path(out_dir) if out_dir is not None else default
+        out.mkdir(parents=True, exist_ok=True)
+        labels = caption_labels(loaded)
+        renderer = Renderer()
+        savedir = out / ".ttyrec-in-progress"
+        shutil.rmtree(savedir, ignore_errors=True)
+        env, nethack = _recording_env(config.env.id, config.env.max_episode_steps, savedir)
     rng = np.random.default_rng([seed, 1])
     records: list[EpisodeRecord] = []
     bar = Progress(episodes, desc="replay", unit="episode", enabled=progress)

@@ -174,3 +174,20 @@ def test_evaluate_and_replay_print_progress_lines(tmp_path, capsys, fast_lines):
     shutil.rmtree(tmp_path / "replay")
     assert main([*replay, "--out", str(tmp_path / "replay"), "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_slow_set_up_says_it_is_loading_and_a_quick_one_says_nothing(capsys):
+    from cluster.progress import loading_note
+
+    said, deadline = "", time.monotonic() + 30
+    with loading_note("replay", "runs/x", after_s=0.05):
+        while not said and time.monotonic() < deadline:  # a set-up slower than the delay
+            time.sleep(0.05)
+            said += capsys.readouterr().err
+    assert said == "[rogueray] replay: loading runs/x (the checkpoint, its policy, the env) ...\n"
+    with loading_note("replay", "runs/x", after_s=0.3):
+        pass  # quick (or refused at once: the error line stays the only line)
+    with loading_note("replay", "runs/x", enabled=False, after_s=0.0):
+        time.sleep(0.2)  # --no-progress
+    time.sleep(1.0)
+    assert capsys.readouterr().err == ""
