@@ -91,8 +91,8 @@ class WorkerActor:
 def freeze_start_up_objects() -> None:
     """Take what a worker process holds once constructed (Ray, torch, NLE: some 220,000
     objects) out of the garbage collector's full collections, which otherwise walk them all:
-    77 ms each, one about every 20 s of sampling (0.4 % of a worker's time, measured inside a
-    Ray actor). Call it at the end of the constructor of a process's one long-lived object."""
+    77 ms for the one seen in 40 s of sampling inside a Ray actor. Call it at the end of the
+    constructor of a process's one long-lived object."""
     gc.collect()
     gc.freeze()
 
