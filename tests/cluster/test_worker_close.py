@@ -15,6 +15,7 @@ from cluster.config import load_config
 from cluster.worker_actor import WorkerActor, retire_worker, stop_workers
 from cluster.worker_settings import WorkerSettings
 from learner.models import UniformPolicy
+from tests.waiting import wait_for
 
 
 @ray.remote
@@ -47,9 +48,9 @@ def test_stop_workers_closes_after_the_sample_in_flight_then_kills(tmp_path):
         workers[0].sample.remote(1.0)  # close waits behind it
         stop_workers([*workers, dead])
         assert all(open(mark).read() == "closed" for mark in marks)
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        alive = lambda: [pid for pid in pids if _alive(pid)]  # noqa: E731
+        killed = lambda: (not alive(), f"alive {alive()}")  # noqa: E731
+        wait_for("the workers killed", killed, deadline_s=30, interval_s=0.1)
         assert not any(_alive(pid) for pid in pids)  # killed
     finally:
         ray.shutdown()
@@ -80,9 +81,9 @@ def test_a_retired_worker_closes_its_envs_after_its_sample_and_exits(tmp_path):
         del actor  # as the runner lets go of a retired worker's handle (restarts: -1, as a run's)
         assert ray.get(in_flight[1])[1] > 0  # the sample sent before is answered
         ray.wait([leaving], timeout=60)
-        deadline = time.monotonic() + 60
-        while (_alive(pid) or list(temp.iterdir())) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        left = lambda: (_alive(pid), [d.name for d in temp.iterdir()])  # noqa: E731
+        gone = lambda: (left() == (False, []), left())  # noqa: E731
+        wait_for("the worker closed and gone", gone, deadline_s=60, interval_s=0.1)
         assert list(temp.iterdir()) == []  # closed: NLE removed its directories
         assert not _alive(pid)  # exited
     finally:
