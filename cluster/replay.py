@@ -226,9 +226,10 @@ def write_transcript(path: Path, record: EpisodeRecord) -> None:
 
 def transcript_caption_and_label(step: Step) -> tuple[str, str]:
     """A step's caption and label fields. Without a caption, both empty: there is nothing to
-    label. NetHack's empty message is a caption the LLM labels like any other: written
-    EMPTY_CAPTION, so that its label never reads as the label of a step without a caption. A
-    caption the store holds no label for reads `pending`, as on the GIF, never a number."""
+    label. NetHack's empty message is a caption the LLM labels like any other: written as the
+    LLM was asked about it (`shown_caption`), so that its label never reads as the label of a
+    step without a caption. A caption the store holds no label for reads `pending`, as on the
+    GIF, never a number."""
     if step.caption is None:
         return "", ""
     caption = shown_caption(step.caption).replace("\t", " ").replace("\n", " ")
